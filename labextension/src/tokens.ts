@@ -1,0 +1,5 @@
+/** Shapes of what the server extension returns. */
+export interface IHealth {
+  version: string;
+  kernels: number;
+}

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The main job (README): a local dev provider + JupyterLab with the notebooks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/setup.sh
+source scripts/setup.sh
+exec .venv/bin/gpumarket demo "$@"
