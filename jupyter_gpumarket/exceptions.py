@@ -8,9 +8,11 @@ what happened and what to do next.
 
     GpuMarketError
      ├── ConfigError (ValueError) ............. bad option, kernel.json, profile, env var
-     │    └── NoProviderSelected .............. nothing says where to launch the kernel
+     │    ├── NoProviderSelected .............. nothing says where to launch the kernel
+     │    └── SyncTooLarge .................... notebook directory above the file-sync cap
      ├── ProtocolError (ValueError) ........... malformed tunnel frame / agent message
-     │    └── FrameTooLarge ................... frame above the negotiated maximum
+     │    ├── FrameTooLarge ................... frame above the negotiated maximum
+     │    └── UnsafePath ...................... a peer's path escapes the working dir
      ├── TunnelError (ConnectionError) ........ the websocket to a provider
      │    ├── ProviderUnreachable ............. cannot connect at all
      │    ├── TlsFingerprintMismatch .......... certificate is not the pinned one
@@ -48,9 +50,11 @@ __all__ = [
     "ProviderRefused",
     "ProviderUnreachable",
     "RpcUnavailable",
+    "SyncTooLarge",
     "TlsFingerprintMismatch",
     "TransactionReverted",
     "TunnelError",
+    "UnsafePath",
     "WalletError",
     "WrongPassword",
 ]
@@ -68,12 +72,22 @@ class NoProviderSelected(ConfigError):
     """The provisioner has nothing that says where to launch the kernel."""
 
 
+class SyncTooLarge(ConfigError):
+    """The notebook's directory is bigger than the file-sync cap; the message names the biggest
+    files and says how to exclude them (``.gpumarketignore``) or raise the cap."""
+
+
 class ProtocolError(GpuMarketError, ValueError):
     """A peer sent bytes that are not a valid tunnel frame or agent message."""
 
 
 class FrameTooLarge(ProtocolError):
     """A frame is larger than the maximum this side accepts."""
+
+
+class UnsafePath(ProtocolError):
+    """A file path is absolute, climbs out with ``..``, or resolves outside the working dir
+    through a symlink; it is refused on both sides (renter and agent)."""
 
 
 class TunnelError(GpuMarketError, ConnectionError):
