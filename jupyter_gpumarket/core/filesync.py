@@ -1,0 +1,566 @@
+"""Notebook file sync: which paths are safe, what to send, what to bring back.
+
+The decisions are pure functions over :class:`Manifest` values (``safe_relpath``, ``check_cap``,
+``plan_upload``, ``plan_pull``); the only I/O is the small "scanner" section at the bottom
+(``scan``, ``resolve_inside``, ``read_chunks``, ``write_verified``), used by both the renter and
+the agent.
+
+Sync is content-addressed: a blob is a file's bytes named by their SHA-256, the agent keeps the
+blobs it has received, and the renter sends only the blobs the agent lacks, so a second launch
+with nothing changed sends no file bytes at all.
+
+Paths on the wire are relative POSIX paths, normalized by :func:`safe_relpath`; anything that is
+absolute, climbs out with ``..``, or resolves through a symlink outside the working dir is refused
+with :class:`~jupyter_gpumarket.exceptions.UnsafePath` on whichever side receives it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+import pathspec
+
+from jupyter_gpumarket.exceptions import ConfigError, ProtocolError, SyncTooLarge, UnsafePath
+
+__all__ = [
+    "DEFAULT_CAP_BYTES",
+    "DEFAULT_IGNORES",
+    "IGNORE_FILE",
+    "Blob",
+    "Conflict",
+    "FileEntry",
+    "Manifest",
+    "PullItem",
+    "PullPlan",
+    "Skipped",
+    "UploadPlan",
+    "check_cap",
+    "conflict_name",
+    "format_bytes",
+    "hash_file",
+    "ignore_spec",
+    "is_sha256_hex",
+    "plan_pull",
+    "plan_upload",
+    "read_chunks",
+    "resolve_inside",
+    "safe_relpath",
+    "scan",
+    "write_atomic_verified",
+    "write_verified",
+]
+
+DEFAULT_CAP_BYTES = 500 * 1000 * 1000
+IGNORE_FILE = ".gpumarketignore"
+# Directories that are never synced in either direction (gitignore syntax). A user's
+# .gpumarketignore is appended, so `!node_modules/` there re-includes one of these.
+DEFAULT_IGNORES = (
+    ".git/",
+    ".ipynb_checkpoints/",
+    "__pycache__/",
+    ".venv/",
+    "venv/",
+    "node_modules/",
+    ".gpumarket/",
+)
+# Never brought back from the remote side whatever the user's ignore file says: a provider must
+# not be able to plant git hooks or virtualenv scripts in the renter's directory.
+_NEVER_PULLED = pathspec.GitIgnoreSpec.from_lines(DEFAULT_IGNORES)
+_VENV_MARKER = "pyvenv.cfg"
+_MAX_NAME_BYTES = 255
+_MAX_PATH_BYTES = 4096
+_HEX = frozenset("0123456789abcdef")
+_CHUNK = 1 << 20
+
+
+def is_sha256_hex(value: object) -> bool:
+    """True for a lowercase 64-digit hex string (how blobs are named everywhere)."""
+    return isinstance(value, str) and len(value) == 64 and _HEX.issuperset(value)
+
+
+def format_bytes(n: int) -> str:
+    """Human size in decimal units, for messages and progress ("12.3 MB")."""
+    if n < 1000:
+        return f"{n} B"
+    value = n / 1000
+    for unit in ("kB", "MB", "GB"):
+        if value < 1000:
+            return f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"
+
+
+def _is_drive(name: str) -> bool:
+    return len(name) > 1 and name[1] == ":" and name[0].isascii() and name[0].isalpha()
+
+
+def safe_relpath(path: str) -> str:
+    """Validate a relative path that came from the other side; return it normalized.
+
+    Accepts ``a/b.txt``, ``./a//b.txt`` (-> ``a/b.txt``). Refuses, with :class:`UnsafePath`:
+    non-strings, empty paths, NUL, backslashes (a Windows separator that POSIX would treat as
+    a name), absolute paths and drive letters, ``..`` components, names that are not valid
+    UTF-8, and names or paths too long for a filesystem.
+    """
+    if not isinstance(path, str):
+        raise UnsafePath(f"file path must be a string, got {type(path).__name__}")
+    shown = repr(path[:120])
+
+    def refuse(why: str) -> UnsafePath:
+        return UnsafePath(
+            f"refused file path {shown}: {why}; only relative paths inside the "
+            "notebook directory can be synced"
+        )
+
+    if not path:
+        raise refuse("it is empty")
+    if "\x00" in path:
+        raise refuse("it contains a NUL byte")
+    if "\\" in path:
+        raise refuse("it contains a backslash; use '/' as the separator")
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    if path.startswith("/") or (parts and _is_drive(parts[0])):
+        raise refuse("it is absolute")
+    if not parts:
+        raise refuse("it names the working dir itself, not a file in it")
+    if ".." in parts:
+        raise refuse("it climbs out of the working dir with '..'")
+    try:
+        encoded = [part.encode("utf-8") for part in parts]
+    except UnicodeEncodeError:
+        raise refuse("it is not valid UTF-8") from None
+    if any(len(part) > _MAX_NAME_BYTES for part in encoded):
+        raise refuse(f"a name in it is longer than {_MAX_NAME_BYTES} bytes")
+    if sum(len(part) + 1 for part in encoded) > _MAX_PATH_BYTES:
+        raise refuse(f"it is longer than {_MAX_PATH_BYTES} bytes")
+    return "/".join(parts)
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file's size, content hash and modification time (nanoseconds)."""
+
+    size: int
+    sha256: str
+    mtime_ns: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 0:
+            raise ProtocolError(f"FileEntry.size must be an int >= 0, got {self.size!r}")
+        if not is_sha256_hex(self.sha256):
+            raise ProtocolError(
+                f"FileEntry.sha256 must be 64 lowercase hex digits, got {self.sha256!r}"
+            )
+        if not isinstance(self.mtime_ns, int) or isinstance(self.mtime_ns, bool):
+            raise ProtocolError(f"FileEntry.mtime_ns must be an int, got {self.mtime_ns!r}")
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A path that was left out on purpose, and why (for the log / the user)."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Relative POSIX path -> :class:`FileEntry`, plus what a scan skipped and why."""
+
+    files: Mapping[str, FileEntry] = field(default_factory=dict)
+    skipped: tuple[Skipped, ...] = ()
+
+    def __post_init__(self) -> None:
+        checked: dict[str, FileEntry] = {}
+        for path, entry in self.files.items():
+            if safe_relpath(path) != path:
+                raise UnsafePath(
+                    f"manifest path {path!r} is not normalized (expected {safe_relpath(path)!r})"
+                )
+            if not isinstance(entry, FileEntry):
+                raise ProtocolError(f"manifest entry for {path!r} must be a FileEntry")
+            checked[path] = entry
+        dirs = {path.rsplit("/", i)[0] for path in checked for i in range(1, path.count("/") + 1)}
+        if both := sorted(dirs.intersection(checked)):
+            raise ProtocolError(f"manifest names {both[0]!r} both as a file and as a directory")
+        object.__setattr__(self, "files", MappingProxyType(dict(sorted(checked.items()))))
+        object.__setattr__(self, "skipped", tuple(self.skipped))
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(entry.size for entry in self.files.values())
+
+    def hashes(self) -> frozenset[str]:
+        return frozenset(entry.sha256 for entry in self.files.values())
+
+    def to_json(self) -> dict[str, object]:
+        """Wire form: ``{"files": {path: [size, sha256, mtime_ns]}}`` (skipped stays local)."""
+        return {"files": {p: [e.size, e.sha256, e.mtime_ns] for p, e in self.files.items()}}
+
+    @classmethod
+    def from_json(cls, data: object) -> Manifest:
+        """Parse the wire form from the peer; anything malformed is a :class:`ProtocolError`."""
+        files = data.get("files") if isinstance(data, dict) else None
+        if not isinstance(files, dict):
+            raise ProtocolError("manifest must be a JSON object with a 'files' object")
+        entries: dict[str, FileEntry] = {}
+        for path, value in files.items():
+            if not (isinstance(value, list) and len(value) == 3):
+                raise ProtocolError(f"manifest entry for {path!r} must be [size, sha256, mtime_ns]")
+            entries[safe_relpath(path)] = FileEntry(*value)
+        return cls(entries)
+
+
+@dataclass(frozen=True)
+class Blob:
+    """A blob to send: its hash, its size, and one local file that holds those bytes."""
+
+    sha256: str
+    size: int
+    path: str
+
+
+@dataclass(frozen=True)
+class UploadPlan:
+    """What a launch sends: the full manifest (so the agent can lay out every file) and only
+    the blobs the agent lacks. ``total_bytes`` is the denominator for progress."""
+
+    manifest: Manifest
+    blobs: tuple[Blob, ...]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(blob.size for blob in self.blobs)
+
+    @property
+    def reused_bytes(self) -> int:
+        """Bytes of the manifest that need not travel (already remote or duplicated)."""
+        return self.manifest.total_bytes - self.total_bytes
+
+
+def plan_upload(local: Manifest, remote_hashes: Iterable[str] | Manifest) -> UploadPlan:
+    """Send each distinct blob of ``local`` the remote side does not already hold."""
+    have = remote_hashes.hashes() if isinstance(remote_hashes, Manifest) else set(remote_hashes)
+    if bad := next((h for h in have if not is_sha256_hex(h)), None):
+        raise ProtocolError(f"remote blob hash {bad!r} is not 64 lowercase hex digits")
+    blobs: dict[str, Blob] = {}
+    for path, entry in local.files.items():
+        if entry.sha256 not in have and entry.sha256 not in blobs:
+            blobs[entry.sha256] = Blob(entry.sha256, entry.size, path)
+    return UploadPlan(local, tuple(blobs.values()))
+
+
+def check_cap(
+    sizes: Iterable[tuple[str, int]],
+    cap_bytes: int,
+    *,
+    where: str = "the notebook directory",
+    cap_hint: str = "the sync cap",
+) -> None:
+    """Raise :class:`SyncTooLarge` naming the biggest files when the total exceeds the cap."""
+    listing = list(sizes)
+    total = sum(size for _, size in listing)
+    if total <= cap_bytes:
+        return
+    biggest = sorted(listing, key=lambda item: (-item[1], item[0]))[:5]
+    names = ", ".join(f"{path} ({format_bytes(size)})" for path, size in biggest)
+    raise SyncTooLarge(
+        f"{where} holds {format_bytes(total)} to sync, above the {format_bytes(cap_bytes)} cap, "
+        f"so nothing was synced. Biggest files: {names}. Exclude what the kernel does not need "
+        f"in {IGNORE_FILE} (gitignore syntax, e.g. a line '{biggest[0][0]}') or raise {cap_hint}."
+    )
+
+
+def ignore_spec(lines: Iterable[str] = ()) -> pathspec.GitIgnoreSpec:
+    """The default ignores followed by the user's lines (gitignore syntax)."""
+    return pathspec.GitIgnoreSpec.from_lines([*DEFAULT_IGNORES, *lines])
+
+
+@dataclass(frozen=True)
+class PullItem:
+    """Bring remote ``remote_path`` (blob ``sha256``) back as local ``local_path``."""
+
+    remote_path: str
+    local_path: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A file changed on both sides; the remote copy was saved beside it under ``saved_as``."""
+
+    path: str
+    saved_as: str
+    message: str
+
+
+@dataclass(frozen=True)
+class PullPlan:
+    items: tuple[PullItem, ...]
+    conflicts: tuple[Conflict, ...]
+    skipped: tuple[Skipped, ...]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(item.size for item in self.items)
+
+
+def conflict_name(path: str, sha256: str, length: int = 8) -> str:
+    """``dir/name.ext`` -> ``dir/name.remote-<shorthash>.ext`` (dotfiles keep their name)."""
+    head, _, name = path.rpartition("/")
+    stem, dot, ext = name.rpartition(".")
+    if not stem:  # no extension, or a dotfile such as ".env"
+        stem, dot, ext = name, "", ""
+    renamed = f"{stem}.remote-{sha256[:length]}{dot}{ext}"
+    return f"{head}/{renamed}" if head else renamed
+
+
+def plan_pull(
+    remote: Manifest, local_now: Manifest, local_at_launch: Manifest, *, ignore: Iterable[str] = ()
+) -> PullPlan:
+    """Decide which remote files to bring back, never overwriting a local change.
+
+    A remote file is brought back when the kernel created or changed it (its hash differs from
+    what was sent at launch). It goes to its own path when the local file is unchanged since
+    launch (or absent); when the local file changed too, the remote copy is saved as
+    :func:`conflict_name` and a :class:`Conflict` says so. Remote deletions are not applied.
+    Ignored paths (defaults, ``ignore`` lines) are never written locally.
+    """
+    user_spec = pathspec.GitIgnoreSpec.from_lines(list(ignore))
+    taken = set(local_now.files)
+    local_dirs = {p.rsplit("/", i)[0] for p in taken for i in range(1, p.count("/") + 1)}
+    items: list[PullItem] = []
+    conflicts: list[Conflict] = []
+    skipped: list[Skipped] = []
+    for path, entry in remote.files.items():
+        now, then = local_now.files.get(path), local_at_launch.files.get(path)
+        if (now and now.sha256 == entry.sha256) or (then and then.sha256 == entry.sha256):
+            continue  # same bytes here already, or the kernel left the launched copy alone
+        if _NEVER_PULLED.match_file(path) or user_spec.match_file(path):
+            skipped.append(Skipped(path, "ignored (defaults or .gpumarketignore); not written"))
+            continue
+        dest = path
+        unchanged_here = (now.sha256 if now else None) == (then.sha256 if then else None)
+        if now is not None and not unchanged_here:
+            dest = _conflict_dest(path, entry.sha256, local_now)
+            if dest is None:
+                continue  # this remote copy was already saved beside the local file
+            if not dest:
+                skipped.append(Skipped(path, "changed on both sides; no free conflict name"))
+                continue
+            why = "changed both locally and in the remote kernel since launch"
+            message = f"{path} {why}; kept the local file, saved the remote copy as {dest}"
+            conflicts.append(Conflict(path, dest, message))
+        blocker = next((d for d in _parents(dest) if d in taken), None)
+        if blocker is not None or dest in local_dirs:
+            why = f"local file {blocker!r} is in the way" if blocker else "a local directory"
+            skipped.append(Skipped(path, f"cannot write {dest}: {why}; remote copy left there"))
+            continue
+        taken.add(dest)
+        items.append(PullItem(path, dest, entry.sha256, entry.size))
+    return PullPlan(tuple(items), tuple(conflicts), tuple(skipped))
+
+
+def _conflict_dest(path: str, sha256: str, local_now: Manifest) -> str | None:
+    """A free conflict name; None if the same remote copy is already there; "" if none free."""
+    for length in (8, 16, 64):
+        candidate = conflict_name(path, sha256, length)
+        there = local_now.files.get(candidate)
+        if there is None:
+            return candidate
+        if there.sha256 == sha256:
+            return None
+    return ""
+
+
+def _parents(path: str) -> Iterator[str]:
+    parts = path.split("/")
+    for i in range(1, len(parts)):
+        yield "/".join(parts[:i])
+
+
+# --- Scanner: the only I/O in this module ------------------------------------------------------
+
+
+def _inside(root_real: str, target: str) -> bool:
+    return target != root_real and os.path.commonpath([root_real, target]) == root_real
+
+
+def resolve_inside(root: str | os.PathLike[str], relpath: str) -> Path:
+    """``root/relpath`` after :func:`safe_relpath`, refused if a symlink takes it outside root.
+
+    Returns the unresolved path under the real root, so writing there replaces a symlink inside
+    root instead of writing through it.
+    """
+    rel = safe_relpath(relpath)
+    root_real = os.path.realpath(root)
+    candidate = os.path.join(root_real, rel)
+    target = os.path.realpath(candidate)
+    if not _inside(root_real, target):
+        raise UnsafePath(
+            f"refused file path {rel!r}: it resolves through a symlink to {target}, "
+            f"outside {root_real}; remove the symlink or sync the target itself"
+        )
+    return Path(candidate)
+
+
+def hash_file(path: str | os.PathLike[str]) -> tuple[str, int]:
+    """(sha256 hex, size) of the bytes actually read."""
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256")
+        return digest.hexdigest(), f.tell()
+
+
+def read_chunks(
+    root: str | os.PathLike[str], relpath: str, chunk_size: int = _CHUNK
+) -> Iterator[bytes]:
+    """Stream a file inside root (for sending a blob or serving a pull)."""
+    with open(resolve_inside(root, relpath), "rb") as f:
+        while chunk := f.read(chunk_size):
+            yield chunk
+
+
+def write_atomic_verified(dest: Path, chunks: Iterable[bytes], sha256: str) -> int:
+    """Write ``chunks`` to ``dest`` through a temp file, only if they hash to ``sha256``."""
+    if not is_sha256_hex(sha256):
+        raise ProtocolError(f"blob hash {sha256!r} is not 64 lowercase hex digits")
+    tmp = dest.with_name(f".{dest.name[:200]}.partial-{secrets.token_hex(4)}")
+    digest, size = hashlib.sha256(), 0
+    try:
+        with open(tmp, "xb") as f:
+            for chunk in chunks:
+                digest.update(chunk)
+                size += len(chunk)
+                f.write(chunk)
+        if digest.hexdigest() != sha256:
+            raise ProtocolError(
+                f"received bytes for {dest.name} hash to {digest.hexdigest()}, "
+                f"not the announced {sha256}; the transfer was dropped, retry it"
+            )
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return size
+
+
+def write_verified(
+    root: str | os.PathLike[str],
+    relpath: str,
+    chunks: Iterable[bytes],
+    sha256: str,
+    *,
+    mtime_ns: int | None = None,
+) -> Path:
+    """Write a pulled/materialized file inside root, atomically and hash-checked."""
+    dest = resolve_inside(root, relpath)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic_verified(dest, chunks, sha256)
+    if mtime_ns is not None:
+        os.utime(dest, ns=(mtime_ns, mtime_ns))
+    return dest
+
+
+def scan(
+    root: str | os.PathLike[str],
+    ignore: Iterable[str] = (),
+    cap_bytes: int = DEFAULT_CAP_BYTES,
+    *,
+    previous: Manifest | None = None,
+    cap_hint: str = "the sync cap",
+) -> Manifest:
+    """Walk ``root`` and hash what would be synced.
+
+    Applies :data:`DEFAULT_IGNORES`, virtualenvs (any dir holding ``pyvenv.cfg``), ``ignore``
+    lines and ``root/.gpumarketignore``. Symlinks are never followed into directories; a
+    symlinked file is synced by content only if it resolves inside root, otherwise it is
+    skipped with a reason. The cap is checked on sizes before any hashing. With ``previous``,
+    files whose size and mtime_ns are unchanged reuse the previous hash (as git's index does).
+    """
+    if not isinstance(cap_bytes, int) or cap_bytes <= 0:
+        raise ConfigError(f"file sync cap must be a positive number of bytes, got {cap_bytes!r}")
+    root_real = os.path.realpath(root)
+    if not os.path.isdir(root_real):
+        raise ConfigError(f"cannot sync {root}: it is not a directory")
+    lines = list(ignore)
+    ignore_file = os.path.join(root_real, IGNORE_FILE)
+    if os.path.isfile(ignore_file):
+        with open(ignore_file, encoding="utf-8", errors="replace") as f:
+            lines += f.read().splitlines()
+    found, skipped = _walk(root_real, ignore_spec(lines))
+    check_cap(
+        ((rel, st.st_size) for rel, _, st in found),
+        cap_bytes,
+        where=f"the notebook directory {root}",
+        cap_hint=cap_hint,
+    )
+    files: dict[str, FileEntry] = {}
+    for rel, abspath, st in found:
+        old = previous.files.get(rel) if previous is not None else None
+        if old is not None and (old.size, old.mtime_ns) == (st.st_size, st.st_mtime_ns):
+            files[rel] = old
+            continue
+        try:
+            sha, size = hash_file(abspath)
+        except OSError as exc:
+            skipped.append(Skipped(rel, f"cannot read: {exc.strerror or exc}"))
+            continue
+        files[rel] = FileEntry(size, sha, st.st_mtime_ns)
+    return Manifest(files, tuple(skipped))
+
+
+def _walk(
+    root_real: str, spec: pathspec.GitIgnoreSpec
+) -> tuple[list[tuple[str, str, os.stat_result]], list[Skipped]]:
+    found: list[tuple[str, str, os.stat_result]] = []
+    skipped: list[Skipped] = []
+    stack = [("", root_real)]
+    while stack:
+        rel_dir, abs_dir = stack.pop()
+        try:
+            with os.scandir(abs_dir) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            skipped.append(Skipped(rel_dir or ".", f"cannot list: {exc.strerror or exc}"))
+            continue
+        for entry in entries:
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            try:
+                rel.encode("utf-8")
+            except UnicodeEncodeError:
+                skipped.append(Skipped(ascii(rel), "name is not valid UTF-8"))
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                if spec.match_file(rel + "/"):
+                    continue
+                if os.path.isfile(os.path.join(entry.path, _VENV_MARKER)):
+                    skipped.append(Skipped(rel, "virtualenv (holds pyvenv.cfg)"))
+                    continue
+                stack.append((rel, entry.path))
+            elif spec.match_file(rel):
+                continue
+            elif entry.is_symlink():
+                target = os.path.realpath(entry.path)
+                if not _inside(root_real, target):
+                    skipped.append(Skipped(rel, f"symlink points outside the directory ({target})"))
+                elif not os.path.exists(target):
+                    skipped.append(Skipped(rel, "dangling symlink"))
+                elif not os.path.isfile(target):
+                    skipped.append(Skipped(rel, "symlink to a directory is not followed"))
+                else:
+                    found.append((rel, target, os.stat(target)))
+            elif entry.is_file(follow_symlinks=False):
+                found.append((rel, entry.path, entry.stat(follow_symlinks=False)))
+            else:
+                skipped.append(Skipped(rel, "not a regular file (fifo, socket or device)"))
+    found.sort(key=lambda item: item[0])
+    return found, skipped
