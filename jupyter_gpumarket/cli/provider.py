@@ -1,10 +1,115 @@
-"""`gpumarket provider`: placeholder, filled by the agent work."""
+"""`gpumarket provider serve | info`: run the provider agent, show the GPUs it would rent out."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import secrets
+import signal
+from pathlib import Path
 from typing import Any
+
+from jupyter_gpumarket.exceptions import ConfigError
+
+log = logging.getLogger("jupyter_gpumarket.provider")
+
+DEFAULT_STATE_DIR = Path("~/.gpumarket/provider")
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    """Add the `provider` command group (none yet)."""
+    provider = sub.add_parser("provider", help="run a provider agent (rent out this machine)")
+    psub = provider.add_subparsers(dest="provider_command", metavar="COMMAND", required=True)
+
+    serve = psub.add_parser("serve", help="serve kernels over wss")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=0, help="port (0 = pick a free one)")
+    serve.add_argument("--dev", action="store_true", help="dev mode: no chain, token auth")
+    serve.add_argument("--dev-token", help="token renters must present (dev mode; random if unset)")
+    serve.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    serve.add_argument("--ready-file", type=Path, help="write {url, tls_fingerprint} JSON here")
+    serve.add_argument("--max-kernels", type=int, default=4)
+    serve.add_argument("--gpus-per-kernel", type=int, default=1)
+    serve.add_argument(
+        "--client-grace",
+        type=float,
+        default=120.0,
+        help="seconds a kernel survives without its renter before it is stopped",
+    )
+    serve.add_argument(
+        "--kernel-memory-mb", type=int, help="address-space limit per kernel (RLIMIT_AS)"
+    )
+    serve.add_argument("--max-frame-mb", type=int, default=256, help="largest message accepted")
+    serve.set_defaults(func=_serve)
+
+    info = psub.add_parser("info", help="print the GPUs this machine would rent out")
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=_info)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from jupyter_gpumarket.agent.gpu import detect_gpus
+    from jupyter_gpumarket.agent.kernels import KernelSettings
+    from jupyter_gpumarket.agent.server import AgentConfig, AgentServer
+
+    if not args.dev:
+        raise ConfigError(
+            "publishing offers on chain is not available yet: start the agent with --dev "
+            "(and --dev-token) to serve renters who have the token"
+        )
+    token = args.dev_token or secrets.token_urlsafe(24)
+    inventory = detect_gpus()
+    memory = args.kernel_memory_mb * 1024 * 1024 if args.kernel_memory_mb else None
+    config = AgentConfig(
+        state_dir=args.state_dir.expanduser(),
+        host=args.host,
+        port=args.port,
+        dev=True,
+        dev_token=token,
+        max_kernels=args.max_kernels,
+        gpu_indices=tuple(g.index for g in inventory.gpus),
+        gpus_per_kernel=args.gpus_per_kernel,
+        client_grace=args.client_grace,
+        max_frame_bytes=args.max_frame_mb * 1024 * 1024,
+        ready_file=args.ready_file,
+        kernel=KernelSettings(memory_limit_bytes=memory),
+        info={"gpus_detected": inventory.to_json()},
+    )
+    log.info("GPUs: %s", "CPU only" if inventory.cpu_only else len(inventory.gpus))
+    _run(AgentServer(config), token, show_token=args.dev_token is None)
+    return 0
+
+
+def _run(server: Any, token: str, *, show_token: bool) -> None:
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+        runner = asyncio.run
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await server.start()
+        print(f"url {server.url}", flush=True)
+        print(f"fingerprint {server.cert.fingerprint}", flush=True)
+        if show_token:
+            print(f"dev-token {token}", flush=True)
+        await stop.wait()
+        log.info("stopping: ending %d lease(s)", len(server.leases))
+        await server.stop()
+
+    runner(main())
+
+
+def _info(args: argparse.Namespace) -> int:
+    import json
+
+    from jupyter_gpumarket.agent.gpu import detect_gpus, format_inventory
+
+    inventory = detect_gpus()
+    print(json.dumps(inventory.to_json(), indent=2) if args.json else format_inventory(inventory))
+    return 0

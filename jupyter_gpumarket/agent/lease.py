@@ -1,0 +1,210 @@
+"""One renter's lease on the agent: tunnel session, working dir, kernel generations.
+
+A lease outlives websocket connections (the renter may reconnect and resume within the client
+grace) and kernel processes (a restart starts a new generation in the same working dir).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from websockets.asyncio.server import ServerConnection
+
+from jupyter_gpumarket.agent.bridge import KernelBridge
+from jupyter_gpumarket.agent.kernels import KernelProcess, KernelSettings, build_kernel_env
+from jupyter_gpumarket.core import control
+from jupyter_gpumarket.core.frames import Channel
+from jupyter_gpumarket.core.session import TunnelSession
+from jupyter_gpumarket.exceptions import GpuMarketError
+from jupyter_gpumarket.wire import SessionPipe
+
+__all__ = ["Lease"]
+
+log = logging.getLogger(__name__)
+
+_MAX_PENDING = 1000
+
+
+class Lease:
+    """Everything the agent holds for one renter."""
+
+    def __init__(
+        self,
+        *,
+        root: Path,
+        context: zmq.asyncio.Context,
+        settings: KernelSettings,
+        gpus: tuple[int, ...],
+        client_grace: float,
+        on_end: Callable[[Lease], None],
+        max_frame_bytes: int,
+        replay_limit_bytes: int,
+    ) -> None:
+        self.id = uuid.uuid4().hex
+        self.dir = root / self.id
+        self.workdir = self.dir / "work"
+        self.workdir.mkdir(parents=True, mode=0o700)
+        self.gpus = gpus
+        self.session = TunnelSession(
+            max_frame_bytes=max_frame_bytes, replay_limit_bytes=replay_limit_bytes
+        )
+        self.pipe = SessionPipe(self.session)
+        self._context = context
+        self._settings = settings
+        self._client_grace = client_grace
+        self._on_end = on_end
+        self._grace_timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
+        self._kernel: KernelProcess | None = None
+        self._bridge: KernelBridge | None = None
+        self._waiter: asyncio.Task[None] | None = None
+        self._pending: list[tuple[Channel, tuple[bytes, ...]]] = []
+        self._op_lock = asyncio.Lock()
+        self.generation = 0
+        self.ended = False
+
+    # -- connection ------------------------------------------------------------------------
+    def attach(self, ws: ServerConnection, peer_last_received: int) -> None:
+        """Make ``ws`` the lease's connection and replay what the renter has not received."""
+        old = self.pipe.ws
+        self.pipe.attach(ws, peer_last_received)
+        if old is not None and old is not ws:
+            self._spawn(old.close(control.CloseCode.REPLACED, "replaced by a new link"))
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+            self._grace_timer = None
+
+    def detach(self, ws: ServerConnection) -> None:
+        """The connection closed: keep the kernel for the client grace, then end the lease."""
+        if self.ended or not self.pipe.detach(ws):
+            return
+        log.info("lease %s: renter disconnected; keeping it %.0f s", self.id, self._client_grace)
+        loop = asyncio.get_running_loop()
+        self._grace_timer = loop.call_later(
+            self._client_grace, lambda: self._spawn(self._grace_expired())
+        )
+
+    async def _grace_expired(self) -> None:
+        if self.pipe.ws is None and not self.ended:
+            log.warning("lease %s: renter gone longer than the grace; stopping it", self.id)
+            await self.end()
+
+    def send_control(self, msg: Any) -> None:
+        self.pipe.send_control(msg)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- frames from the renter --------------------------------------------------------------
+    def on_frame(self, data: bytes) -> None:
+        """Handle one binary message from the renter. Raises ProtocolError on bad input."""
+        delivery = self.pipe.receive(data)
+        if delivery is None:
+            return
+        if delivery.channel is Channel.AGENT:
+            (payload,) = delivery.parts or (b"",)
+            msg = control.parse_agent_message(payload)
+            self._spawn(self._handle_op(msg))
+        elif self._bridge is not None:
+            self._bridge.send(delivery.channel, delivery.parts)
+        elif len(self._pending) < _MAX_PENDING:
+            self._pending.append((delivery.channel, delivery.parts))
+
+    async def _handle_op(self, msg: Any) -> None:
+        async with self._op_lock:
+            try:
+                if isinstance(msg, control.StartKernel):
+                    await self._start_kernel(msg)
+                elif isinstance(msg, control.Signal):
+                    if self._kernel is not None:
+                        self._kernel.signal(msg.signum)
+                elif isinstance(msg, control.StopKernel):
+                    await self._stop_kernel()
+                    if msg.end_lease:
+                        self._spawn(self.end())
+                else:
+                    raise GpuMarketError(f"{msg.op} is not a request the agent takes")
+            except GpuMarketError as exc:
+                log.warning("lease %s: %s failed: %s", self.id, msg.op, exc)
+                self.send_control(control.Refused(request=msg.op, message=str(exc)))
+
+    # -- kernel generations ------------------------------------------------------------------
+    async def _start_kernel(self, msg: control.StartKernel) -> None:
+        await self._stop_kernel()
+        env = build_kernel_env(
+            os.environ,
+            msg.env,
+            workdir=self.workdir,
+            cuda_visible_devices=",".join(str(i) for i in self.gpus),
+            settings=self._settings,
+        )
+        kernel = KernelProcess(workdir=self.workdir, key=msg.key, env=env, settings=self._settings)
+        try:
+            await kernel.start()
+        except BaseException:
+            kernel.cleanup()
+            raise
+        self.generation += 1
+        self._kernel = kernel
+        self._bridge = KernelBridge(self._context, kernel.endpoint, self._from_kernel)
+        for channel, parts in self._pending:
+            self._bridge.send(channel, parts)
+        self._pending.clear()
+        self._waiter = asyncio.ensure_future(self._watch(kernel, self.generation))
+        log.info("lease %s: kernel generation %d pid %s", self.id, self.generation, kernel.pid)
+        self.send_control(control.KernelStarted(generation=self.generation, gpus=self.gpus))
+
+    def _from_kernel(self, channel: Channel, parts: list[zmq.Frame]) -> None:
+        self.pipe.send(channel, parts)
+
+    async def _watch(self, kernel: KernelProcess, generation: int) -> None:
+        code = await kernel.wait()
+        log.info("lease %s: kernel generation %d exited with %s", self.id, generation, code)
+        if self._kernel is kernel:
+            await self._drop_kernel()
+        self.send_control(control.KernelExited(generation=generation, code=code))
+
+    async def _drop_kernel(self) -> None:
+        kernel, bridge = self._kernel, self._bridge
+        self._kernel = self._bridge = None
+        if bridge is not None:
+            await bridge.close()
+        if kernel is not None:
+            kernel.cleanup()
+
+    async def _stop_kernel(self) -> None:
+        kernel, waiter = self._kernel, self._waiter
+        if kernel is None:
+            return
+        await kernel.stop()
+        if waiter is not None:
+            await waiter  # sends KernelExited and drops the bridge
+
+    async def end(self) -> None:
+        """Stop the kernel, close the link, wipe the lease's dir. Idempotent."""
+        if self.ended:
+            return
+        self.ended = True
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+        async with self._op_lock:
+            await self._stop_kernel()
+        await self.pipe.drain()  # the last control messages (KernelExited) reach the renter
+        ws = self.pipe.ws
+        self.pipe.close()
+        if ws is not None:
+            await ws.close(1000, "lease ended")
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self._on_end(self)
+        log.info("lease %s ended", self.id)

@@ -1,0 +1,218 @@
+"""The provider agent's websocket server (`gpumarket provider serve`).
+
+Accepts wss connections, authenticates the hello, attaches the connection to a new or resumed
+lease, and feeds binary frames to it. Bad input closes that one connection with a clear close
+code and a log line; every other lease keeps running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq.asyncio
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from jupyter_gpumarket._version import __version__
+from jupyter_gpumarket.agent.kernels import KernelSettings
+from jupyter_gpumarket.agent.lease import Lease
+from jupyter_gpumarket.agent.tls import ProviderCertificate, ensure_certificate, server_ssl_context
+from jupyter_gpumarket.core import control
+from jupyter_gpumarket.core.control import CloseCode
+from jupyter_gpumarket.core.frames import DEFAULT_MAX_FRAME_BYTES
+from jupyter_gpumarket.exceptions import AgentError, ProtocolError
+
+__all__ = ["AgentConfig", "AgentServer"]
+
+log = logging.getLogger(__name__)
+
+HELLO_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    state_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    dev: bool = True
+    dev_token: str | None = None
+    max_kernels: int = 4
+    gpu_indices: tuple[int, ...] = ()
+    gpus_per_kernel: int = 1
+    client_grace: float = 120.0
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    replay_limit_bytes: int = 64 * 1024 * 1024
+    ping_interval: float | None = 5.0
+    ready_file: Path | None = None
+    kernel: KernelSettings = field(default_factory=KernelSettings)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.dev and not self.dev_token:
+            raise AgentError("dev mode needs a token: pass --dev-token TOKEN")
+        if self.max_kernels < 1:
+            raise AgentError("--max-kernels must be at least 1")
+
+
+def _nodelay(ws: ServerConnection) -> None:
+    sock = ws.transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class AgentServer:
+    """Owns the leases, the ZMQ context and the listening socket."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.cert: ProviderCertificate = ensure_certificate(config.state_dir)
+        self.leases: dict[str, Lease] = {}
+        self._gpus_in_use: set[int] = set()
+        self._context = zmq.asyncio.Context()
+        self._server: Server | None = None
+        self.url = ""
+        (config.state_dir / "leases").mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    async def start(self) -> None:
+        cfg = self.config
+        self._server = await serve(
+            self._handle,
+            cfg.host,
+            cfg.port,
+            ssl=server_ssl_context(self.cert),
+            max_size=cfg.max_frame_bytes,
+            compression=None,
+            ping_interval=cfg.ping_interval,
+            ping_timeout=cfg.ping_interval,
+            max_queue=64,
+        )
+        port = self._server.sockets[0].getsockname()[1]
+        host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+        self.url = f"wss://{host}:{port}"
+        log.info("agent %s listening on %s (TLS %s)", __version__, self.url, self.cert.fingerprint)
+        if cfg.ready_file is not None:
+            tmp = cfg.ready_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"url": self.url, "tls_fingerprint": self.cert.fingerprint}))
+            os.replace(tmp, cfg.ready_file)
+
+    async def stop(self) -> None:
+        """Stop listening, end every lease (no orphan kernels), release the context."""
+        if self._server is not None:
+            self._server.close(close_connections=False)
+        await asyncio.gather(*(lease.end() for lease in list(self.leases.values())))
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        self._context.term()
+        if self.config.ready_file is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.config.ready_file.unlink()
+
+    # -- connections -------------------------------------------------------------------------
+    async def _handle(self, ws: ServerConnection) -> None:
+        _nodelay(ws)
+        peer = ws.remote_address
+        try:
+            raw = await asyncio.wait_for(ws.recv(), HELLO_TIMEOUT)
+            hello = control.parse_hello(raw)
+        except TimeoutError:
+            await ws.close(CloseCode.PROTOCOL, "no hello within 10 s")
+            return
+        except ProtocolError as exc:
+            log.warning("refused %s: bad hello: %s", peer, exc)
+            await ws.close(CloseCode.PROTOCOL, _reason(f"bad hello: {exc}"))
+            return
+        except ConnectionClosed:
+            return
+        if not self._authorized(hello):
+            log.warning("refused %s: wrong dev token", peer)
+            await ws.close(CloseCode.UNAUTHORIZED, "wrong dev token")
+            return
+        lease = self._lease_for(hello)
+        if isinstance(lease, tuple):
+            code, reason = lease
+            log.warning("refused %s: %s", peer, reason)
+            await ws.close(code, _reason(reason))
+            return
+        try:
+            lease.attach(ws, hello.last_received)
+        except ProtocolError as exc:
+            await ws.close(CloseCode.PROTOCOL, _reason(str(exc)))
+            return
+        welcome = control.Welcome(
+            lease=lease.id,
+            last_received=lease.session.last_received,
+            resumed=hello.lease is not None,
+            agent={**self.config.info, "version": __version__, "gpus": list(lease.gpus)},
+        )
+        await ws.send(control.dump(welcome).decode())
+        log.info("%s lease %s for %s", "resumed" if hello.lease else "opened", lease.id, peer)
+        await self._serve(ws, lease)
+
+    async def _serve(self, ws: ServerConnection, lease: Lease) -> None:
+        try:
+            while True:
+                data = await ws.recv()
+                if isinstance(data, str):
+                    raise ProtocolError("text message after the hello; frames are binary")
+                lease.on_frame(data)
+        except ProtocolError as exc:
+            log.warning("lease %s: closing link on bad input: %s", lease.id, exc)
+            await ws.close(CloseCode.PROTOCOL, _reason(str(exc)))
+        except ConnectionClosed as exc:
+            log.info("lease %s: link closed (%s)", lease.id, exc)
+        finally:
+            lease.detach(ws)
+
+    def _authorized(self, hello: control.Hello) -> bool:
+        token = self.config.dev_token or ""
+        return bool(token) and hmac.compare_digest(hello.token.encode(), token.encode())
+
+    def _lease_for(self, hello: control.Hello) -> Lease | tuple[int, str]:
+        if hello.lease is not None:
+            lease = self.leases.get(hello.lease)
+            if lease is None or lease.ended:
+                return CloseCode.UNKNOWN_LEASE, f"lease {hello.lease} is not on this provider"
+            return lease
+        if len(self.leases) >= self.config.max_kernels:
+            return CloseCode.CAPACITY, (
+                f"provider is full ({self.config.max_kernels} kernels); pick another offer"
+            )
+        lease = Lease(
+            root=self.config.state_dir / "leases",
+            context=self._context,
+            settings=self.config.kernel,
+            gpus=self._allot_gpus(),
+            client_grace=self.config.client_grace,
+            on_end=self._lease_ended,
+            max_frame_bytes=self.config.max_frame_bytes,
+            replay_limit_bytes=self.config.replay_limit_bytes,
+        )
+        self.leases[lease.id] = lease
+        return lease
+
+    def _allot_gpus(self) -> tuple[int, ...]:
+        free = [i for i in self.config.gpu_indices if i not in self._gpus_in_use]
+        chosen = tuple(free[: self.config.gpus_per_kernel])
+        self._gpus_in_use.update(chosen)
+        return chosen
+
+    def _lease_ended(self, lease: Lease) -> None:
+        self.leases.pop(lease.id, None)
+        self._gpus_in_use.difference_update(lease.gpus)
+
+
+def _reason(text: str) -> str:
+    """Close reasons must fit a control frame (123 bytes of UTF-8)."""
+    data = text.encode()[:120]
+    return data.decode(errors="ignore")

@@ -1,0 +1,220 @@
+"""Control-plane messages: the websocket hello/welcome and the AGENT channel's JSON ops.
+
+The data path (shell, control, stdin, iopub, hb) carries ZMQ parts untouched; only these small
+control messages are JSON. Each message is a frozen dataclass validated where it is made, so a
+malformed message from the other side fails in ``parse_*`` with a ProtocolError naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from jupyter_gpumarket.exceptions import ProtocolError
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "CloseCode",
+    "Hello",
+    "KernelExited",
+    "KernelStarted",
+    "Refused",
+    "Signal",
+    "StartKernel",
+    "StopKernel",
+    "Welcome",
+    "dump",
+    "parse_agent_message",
+    "parse_hello",
+    "parse_welcome",
+]
+
+PROTOCOL_VERSION = 1
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MAX_CONTROL_BYTES = 256 * 1024
+
+
+class CloseCode:
+    """Websocket close codes the agent uses (4000-4999 is the application range)."""
+
+    PROTOCOL = 4000  # malformed hello / frame / agent message
+    UNAUTHORIZED = 4001  # wrong token or signature
+    UNKNOWN_LEASE = 4002  # resume of a lease the agent does not have
+    CAPACITY = 4003  # max kernels reached
+    SHUTDOWN = 4004  # agent is stopping
+    REPLACED = 4005  # a newer connection took over this lease
+
+
+def _obj(data: str | bytes, what: str) -> dict[str, Any]:
+    if len(data) > _MAX_CONTROL_BYTES:
+        raise ProtocolError(f"{what} of {len(data)} bytes is too large")
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{what} must be a JSON object")
+    return value
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ProtocolError(msg)
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def dump(msg: Any) -> bytes:
+    """Serialize a control message (any dataclass here) with its ``op`` tag."""
+    return json.dumps({"op": msg.op, **asdict(msg)}, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class Hello:
+    """First websocket message from the renter: who it is and where it wants to resume."""
+
+    token: str
+    lease: str | None = None
+    last_received: int = 0
+    version: int = PROTOCOL_VERSION
+    op: str = field(default="hello", init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.token, str), "hello.token must be a string")
+        _check(self.lease is None or isinstance(self.lease, str), "hello.lease must be a string")
+        _check(_is_int(self.last_received) and self.last_received >= 0, "hello.last_received")
+        _check(self.version == PROTOCOL_VERSION, f"hello.version must be {PROTOCOL_VERSION}")
+
+
+@dataclass(frozen=True)
+class Welcome:
+    """The agent's answer: the lease id, its last received seq, and what it offers."""
+
+    lease: str
+    last_received: int = 0
+    resumed: bool = False
+    agent: dict[str, Any] = field(default_factory=dict)
+    op: str = field(default="welcome", init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.lease, str) and bool(self.lease), "welcome.lease")
+        _check(_is_int(self.last_received) and self.last_received >= 0, "welcome.last_received")
+        _check(isinstance(self.agent, dict), "welcome.agent must be an object")
+
+
+@dataclass(frozen=True)
+class StartKernel:
+    """Renter -> agent: start (or restart) the lease's kernel with this key and env."""
+
+    key: str
+    kernel: str = "python3"
+    env: dict[str, str] = field(default_factory=dict)
+    signature_scheme: str = "hmac-sha256"
+    op: str = field(default="start_kernel", init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.key, str) and len(self.key) >= 16, "start_kernel.key too short")
+        _check(self.kernel == "python3", f"start_kernel.kernel {self.kernel!r} is not offered")
+        _check(self.signature_scheme == "hmac-sha256", "start_kernel.signature_scheme")
+        _check(isinstance(self.env, dict), "start_kernel.env must be an object")
+        for k, v in self.env.items():
+            _check(bool(_ENV_NAME.match(k)), f"start_kernel.env name {k!r} is not valid")
+            _check(isinstance(v, str) and "\0" not in v, f"start_kernel.env[{k!r}]")
+
+
+@dataclass(frozen=True)
+class Signal:
+    """Renter -> agent: send a signal to the kernel's process group."""
+
+    signum: int
+    op: str = field(default="signal", init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _check(_is_int(self.signum) and 1 <= self.signum <= 64, "signal.signum")
+
+
+@dataclass(frozen=True)
+class StopKernel:
+    """Renter -> agent: stop the kernel; ``end_lease`` also frees the lease and its dir."""
+
+    end_lease: bool = False
+    op: str = field(default="stop_kernel", init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.end_lease, bool), "stop_kernel.end_lease")
+
+
+@dataclass(frozen=True)
+class KernelStarted:
+    """Agent -> renter: the kernel answers on its sockets."""
+
+    generation: int
+    gpus: tuple[int, ...] = ()
+    op: str = field(default="kernel_started", init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _check(_is_int(self.generation) and self.generation >= 1, "kernel_started.generation")
+        object.__setattr__(self, "gpus", tuple(self.gpus))
+
+
+@dataclass(frozen=True)
+class KernelExited:
+    """Agent -> renter: the kernel process is gone, with its exit code."""
+
+    generation: int
+    code: int
+    reason: str = ""
+    op: str = field(default="kernel_exited", init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _check(_is_int(self.generation), "kernel_exited.generation")
+        _check(_is_int(self.code), "kernel_exited.code")
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Agent -> renter: a request could not be done; ``message`` says what to do."""
+
+    request: str
+    message: str
+    op: str = field(default="refused", init=False, repr=False)
+
+
+_AGENT_OPS: dict[str, type] = {
+    c.__dataclass_fields__["op"].default: c  # type: ignore[attr-defined]
+    for c in (StartKernel, Signal, StopKernel, KernelStarted, KernelExited, Refused)
+}
+
+
+def _build(cls: type, obj: dict[str, Any], what: str) -> Any:
+    obj = dict(obj)
+    obj.pop("op", None)
+    try:
+        return cls(**obj)
+    except TypeError as exc:
+        raise ProtocolError(f"{what}: {exc}") from None
+
+
+def parse_hello(data: str | bytes) -> Hello:
+    obj = _obj(data, "hello")
+    _check(obj.get("op") == "hello", "first message must be a hello")
+    return _build(Hello, obj, "hello")
+
+
+def parse_welcome(data: str | bytes) -> Welcome:
+    obj = _obj(data, "welcome")
+    _check(obj.get("op") == "welcome", "expected a welcome from the provider")
+    return _build(Welcome, obj, "welcome")
+
+
+def parse_agent_message(data: bytes) -> Any:
+    """Parse one AGENT-channel message into its dataclass."""
+    obj = _obj(data, "agent message")
+    cls = _AGENT_OPS.get(obj.get("op"))  # type: ignore[arg-type]
+    if cls is None:
+        raise ProtocolError(f"unknown agent op {obj.get('op')!r}")
+    return _build(cls, obj, f"agent op {obj['op']}")

@@ -1,0 +1,309 @@
+"""Renter side of the tunnel: one websocket link to a provider agent, on the tunnel loop.
+
+``RemoteLink.open()`` connects, checks the pinned certificate, authenticates and gets a lease.
+Kernel messages flow through :meth:`send` / ``on_delivery``; agent requests through
+:meth:`start_kernel`, :meth:`signal` and :meth:`stop_kernel`. When the websocket drops, the
+link reconnects with jittered backoff and resumes the lease: each side replays what the other
+did not receive. Lower-layer errors (OSError, websockets) are mapped to the project's errors
+here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from jupyter_gpumarket.core import control
+from jupyter_gpumarket.core.control import CloseCode
+from jupyter_gpumarket.core.frames import DEFAULT_MAX_FRAME_BYTES, Channel
+from jupyter_gpumarket.core.pinning import fingerprint, fingerprint_matches
+from jupyter_gpumarket.core.session import TunnelSession
+from jupyter_gpumarket.exceptions import (
+    AuthenticationFailed,
+    KernelLaunchError,
+    LinkLost,
+    ProtocolError,
+    ProviderRefused,
+    ProviderUnreachable,
+    TlsFingerprintMismatch,
+    TunnelError,
+)
+from jupyter_gpumarket.wire import SessionPipe
+
+__all__ = ["LinkSettings", "ProviderTarget", "RemoteLink"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProviderTarget:
+    url: str
+    tls_fingerprint: str
+    token: str
+
+
+@dataclass(frozen=True)
+class LinkSettings:
+    connect_timeout: float = 15.0
+    ping_interval: float = 2.0
+    ping_timeout: float = 3.0
+    link_grace: float = 120.0
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    first_retry: float = 0.05
+    max_retry: float = 2.0
+
+
+def _client_ssl() -> ssl.SSLContext:
+    # No CA: the provider's certificate is self-signed and pinned by fingerprint instead.
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def _closed_error(exc: ConnectionClosed, url: str) -> TunnelError:
+    rcvd = exc.rcvd
+    code, reason = (rcvd.code, rcvd.reason) if rcvd else (1006, "connection lost")
+    if code == CloseCode.UNAUTHORIZED:
+        return AuthenticationFailed(
+            f"the provider at {url} refused the credentials ({reason}): check "
+            "GPUMARKET_DEV_TOKEN (or the provisioner's dev_token) against the provider's token"
+        )
+    if code in (CloseCode.CAPACITY, CloseCode.PROTOCOL):
+        return ProviderRefused(f"the provider at {url} refused the connection: {reason}")
+    if code == CloseCode.UNKNOWN_LEASE:
+        return LinkLost(f"the provider at {url} no longer has this kernel ({reason})")
+    return ProviderUnreachable(f"the provider at {url} closed the connection: {code} {reason}")
+
+
+class RemoteLink:
+    """One lease on one provider, across reconnects."""
+
+    def __init__(
+        self,
+        target: ProviderTarget,
+        on_delivery: Callable[[Channel, Sequence[bytes]], None],
+        settings: LinkSettings | None = None,
+    ) -> None:
+        self.target = target
+        self.settings = settings or LinkSettings()
+        self.session = TunnelSession(max_frame_bytes=self.settings.max_frame_bytes)
+        self.pipe = SessionPipe(self.session)
+        self.lease: str | None = None
+        self.agent_info: dict[str, Any] = {}
+        self.generation = 0
+        self.exit_code: int | None = None
+        self.exit_reason = ""
+        self.dead_reason: str | None = None
+        self.lost_since: float | None = None
+        self.reconnects = 0
+        self._on_delivery = on_delivery
+        self._closing = False
+        self._reader: asyncio.Task[None] | None = None
+        self._reconnector: asyncio.Task[None] | None = None
+        self._started: asyncio.Future[control.KernelStarted] | None = None
+        self._exited = asyncio.Event()
+
+    # -- connecting ------------------------------------------------------------------------
+    async def open(self) -> None:
+        """First connection; errors are final (wrong pin, token, unreachable)."""
+        ws = await self._connect()
+        self._run(ws)
+
+    async def _connect(self) -> ClientConnection:
+        url, s = self.target.url, self.settings
+        try:
+            ws = await connect(
+                url,
+                ssl=_client_ssl(),
+                open_timeout=s.connect_timeout,
+                max_size=s.max_frame_bytes,
+                compression=None,
+                ping_interval=s.ping_interval,
+                ping_timeout=s.ping_timeout,
+                max_queue=64,
+            )
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            raise ProviderUnreachable(
+                f"cannot reach the provider at {url}: {exc}; check that it runs and the URL"
+            ) from exc
+        try:
+            der = ws.transport.get_extra_info("ssl_object").getpeercert(binary_form=True)
+            if not fingerprint_matches(der, self.target.tls_fingerprint):
+                raise TlsFingerprintMismatch(
+                    f"the provider at {url} presented certificate {fingerprint(der)}, not the "
+                    f"pinned {self.target.tls_fingerprint}: someone may be in the middle, or the "
+                    "provider made a new certificate — check GPUMARKET_TLS_FINGERPRINT against "
+                    "the provider's ready file or registry entry"
+                )
+            hello = control.Hello(
+                token=self.target.token, lease=self.lease, last_received=self.session.last_received
+            )
+            await ws.send(control.dump(hello).decode())
+            raw = await asyncio.wait_for(ws.recv(), s.connect_timeout)
+            welcome = control.parse_welcome(raw)
+        except ConnectionClosed as exc:
+            raise _closed_error(exc, url) from None
+        except (TimeoutError, ProtocolError) as exc:
+            await ws.close()
+            raise ProviderRefused(f"the provider at {url} did not answer the hello: {exc}") from exc
+        except BaseException:
+            await ws.close()
+            raise
+        if self.lease is not None and welcome.lease != self.lease:
+            await ws.close()
+            raise LinkLost(f"the provider at {url} answered for another lease")
+        self.lease = welcome.lease
+        self.agent_info = welcome.agent
+        self.pipe.attach(ws, welcome.last_received)
+        return ws
+
+    def _run(self, ws: ClientConnection) -> None:
+        self.lost_since = None
+        self._reader = asyncio.ensure_future(self._read(ws))
+
+    async def _read(self, ws: ClientConnection) -> None:
+        pipe, deliver = self.pipe, self._on_delivery
+        try:
+            async for data in ws:
+                if isinstance(data, str):
+                    raise ProtocolError("text message from the provider after the welcome")
+                delivery = pipe.receive(data)
+                if delivery is None:
+                    continue
+                if delivery.channel is Channel.AGENT:
+                    self._on_agent(delivery.parts)
+                else:
+                    deliver(delivery.channel, delivery.parts)
+        except ProtocolError as exc:
+            log.error("provider sent bad data, dropping the link: %s", exc)
+            await ws.close(CloseCode.PROTOCOL, "bad frame")
+        except ConnectionClosed:
+            pass
+        pipe.detach(ws)
+        if self._closing:
+            return
+        rcvd = ws.close_rcvd
+        if rcvd is not None and rcvd.code in (1000, CloseCode.UNKNOWN_LEASE, CloseCode.SHUTDOWN):
+            self._die(f"the provider ended the kernel's lease ({rcvd.code} {rcvd.reason})")
+            return
+        log.warning("link to %s lost; reconnecting", self.target.url)
+        self.lost_since = time.monotonic()
+        self._reconnector = asyncio.ensure_future(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        s = self.settings
+        delay = s.first_retry
+        assert self.lost_since is not None
+        while not self._closing:
+            if time.monotonic() - self.lost_since > s.link_grace:
+                self._die(f"the provider was unreachable for more than {s.link_grace:.0f} s")
+                return
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            try:
+                ws = await self._connect()
+            except (ProviderUnreachable, ProviderRefused) as exc:
+                log.info("reconnect to %s failed: %s", self.target.url, exc)
+                delay = min(delay * 2, s.max_retry)
+                continue
+            except TunnelError as exc:
+                self._die(str(exc))
+                return
+            self.reconnects += 1
+            log.info("link to %s resumed after %.2f s", self.target.url, self.downtime)
+            self._run(ws)
+            return
+
+    @property
+    def downtime(self) -> float:
+        return 0.0 if self.lost_since is None else time.monotonic() - self.lost_since
+
+    def _die(self, reason: str) -> None:
+        log.error("remote kernel lost: %s", reason)
+        self.dead_reason = reason
+        if self.exit_code is None:
+            self.exit_code = -1
+            self.exit_reason = reason
+        self._exited.set()
+        if self._started is not None and not self._started.done():
+            self._started.set_exception(LinkLost(reason))
+
+    # -- agent requests ----------------------------------------------------------------------
+    def _on_agent(self, parts: Sequence[bytes]) -> None:
+        try:
+            (payload,) = parts
+            msg = control.parse_agent_message(payload)
+        except (ValueError, ProtocolError) as exc:
+            log.error("bad agent message from the provider: %s", exc)
+            return
+        if isinstance(msg, control.KernelStarted):
+            self.generation = msg.generation
+            self.exit_code = None
+            self._exited.clear()
+            if self._started is not None and not self._started.done():
+                self._started.set_result(msg)
+        elif isinstance(msg, control.KernelExited):
+            if msg.generation >= self.generation:
+                self.exit_code = msg.code
+                self.exit_reason = msg.reason
+                self._exited.set()
+        elif isinstance(msg, control.Refused):
+            log.error("provider refused %s: %s", msg.request, msg.message)
+            if msg.request == "start_kernel" and self._started and not self._started.done():
+                self._started.set_exception(KernelLaunchError(msg.message))
+
+    def send(self, channel: Channel, parts: Sequence[Any]) -> None:
+        self.pipe.send(channel, parts)
+
+    async def start_kernel(self, key: str, env: dict[str, str], timeout: float) -> None:
+        if self.dead_reason:
+            raise LinkLost(self.dead_reason)
+        self._started = asyncio.get_running_loop().create_future()
+        self.pipe.send_control(control.StartKernel(key=key, env=env))
+        try:
+            await asyncio.wait_for(self._started, timeout)
+        except TimeoutError:
+            raise KernelLaunchError(
+                f"the provider did not start the kernel within {timeout:.0f} s"
+            ) from None
+
+    def signal(self, signum: int) -> None:
+        self.pipe.send_control(control.Signal(signum=signum))
+
+    def stop_kernel(self, *, end_lease: bool = False) -> None:
+        self.pipe.send_control(control.StopKernel(end_lease=end_lease))
+
+    async def wait_exit(self) -> int:
+        await self._exited.wait()
+        assert self.exit_code is not None
+        return self.exit_code
+
+    async def close(self, *, end_lease: bool = True, timeout: float = 5.0) -> None:
+        """End the lease (the agent stops the kernel and wipes its dir) and close."""
+        if self._closing:
+            return
+        self._closing = True
+        ws = self.pipe.ws
+        if end_lease and ws is not None and self.dead_reason is None:
+            self.stop_kernel(end_lease=True)
+            # The agent closes the link once the kernel is gone; wait for that, bounded.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await ws.wait_closed()
+        for task in (self._reconnector, self._reader):
+            if task is not None:
+                task.cancel()
+        if ws is not None:
+            await ws.close()
+        self.pipe.close()

@@ -1,0 +1,54 @@
+"""The tunnel's own event loop, on a dedicated thread.
+
+The Jupyter server's loop must never sit in the data path (shim <-> websocket), so every remote
+kernel's link and ZMQ shim run on one process-wide loop in a daemon thread (uvloop when
+installed). Provisioner methods on the server's loop hand coroutines over with :func:`call`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+__all__ = ["LoopThread", "call", "loop_thread"]
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    def __init__(self) -> None:
+        try:
+            import uvloop
+
+            self.loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+            self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="gpumarket-tunnel", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
+        """Schedule ``coro`` on the tunnel loop; await the result from any other loop."""
+        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+
+_lock = threading.Lock()
+_instance: LoopThread | None = None
+
+
+def loop_thread() -> LoopThread:
+    global _instance
+    with _lock:
+        if _instance is None:
+            _instance = LoopThread()
+        return _instance
+
+
+async def call(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on the tunnel loop and await its result from the caller's loop."""
+    return await loop_thread().submit(coro)

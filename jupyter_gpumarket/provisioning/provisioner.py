@@ -1,0 +1,214 @@
+"""GpuMarketProvisioner: a jupyter_client kernel provisioner whose kernel runs on a provider.
+
+The KernelManager talks ZMQ to a loopback shim exactly as to a local kernel; the shim and the
+websocket to the provider run on the tunnel thread (:mod:`.loop_thread`). Methods mirror
+:class:`jupyter_client.provisioning.KernelProvisionerBase` (itself modelled on Popen); each says
+who calls it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+from typing import Any
+from urllib.parse import urlparse
+
+from jupyter_client.connect import KernelConnectionInfo
+from jupyter_client.provisioning import KernelProvisionerBase
+from traitlets import Float, List, Unicode
+
+from jupyter_gpumarket.core.pinning import normalize_fingerprint
+from jupyter_gpumarket.exceptions import ConfigError, NoProviderSelected
+from jupyter_gpumarket.provisioning.link import LinkSettings, ProviderTarget, RemoteLink
+from jupyter_gpumarket.provisioning.loop_thread import call, loop_thread
+from jupyter_gpumarket.provisioning.shim import ZmqShim
+
+__all__ = ["GpuMarketProvisioner", "forwarded_env"]
+
+# What of the Jupyter server's environment a remote kernel gets, besides the kernelspec's own
+# `env` entries. The server's environment is never forwarded wholesale: it holds tokens, cloud
+# credentials and wallet passwords.
+DEFAULT_ENV_ALLOW = ("LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "JPY_SESSION_NAME")
+
+
+def forwarded_env(
+    env: dict[str, str], spec_env: dict[str, str], allow: list[str] | tuple[str, ...]
+) -> dict[str, str]:
+    """The part of the launch environment that is sent to the provider."""
+    names = set(allow) | set(spec_env)
+    return {k: v for k, v in env.items() if k in names and not k.startswith("GPUMARKET_")}
+
+
+class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
+    """Launches the kernel on a GPU provider and exposes it through a loopback ZMQ shim."""
+
+    provider_url = Unicode(
+        "", config=True, help="wss:// URL of a provider agent (env GPUMARKET_PROVIDER_URL wins)"
+    )
+    dev_token = Unicode(
+        "", config=True, help="token of a --dev provider (env GPUMARKET_DEV_TOKEN wins)"
+    )
+    tls_fingerprint = Unicode(
+        "",
+        config=True,
+        help="sha256:<hex> of the provider's certificate (env GPUMARKET_TLS_FINGERPRINT wins)",
+    )
+    env_allow = List(
+        Unicode(),
+        default_value=list(DEFAULT_ENV_ALLOW),
+        config=True,
+        help="names of the server's environment variables the remote kernel may see",
+    )
+    launch_timeout = Float(120.0, config=True, help="seconds to wait for the remote kernel")
+    link_grace_seconds = Float(
+        120.0,
+        config=True,
+        help="seconds an unreachable provider is still treated as alive (no restart, no re-bill)",
+    )
+
+    _link: RemoteLink | None = None
+    _shim: ZmqShim | None = None
+    _key: str = ""
+    _launch_env: dict[str, str] | None = None
+
+    # -- selection ---------------------------------------------------------------------------
+    def _setting(self, env_name: str, trait_value: str) -> str:
+        env = self._launch_env or {}
+        return os.environ.get(env_name) or env.get(env_name) or trait_value
+
+    def _target(self) -> ProviderTarget:
+        url = self._setting("GPUMARKET_PROVIDER_URL", self.provider_url)
+        if not url:
+            raise NoProviderSelected(
+                "no GPU provider selected for this kernel: set GPUMARKET_PROVIDER_URL, "
+                "GPUMARKET_DEV_TOKEN and GPUMARKET_TLS_FINGERPRINT (printed by "
+                "`gpumarket provider serve`) or GpuMarketProvisioner.provider_url in the "
+                "Jupyter config"
+            )
+        if urlparse(url).scheme != "wss":
+            raise ConfigError(f"provider URL {url!r} must start with wss:// (the tunnel is TLS)")
+        pin = self._setting("GPUMARKET_TLS_FINGERPRINT", self.tls_fingerprint)
+        if not pin:
+            raise ConfigError(
+                f"no TLS fingerprint for {url}: set GPUMARKET_TLS_FINGERPRINT to the "
+                "'fingerprint sha256:…' the provider printed (also in its --ready-file)"
+            )
+        token = self._setting("GPUMARKET_DEV_TOKEN", self.dev_token)
+        return ProviderTarget(url, normalize_fingerprint(pin), token)
+
+    # -- launch (called by KernelManager.start_kernel / restart_kernel) ----------------------
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        """Called before launch_kernel; builds the (filtered) environment for the provider."""
+        kwargs = await super().pre_launch(**kwargs)
+        env = kwargs.get("env") or {}
+        self._launch_env = dict(env)
+        kwargs["cmd"] = list(self.kernel_spec.argv)
+        return kwargs
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
+        """Connect (or reuse the link on restart), start the remote kernel, return shim info."""
+        env = forwarded_env(self._launch_env or {}, self.kernel_spec.env or {}, self.env_allow)
+        try:
+            if self._link is None or self._link.dead_reason:
+                await self._teardown(end_lease=True)
+                target = self._target()
+                self._key = secrets.token_hex(32)
+                await call(self._open(target))
+            assert self._link is not None
+            await call(self._link.start_kernel(self._key, env, self.launch_timeout))
+        except BaseException:
+            await self._teardown(end_lease=True)
+            raise
+        assert self._shim is not None
+        return {
+            "transport": "tcp",
+            "ip": "127.0.0.1",
+            **self._shim.ports,
+            "key": self._key.encode(),
+            "signature_scheme": "hmac-sha256",
+            "kernel_name": getattr(self.parent, "kernel_name", "gpumarket"),
+        }
+
+    async def _open(self, target: ProviderTarget) -> None:
+        """On the tunnel loop: shim + link, wired to each other."""
+        settings = LinkSettings(
+            connect_timeout=min(30.0, self.launch_timeout), link_grace=self.link_grace_seconds
+        )
+        shim: ZmqShim | None = None
+        link = RemoteLink(target, lambda ch, parts: shim.deliver(ch, parts), settings)  # type: ignore[union-attr]
+        shim = ZmqShim(link.send)
+        try:
+            await link.open()
+        except BaseException:
+            await shim.close()
+            await link.close(end_lease=False)
+            raise
+        self._link, self._shim = link, shim
+
+    # -- liveness (KernelManager, KernelRestarter) ------------------------------------------
+    @property
+    def has_process(self) -> bool:
+        return self._link is not None and self._link.generation > 0
+
+    async def poll(self) -> int | None:
+        """None while the remote kernel runs — and while the link is down within the grace."""
+        if self._link is None:
+            return 0
+        return self._link.exit_code
+
+    async def wait(self) -> int | None:
+        """Wait until the remote kernel has exited (or the link is declared dead)."""
+        while True:
+            code = await self.poll()
+            if code is not None:
+                return code
+            await asyncio.sleep(0.05)
+
+    # -- signals (interrupt in signal mode, terminate, kill) --------------------------------
+    def _call_soon(self, fn: Any, *args: Any) -> None:
+        loop_thread().loop.call_soon_threadsafe(fn, *args)
+
+    async def send_signal(self, signum: int) -> None:
+        """Signal the remote kernel's process group (KernelManager.signal_kernel)."""
+        if self._link is not None and signum != 0:
+            self._call_soon(self._link.signal, signum)
+
+    async def kill(self, restart: bool = False) -> None:
+        await self.send_signal(signal.SIGKILL)
+
+    async def terminate(self, restart: bool = False) -> None:
+        await self.send_signal(signal.SIGTERM)
+
+    def get_shutdown_wait_time(self, recommended: float = 5.0) -> float:
+        return recommended + 2.0  # a round trip to the provider on top of the kernel's own
+
+    # -- teardown ----------------------------------------------------------------------------
+    async def cleanup(self, restart: bool = False) -> None:
+        """After shutdown. On restart the link, lease, shim ports and key are kept."""
+        if not restart:
+            await self._teardown(end_lease=True)
+
+    async def _teardown(self, *, end_lease: bool) -> None:
+        link, shim = self._link, self._shim
+        self._link = self._shim = None
+        if link is not None:
+            await call(link.close(end_lease=end_lease))
+        if shim is not None:
+            await call(shim.close())
+
+    # -- persistence (reattach after a server restart) ---------------------------------------
+    async def get_provisioner_info(self) -> dict[str, Any]:
+        info = await super().get_provisioner_info()
+        link = self._link
+        if link is not None:
+            info.update(
+                {
+                    "provider_url": link.target.url,
+                    "tls_fingerprint": link.target.tls_fingerprint,
+                    "lease": link.lease,
+                    "generation": link.generation,
+                }
+            )
+        return info

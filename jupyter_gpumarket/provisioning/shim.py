@@ -1,0 +1,86 @@
+"""Loopback ZMQ shim: what local Jupyter clients connect to instead of a local kernel.
+
+It binds the five kernel sockets on 127.0.0.1 with fresh ports and forwards every multipart
+message, untouched, to the tunnel; messages from the tunnel go out on the matching socket.
+Shell, control, stdin and heartbeat are ROUTERs (the client's identity rides along as the first
+part), IOPub is a PUB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+
+import zmq
+import zmq.asyncio
+
+from jupyter_gpumarket.core.frames import Channel
+
+__all__ = ["ZmqShim"]
+
+log = logging.getLogger(__name__)
+
+_SOCKETS = {
+    Channel.SHELL: ("shell_port", zmq.ROUTER),
+    Channel.CONTROL: ("control_port", zmq.ROUTER),
+    Channel.STDIN: ("stdin_port", zmq.ROUTER),
+    Channel.IOPUB: ("iopub_port", zmq.PUB),
+    Channel.HB: ("hb_port", zmq.ROUTER),
+}
+
+
+class ZmqShim:
+    """Binds the local sockets; ``forward(channel, parts)`` receives what clients send."""
+
+    def __init__(self, forward: Callable[[Channel, list[zmq.Frame]], None]) -> None:
+        self._forward = forward
+        self._context = zmq.asyncio.Context()
+        self._sockets: dict[Channel, zmq.asyncio.Socket] = {}
+        self.ports: dict[str, int] = {}
+        for channel, (port_name, kind) in _SOCKETS.items():
+            sock = self._context.socket(kind)
+            sock.linger = 0
+            if kind == zmq.PUB:
+                sock.sndhwm = 0  # never drop output locally; the tunnel is the bound
+            self.ports[port_name] = sock.bind_to_random_port("tcp://127.0.0.1")
+            self._sockets[channel] = sock
+        self._tasks = [
+            asyncio.ensure_future(self._pump(channel, sock))
+            for channel, sock in self._sockets.items()
+            if channel is not Channel.IOPUB
+        ]
+
+    def deliver(self, channel: Channel, parts: Sequence[bytes]) -> None:
+        """Send a message from the kernel to the local clients."""
+        sock = self._sockets.get(channel)
+        if sock is None:
+            log.warning("message on channel %s has no local socket; dropped", channel.name)
+            return
+        try:
+            sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            log.warning("local %s socket is full; one message dropped", channel.name)
+        except zmq.ZMQError as exc:  # e.g. ROUTER with an empty identity part
+            log.warning("local %s socket refused a message: %s", channel.name, exc)
+
+    async def _pump(self, channel: Channel, sock: zmq.asyncio.Socket) -> None:
+        forward = self._forward
+        try:
+            while True:
+                forward(channel, await sock.recv_multipart(copy=False))
+        except (asyncio.CancelledError, zmq.ContextTerminated):
+            pass
+        except zmq.ZMQError as exc:
+            log.debug("shim %s socket stopped: %s", channel.name, exc)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for sock in self._sockets.values():
+            sock.close(linger=0)
+        self._context.term()
