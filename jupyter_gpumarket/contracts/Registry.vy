@@ -1,0 +1,141 @@
+# pragma version ~=0.4.3
+"""
+@title GpuMarket Registry
+@notice Providers publish GPU offers here; renters read them from the events and `offers`.
+        Prices are token base units per hour. The cost of `s` seconds is
+        `price_per_hour * s // 3600` everywhere (`cost`, and core/money.py in Python).
+"""
+
+
+struct Offer:
+    provider: address
+    endpoint: String[256]
+    tls_fingerprint: bytes32
+    gpu_model: String[64]
+    gpu_count: uint32
+    vram_mb: uint32
+    price_per_hour: uint256
+    token: address
+    region: String[32]
+    metadata_uri: String[256]
+    active: bool
+
+
+event OfferRegistered:
+    offer_id: indexed(uint256)
+    provider: indexed(address)
+    price_per_hour: uint256
+    token: address
+
+
+event OfferUpdated:
+    offer_id: indexed(uint256)
+    provider: indexed(address)
+    price_per_hour: uint256
+    token: address
+
+
+event OfferDeactivated:
+    offer_id: indexed(uint256)
+    provider: indexed(address)
+
+
+offers: public(HashMap[uint256, Offer])
+offer_count: public(uint256)
+
+
+@external
+def register(
+    endpoint: String[256],
+    tls_fingerprint: bytes32,
+    gpu_model: String[64],
+    gpu_count: uint32,
+    vram_mb: uint32,
+    price_per_hour: uint256,
+    token: address,
+    region: String[32],
+    metadata_uri: String[256],
+) -> uint256:
+    """
+    @notice Publish an offer; ids start at 1. CPU-only offers use gpu_count 0.
+    """
+    self._check(endpoint, price_per_hour, token)
+    offer_id: uint256 = self.offer_count + 1
+    self.offer_count = offer_id
+    self.offers[offer_id] = Offer(
+        provider=msg.sender,
+        endpoint=endpoint,
+        tls_fingerprint=tls_fingerprint,
+        gpu_model=gpu_model,
+        gpu_count=gpu_count,
+        vram_mb=vram_mb,
+        price_per_hour=price_per_hour,
+        token=token,
+        region=region,
+        metadata_uri=metadata_uri,
+        active=True,
+    )
+    log OfferRegistered(offer_id=offer_id, provider=msg.sender, price_per_hour=price_per_hour, token=token)
+    return offer_id
+
+
+@external
+def update(
+    offer_id: uint256,
+    endpoint: String[256],
+    tls_fingerprint: bytes32,
+    gpu_model: String[64],
+    gpu_count: uint32,
+    vram_mb: uint32,
+    price_per_hour: uint256,
+    token: address,
+    region: String[32],
+    metadata_uri: String[256],
+):
+    """
+    @notice Replace every field of an offer you own (this also reactivates it).
+    """
+    assert self.offers[offer_id].provider == msg.sender, "registry: not your offer"
+    self._check(endpoint, price_per_hour, token)
+    self.offers[offer_id] = Offer(
+        provider=msg.sender,
+        endpoint=endpoint,
+        tls_fingerprint=tls_fingerprint,
+        gpu_model=gpu_model,
+        gpu_count=gpu_count,
+        vram_mb=vram_mb,
+        price_per_hour=price_per_hour,
+        token=token,
+        region=region,
+        metadata_uri=metadata_uri,
+        active=True,
+    )
+    log OfferUpdated(offer_id=offer_id, provider=msg.sender, price_per_hour=price_per_hour, token=token)
+
+
+@external
+def deactivate(offer_id: uint256):
+    """
+    @notice Withdraw an offer from the market (it stays readable, with `active` false).
+    """
+    assert self.offers[offer_id].provider == msg.sender, "registry: not your offer"
+    assert self.offers[offer_id].active, "registry: offer already inactive"
+    self.offers[offer_id].active = False
+    log OfferDeactivated(offer_id=offer_id, provider=msg.sender)
+
+
+@external
+@pure
+def cost(price_per_hour: uint256, seconds: uint256) -> uint256:
+    """
+    @notice Cost of `seconds` at `price_per_hour`, rounded down (the rule core/money.py copies).
+    """
+    return price_per_hour * seconds // 3600
+
+
+@internal
+@pure
+def _check(endpoint: String[256], price_per_hour: uint256, token: address):
+    assert len(endpoint) > 0, "registry: endpoint is empty"
+    assert price_per_hour > 0, "registry: price_per_hour is zero"
+    assert token != empty(address), "registry: token is the zero address"
