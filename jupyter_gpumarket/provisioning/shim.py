@@ -44,6 +44,9 @@ class ZmqShim:
             sock.linger = 0
             if kind == zmq.PUB:
                 sock.sndhwm = 0  # never drop output locally; the tunnel is the bound
+            elif channel is not Channel.HB:
+                # as ipykernel does: a reconnecting client (same session id) takes over
+                sock.router_handover = 1
             self.ports[port_name] = sock.bind_to_random_port("tcp://127.0.0.1")
             self._sockets[channel] = sock
         self._tasks = [

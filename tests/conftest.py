@@ -1,0 +1,27 @@
+"""Shared fixtures: a real provider agent on loopback, and the env that points kernels at it."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from agentproc import AgentProcess, environ, running_agent  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
+    """One dev agent for the whole session (kernels get separate leases)."""
+    with running_agent(tmp_path_factory.mktemp("agent"), "--max-kernels", "8") as proc:
+        yield proc
+
+
+@pytest.fixture
+def remote_env(agent: AgentProcess) -> Iterator[AgentProcess]:
+    """GPUMARKET_* variables pointing the `gpumarket` kernelspec at the session agent."""
+    with environ(agent.env()):
+        yield agent
