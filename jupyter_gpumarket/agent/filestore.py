@@ -82,6 +82,7 @@ class BlobStore:
         Paths go through :func:`resolve_inside`, so a symlink the kernel left in the working
         dir cannot redirect a write outside it. Files not in the manifest are left alone.
         Every blob must be here first (:class:`ProtocolError` names the first one missing).
+        A regular file already there with the entry's size and mtime_ns is left as it is.
         """
         Path(workdir).mkdir(parents=True, exist_ok=True)
         if absent := sorted(self.missing(manifest.hashes())):
@@ -92,6 +93,8 @@ class BlobStore:
         for relpath, entry in manifest.files.items():
             dest = resolve_inside(workdir, relpath)
             try:
+                if _unchanged(dest, entry.size, entry.mtime_ns):
+                    continue  # a restart reuses the dir: leave files already laid out alone
                 self._place(self.path(entry.sha256), dest, link=link)
                 os.utime(dest, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
             except OSError as exc:
@@ -111,6 +114,14 @@ class BlobStore:
         else:
             shutil.copyfile(blob, tmp)
         os.replace(tmp, dest)
+
+
+def _unchanged(dest: Path, size: int, mtime_ns: int) -> bool:
+    try:
+        st = os.lstat(dest)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == (size, mtime_ns)
 
 
 def collect(

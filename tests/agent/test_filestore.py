@@ -112,6 +112,19 @@ def test_materialize_replaces_existing_files_and_keeps_kernel_outputs(
     assert (work / "sub/output.csv").read_bytes() == b"kernel made this"
 
 
+def test_materialize_skips_files_already_laid_out(store: BlobStore, tmp_path: Path) -> None:
+    store.put(sha(b"v1"), [b"v1"])
+    work = tmp_path / "work"
+    m = _manifest(f=b"v1")
+    store.materialize(m, work)
+    inode = (work / "f").stat().st_ino
+    store.materialize(m, work)
+    assert (work / "f").stat().st_ino == inode  # not rewritten
+    (work / "f").write_bytes(b"kernel changed it")
+    store.materialize(m, work)
+    assert (work / "f").read_bytes() == b"v1"  # changed size/mtime: laid out again
+
+
 def test_materialize_refuses_missing_blobs_before_writing(store: BlobStore, tmp_path: Path) -> None:
     store.put(sha(b"a"), [b"a"])
     with pytest.raises(ProtocolError, match=r"1 blob\(s\) .* never uploaded"):
