@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,7 @@ _MAX_NAME_BYTES = 255
 _MAX_PATH_BYTES = 4096
 _HEX = frozenset("0123456789abcdef")
 _CHUNK = 1 << 20
+_RACY_NS = 2_000_000_000
 
 
 def is_sha256_hex(value: object) -> bool:
@@ -484,7 +486,9 @@ def scan(
     lines and ``root/.gpumarketignore``. Symlinks are never followed into directories; a
     symlinked file is synced by content only if it resolves inside root, otherwise it is
     skipped with a reason. The cap is checked on sizes before any hashing. With ``previous``,
-    files whose size and mtime_ns are unchanged reuse the previous hash (as git's index does).
+    files whose size and mtime_ns are unchanged reuse the previous hash (as git's index does),
+    except files modified in the last :data:`_RACY_NS`: a rewrite within one timestamp tick
+    keeps the mtime, so only older files can be trusted (git's "racily clean" rule).
     """
     if not isinstance(cap_bytes, int) or cap_bytes <= 0:
         raise ConfigError(f"file sync cap must be a positive number of bytes, got {cap_bytes!r}")
@@ -504,9 +508,11 @@ def scan(
         cap_hint=cap_hint,
     )
     files: dict[str, FileEntry] = {}
+    settled_before = time.time_ns() - _RACY_NS
     for rel, abspath, st in found:
         old = previous.files.get(rel) if previous is not None else None
-        if old is not None and (old.size, old.mtime_ns) == (st.st_size, st.st_mtime_ns):
+        trusted = old is not None and st.st_mtime_ns < settled_before
+        if trusted and (old.size, old.mtime_ns) == (st.st_size, st.st_mtime_ns):
             files[rel] = old
             continue
         try:

@@ -393,8 +393,8 @@ def test_scan_rejects_a_missing_root(tmp_path: Path) -> None:
 def test_scan_reuses_hashes_of_unchanged_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write(tmp_path, "a.txt", b"a")
-    write(tmp_path, "b.txt", b"b")
+    for name in ["a.txt", "b.txt"]:
+        os.utime(write(tmp_path, name, name.encode()), ns=(10**18, 10**18))  # long settled
     first = scan(tmp_path)
     hashed: list[str] = []
     real_hash = filesync.hash_file
@@ -405,6 +405,15 @@ def test_scan_reuses_hashes_of_unchanged_files(
     second = scan(tmp_path, previous=first)
     assert [Path(p).name for p in hashed] == ["b.txt"]
     assert second.files["b.txt"].sha256 == sha(b"bigger")
+
+
+def test_scan_rehashes_recent_files_even_with_the_same_size_and_mtime(tmp_path: Path) -> None:
+    path = write(tmp_path, "a.txt", b"old")
+    first = scan(tmp_path)
+    mtime = path.stat().st_mtime_ns
+    path.write_bytes(b"new")  # same size, and within one timestamp tick on coarse clocks
+    os.utime(path, ns=(mtime, mtime))
+    assert scan(tmp_path, previous=first).files["a.txt"].sha256 == sha(b"new")
 
 
 # --- plan_pull ------------------------------------------------------------------------------------
