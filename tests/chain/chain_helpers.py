@@ -1,0 +1,63 @@
+"""Small helpers shared by the escrow tests (signing, opening channels)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import pytest
+from eth_account import Account
+
+from jupyter_gpumarket.chain.client import Contracts, send
+from jupyter_gpumarket.core import eip712
+from jupyter_gpumarket.exceptions import TransactionReverted
+
+USD = 10**6
+
+
+def escrow_domain(c: Contracts) -> eip712.Domain:
+    return eip712.Domain(chain_id=c.w3.eth.chain_id, verifying_contract=c.escrow.address)
+
+
+def token_domain(c: Contracts) -> eip712.Domain:
+    return eip712.Domain(
+        chain_id=c.w3.eth.chain_id, verifying_contract=c.token.address, name="TestUSD"
+    )
+
+
+def voucher_sig(c: Contracts, key, channel_id: bytes, amount: int) -> bytes:
+    return eip712.sign_typed_data(key.key, eip712.voucher(escrow_domain(c), channel_id, amount))
+
+
+def open_channel(c: Contracts, renter, provider, deposit: int = 5 * USD):
+    """approve + open; returns (channel_id, session key account)."""
+    session = Account.create()
+    send(c.w3, renter, c.token.functions.approve(c.escrow.address, deposit))
+    send(
+        c.w3,
+        renter,
+        c.escrow.functions.open(provider.address, c.token.address, deposit, session.address),
+    )
+    return eip712.channel_id_for(renter.address, session.address), session
+
+
+def balance(c: Contracts, who) -> int:
+    address = who if isinstance(who, str) else who.address
+    return c.token.functions.balanceOf(address).call()
+
+
+def now(c: Contracts) -> int:
+    return c.w3.eth.get_block("latest")["timestamp"]
+
+
+def advance(c: Contracts, seconds: int) -> None:
+    c.w3.provider.make_request("evm_increaseTime", [seconds])
+    c.w3.provider.make_request("evm_mine", [])
+
+
+@contextlib.contextmanager
+def reverts(reason: str) -> Iterator[None]:
+    """The call must revert with a message containing ``reason``."""
+    with pytest.raises(TransactionReverted) as info:
+        yield
+    assert reason in str(info.value), str(info.value)

@@ -1,0 +1,50 @@
+"""Chain fixtures: one anvil per session on a random port, contracts deployed once,
+and evm_snapshot / evm_revert around every test that uses the chain."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from jupyter_gpumarket.chain.anvil import AnvilProcess, start_anvil
+from jupyter_gpumarket.chain.client import Contracts, Deployment, connect
+from jupyter_gpumarket.chain.deploy import deploy_all
+from jupyter_gpumarket.chain.dev_accounts import DEV_PRIVATE_KEYS, dev_account
+
+CLOSE_DELAY = 600
+
+
+@pytest.fixture(scope="session")
+def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilProcess]:
+    # find_anvil looks in $GPUMARKET_HOME/tools then ~/.gpumarket/tools; installs when missing.
+    with start_anvil() as process:
+        yield process
+
+
+@pytest.fixture(scope="session")
+def w3_session(anvil: AnvilProcess):
+    return connect(anvil.rpc_url)
+
+
+@pytest.fixture(scope="session")
+def accounts():
+    """The ten dev accounts: 0 deployer, 1 renter, 2 provider, 3 relayer, 4 admin, 5 student."""
+    return [dev_account(i) for i in range(len(DEV_PRIVATE_KEYS))]
+
+
+@pytest.fixture(scope="session")
+def deployment(w3_session, accounts) -> Deployment:
+    return deploy_all(w3_session, accounts[0], CLOSE_DELAY, fund=[a.address for a in accounts[1:5]])
+
+
+@pytest.fixture
+def w3(w3_session, deployment) -> Iterator:
+    snapshot = w3_session.provider.make_request("evm_snapshot", [])["result"]
+    yield w3_session
+    w3_session.provider.make_request("evm_revert", [snapshot])
+
+
+@pytest.fixture
+def contracts(w3, deployment) -> Contracts:
+    return Contracts.at(w3, deployment.token, deployment.escrow, deployment.registry)
