@@ -106,7 +106,7 @@ class BlobStore:
     @staticmethod
     def _place(blob: Path, dest: Path, *, link: bool) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name[:200]}.materialize")
+        tmp = dest.with_name(f".{dest.name[:32]}.materialize")
         tmp.unlink(missing_ok=True)
         if link:
             blob.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)

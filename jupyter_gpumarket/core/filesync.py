@@ -159,8 +159,9 @@ class FileEntry:
             raise ProtocolError(
                 f"FileEntry.sha256 must be 64 lowercase hex digits, got {self.sha256!r}"
             )
-        if not isinstance(self.mtime_ns, int) or isinstance(self.mtime_ns, bool):
-            raise ProtocolError(f"FileEntry.mtime_ns must be an int, got {self.mtime_ns!r}")
+        mtime_ns = self.mtime_ns
+        if not isinstance(mtime_ns, int) or isinstance(mtime_ns, bool) or abs(mtime_ns) >= 2**63:
+            raise ProtocolError(f"FileEntry.mtime_ns must be a 64-bit int, got {mtime_ns!r}")
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,7 @@ class Manifest:
         for path, value in files.items():
             if not (isinstance(value, list) and len(value) == 3):
                 raise ProtocolError(f"manifest entry for {path!r} must be [size, sha256, mtime_ns]")
-            entries[safe_relpath(path)] = FileEntry(*value)
+            entries[path] = FileEntry(*value)  # Manifest refuses unnormalized paths
         return cls(entries)
 
 
@@ -323,7 +324,10 @@ def conflict_name(path: str, sha256: str, length: int = 8) -> str:
     stem, dot, ext = name.rpartition(".")
     if not stem:  # no extension, or a dotfile such as ".env"
         stem, dot, ext = name, "", ""
-    renamed = f"{stem}.remote-{sha256[:length]}{dot}{ext}"
+    tail = f".remote-{sha256[:length]}{dot}{ext}"
+    room = _MAX_NAME_BYTES - len(tail.encode("utf-8"))
+    stem = stem.encode("utf-8")[: max(room, 1)].decode("utf-8", "ignore") or "_"
+    renamed = f"{stem}{tail}"[-_MAX_NAME_BYTES:]  # a huge extension loses its start, not the hash
     return f"{head}/{renamed}" if head else renamed
 
 
@@ -436,7 +440,7 @@ def write_atomic_verified(dest: Path, chunks: Iterable[bytes], sha256: str) -> i
     """Write ``chunks`` to ``dest`` through a temp file, only if they hash to ``sha256``."""
     if not is_sha256_hex(sha256):
         raise ProtocolError(f"blob hash {sha256!r} is not 64 lowercase hex digits")
-    tmp = dest.with_name(f".{dest.name[:200]}.partial-{secrets.token_hex(4)}")
+    tmp = dest.with_name(f".{dest.name[:32]}.partial-{secrets.token_hex(4)}")
     digest, size = hashlib.sha256(), 0
     try:
         with open(tmp, "xb") as f:

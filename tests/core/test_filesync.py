@@ -233,7 +233,8 @@ def test_manifest_validates_paths_entries_and_clashes() -> None:
 @pytest.mark.parametrize(
     ("args", "field"),
     [((-1, "0" * 64, 0), "size"), ((True, "0" * 64, 0), "size"), ((1, "A" * 64, 0), "sha256"),
-     ((1, "0" * 63, 0), "sha256"), ((1, "0" * 64, 1.5), "mtime_ns")],
+     ((1, "0" * 63, 0), "sha256"), ((1, "0" * 64, 1.5), "mtime_ns"),
+     ((1, "0" * 64, 2**63), "mtime_ns")],
 )  # fmt: skip
 def test_file_entry_names_the_bad_field(args: tuple[object, ...], field: str) -> None:
     with pytest.raises(ProtocolError, match=f"FileEntry.{field}"):
@@ -250,6 +251,8 @@ def test_manifest_json_round_trip_and_rejects_garbage() -> None:
             Manifest.from_json(bad)
     with pytest.raises(UnsafePath):
         Manifest.from_json({"files": {"../../.bashrc": [1, sha(b"a"), 0]}})
+    with pytest.raises(UnsafePath, match="not normalized"):  # would shadow "a"
+        Manifest.from_json({"files": {"a": [1, sha(b"a"), 0], "./a": [1, sha(b"b"), 0]}})
 
 
 # --- plan_upload ----------------------------------------------------------------------------------
@@ -425,6 +428,11 @@ def test_conflict_name() -> None:
     assert conflict_name("x.tar.gz", h, 16) == "x.tar.remote-abcdef0123456789.gz"
     assert conflict_name(".env", h) == ".env.remote-abcdef01"
     assert conflict_name("Makefile", h) == "Makefile.remote-abcdef01"
+    long_name = "é" * 120 + ".csv"  # 244 bytes: the stem is shortened to fit 255
+    for length in (8, 64):
+        renamed = conflict_name(f"d/{long_name}", h, length)
+        assert safe_relpath(renamed) == renamed
+        assert renamed.endswith(f".remote-{h[:length]}.csv")
 
 
 def test_plan_pull_brings_back_new_and_remotely_changed_files() -> None:
@@ -500,3 +508,27 @@ def test_plan_pull_skips_paths_blocked_by_local_files_or_dirs() -> None:
     reasons = {s.path: s.reason for s in plan.skipped}
     assert "local file 'a' is in the way" in reasons["a/b"]
     assert "local directory" in reasons["d"]
+
+
+_side = st.dictionaries(
+    st.sampled_from(["a", "b.txt", "d/c.py", "d/e/f", ".git/hooks/x", "a.remote-x"]),
+    st.sampled_from([b"1", b"2", b"3"]),
+    max_size=6,
+)
+
+
+@given(_side, _side, _side)
+def test_plan_pull_never_overwrites_local_changes(
+    remote: dict[str, bytes], now: dict[str, bytes], launch: dict[str, bytes]
+) -> None:
+    plan = plan_pull(
+        *(Manifest({p: entry(v) for p, v in side.items()}) for side in (remote, now, launch))
+    )
+    targets = [item.local_path for item in plan.items]
+    assert len(targets) == len(set(targets))
+    for item in plan.items:
+        assert safe_relpath(item.local_path) == item.local_path
+        assert not item.local_path.startswith(".git/")
+        here = now.get(item.local_path)
+        assert here is None or here == launch.get(item.local_path)  # only unchanged files
+        assert remote[item.remote_path] != launch.get(item.remote_path)  # only remote changes
