@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from agentproc import AgentProcess, environ, running_agent  # noqa: E402
+from agentproc import AgentProcess, environ, running_agent
 
 
 @pytest.fixture(scope="session")

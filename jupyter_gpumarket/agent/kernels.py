@@ -50,7 +50,9 @@ AGENT_ENV_ALLOW = (
     "CUDA_PATH",
 )
 # Variables a renter may not set: the agent decides them.
-RENTER_ENV_DENY = frozenset({"CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "HOME", "PWD"})
+RENTER_ENV_DENY = frozenset(
+    {"CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "NVIDIA_VISIBLE_DEVICES", "HOME", "PWD"}
+)
 
 # ipc "ports": the endpoint of channel c is ipc://<runtime>/k-<port>
 CHANNEL_PORTS = {"shell": 1, "iopub": 2, "stdin": 3, "control": 4, "hb": 5}
@@ -75,16 +77,19 @@ def build_kernel_env(
     renter_env: Mapping[str, str],
     *,
     workdir: Path,
-    cuda_visible_devices: str,
+    gpu_env: Mapping[str, str],
     settings: KernelSettings,
 ) -> dict[str, str]:
-    """The kernel's whole environment: allow-listed agent vars + renter's vars + pinned ones."""
+    """The kernel's whole environment: allow-listed agent vars + renter's vars + pinned ones.
+
+    ``gpu_env`` (CUDA_VISIBLE_DEVICES, CUDA_DEVICE_ORDER) pins the GPUs allotted to the kernel.
+    """
     allow = (*AGENT_ENV_ALLOW, *settings.extra_env_allow)
     env = {k: agent_env[k] for k in allow if k in agent_env}
     env.update(settings.extra_env)
     env.update({k: v for k, v in renter_env.items() if k not in RENTER_ENV_DENY})
     env["HOME"] = str(workdir)
-    env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices
+    env.update(gpu_env)
     env.setdefault("PATH", os.defpath)
     return env
 

@@ -20,6 +20,7 @@ import zmq.asyncio
 from websockets.asyncio.server import ServerConnection
 
 from jupyter_gpumarket.agent.bridge import KernelBridge
+from jupyter_gpumarket.agent.gpu import gpu_env
 from jupyter_gpumarket.agent.kernels import KernelProcess, KernelSettings, build_kernel_env
 from jupyter_gpumarket.core import control
 from jupyter_gpumarket.core.frames import Channel
@@ -146,7 +147,7 @@ class Lease:
             os.environ,
             msg.env,
             workdir=self.workdir,
-            cuda_visible_devices=",".join(str(i) for i in self.gpus),
+            gpu_env=gpu_env(self.gpus),
             settings=self._settings,
         )
         kernel = KernelProcess(workdir=self.workdir, key=msg.key, env=env, settings=self._settings)

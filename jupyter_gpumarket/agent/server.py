@@ -78,13 +78,14 @@ class AgentServer:
         self.cert: ProviderCertificate = ensure_certificate(config.state_dir)
         self.leases: dict[str, Lease] = {}
         self._gpus_in_use: set[int] = set()
-        self._context = zmq.asyncio.Context()
+        self._context: zmq.asyncio.Context | None = None
         self._server: Server | None = None
         self.url = ""
         (config.state_dir / "leases").mkdir(parents=True, exist_ok=True, mode=0o700)
 
     async def start(self) -> None:
         cfg = self.config
+        self._context = zmq.asyncio.Context()
         self._server = await serve(
             self._handle,
             cfg.host,
@@ -113,7 +114,8 @@ class AgentServer:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-        self._context.term()
+        if self._context is not None:
+            self._context.term()
         if self.config.ready_file is not None:
             with contextlib.suppress(FileNotFoundError):
                 self.config.ready_file.unlink()
@@ -188,11 +190,14 @@ class AgentServer:
             return CloseCode.CAPACITY, (
                 f"provider is full ({self.config.max_kernels} kernels); pick another offer"
             )
+        gpus = self._allot_gpus()
+        if gpus is None:
+            return CloseCode.CAPACITY, "all GPUs of this provider are in use; pick another offer"
         lease = Lease(
             root=self.config.state_dir / "leases",
-            context=self._context,
+            context=self._context,  # type: ignore[arg-type]  # set by start()
             settings=self.config.kernel,
-            gpus=self._allot_gpus(),
+            gpus=gpus,
             client_grace=self.config.client_grace,
             on_end=self._lease_ended,
             max_frame_bytes=self.config.max_frame_bytes,
@@ -201,8 +206,13 @@ class AgentServer:
         self.leases[lease.id] = lease
         return lease
 
-    def _allot_gpus(self) -> tuple[int, ...]:
+    def _allot_gpus(self) -> tuple[int, ...] | None:
+        """GPUs for a new lease: () on a CPU-only provider, None when all are taken."""
+        if not self.config.gpu_indices:
+            return ()
         free = [i for i in self.config.gpu_indices if i not in self._gpus_in_use]
+        if len(free) < self.config.gpus_per_kernel:
+            return None
         chosen = tuple(free[: self.config.gpus_per_kernel])
         self._gpus_in_use.update(chosen)
         return chosen

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import jupyter_kernel_test as jkt
 import pytest
+from jupyter_client.manager import start_new_kernel
 
 from agentproc import AgentProcess, environ
-from jupyter_client.manager import start_new_kernel
 
 
 @pytest.fixture(scope="class")
@@ -46,12 +46,21 @@ class TestGpuMarketKernel(jkt.KernelTests):
     invalid_code_samples = ["import = 7q"]
     code_page_something = "zip?"
     code_generate_error = "raise ValueError('remote error')"
-    code_execute_result = [{"code": "1+2+3", "result": "6"}, {"code": "[n*n for n in range(1, 4)]", "result": "[1, 4, 9]"}]
+    code_execute_result = [
+        {"code": "1+2+3", "result": "6"},
+        {"code": "[n*n for n in range(1, 4)]", "result": "[1, 4, 9]"},
+    ]
     code_display_data = [
-        {"code": "from IPython.display import HTML, display; display(HTML('<b>test</b>'))", "mime": "text/html"},
-        {"code": "from IPython.display import Math, display; display(Math('\\\\frac{1}{2}'))", "mime": "text/latex"},
+        {
+            "code": "from IPython.display import HTML, display; display(HTML('<b>test</b>'))",
+            "mime": "text/html",
+        },
+        {
+            "code": "from IPython.display import Math, display; display(Math('\\\\frac{1}{2}'))",
+            "mime": "text/latex",
+        },
     ]
     code_history_pattern = "1?2*"
-    supported_history_operations = ("tail", "search", "range")
+    supported_history_operations = ("tail", "search")
     code_inspect_sample = "zip"
     code_clear_output = "from IPython.display import clear_output; clear_output()"

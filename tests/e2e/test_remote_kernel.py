@@ -139,7 +139,10 @@ def test_widget_comm_round_trip(kernel: tuple[KernelManager, BlockingKernelClien
     # browser -> kernel: the user drags the slider to 7
     update = kc.session.msg(
         "comm_msg",
-        {"comm_id": model_id, "data": {"method": "update", "state": {"value": 7}, "buffer_paths": []}},
+        {
+            "comm_id": model_id,
+            "data": {"method": "update", "state": {"value": 7}, "buffer_paths": []},
+        },
     )
     kc.shell_channel.send(update)
     time.sleep(0.5)
@@ -163,7 +166,9 @@ def test_restart_keeps_provider_and_working_dir_but_not_state(
     _, before = run(kc, "import os; x = 41; open('kept.txt', 'w').write('hi'); print(os.getcwd())")
     km.restart_kernel()
     kc.wait_for_ready(timeout=60)
-    _, after = run(kc, "import os; print(os.getcwd()); print('x' in dir()); print(open('kept.txt').read())")
+    _, after = run(
+        kc, "import os; print(os.getcwd()); print('x' in dir()); print(open('kept.txt').read())"
+    )
     cwd, has_x, content = after.strip().splitlines()
     assert cwd == before.strip()
     assert has_x == "False"

@@ -1,0 +1,81 @@
+"""A real Jupyter server starts the `gpumarket` kernel and talks to it over its websocket."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.sync.client import ClientConnection, connect
+
+from agentproc import AgentProcess
+from jupyterproc import JupyterServer, start_jupyter
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def jupyter(tmp_path: Path, agent: AgentProcess) -> Iterator[JupyterServer]:
+    server = start_jupyter(tmp_path, agent.env())
+    yield server
+    server.stop()
+
+
+def execute(ws: ClientConnection, code: str) -> tuple[dict[str, Any], str]:
+    msg_id = uuid.uuid4().hex
+    ws.send(
+        json.dumps(
+            {
+                "header": {
+                    "msg_id": msg_id,
+                    "msg_type": "execute_request",
+                    "username": "test",
+                    "session": uuid.uuid4().hex,
+                    "version": "5.3",
+                    "date": "",
+                },
+                "parent_header": {},
+                "metadata": {},
+                "content": {"code": code, "silent": False, "store_history": True},
+                "channel": "shell",
+                "buffers": [],
+            }
+        )
+    )
+    text = ""
+    reply = None
+    idle = False
+    while reply is None or not idle:  # shell and iopub are not ordered with each other
+        msg = json.loads(ws.recv(timeout=60))
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "stream":
+            text += msg["content"]["text"]
+        elif msg["msg_type"] == "execute_reply":
+            reply = msg
+        elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            idle = True
+    return reply, text
+
+
+def test_health_endpoint(jupyter: JupyterServer) -> None:
+    body = jupyter.request("GET", "/gpumarket/health")
+    assert body["kernels"] == 0
+    assert body["version"]
+
+
+def test_notebook_kernel_runs_remotely_through_the_server(
+    jupyter: JupyterServer, agent: AgentProcess
+) -> None:
+    kernel = jupyter.request("POST", "/api/kernels", {"name": "gpumarket"})
+    assert kernel["name"] == "gpumarket"
+    with connect(jupyter.ws_url(f"/api/kernels/{kernel['id']}/channels")) as ws:
+        reply, text = execute(ws, "import os; print('remote', os.getcwd())")
+    assert reply["content"]["status"] == "ok"
+    assert text.startswith("remote " + str(agent.state_dir / "leases"))
+    assert jupyter.request("GET", "/gpumarket/health")["kernels"] == 1
+    jupyter.request("DELETE", f"/api/kernels/{kernel['id']}")
+    assert jupyter.request("GET", "/api/kernels") == []
