@@ -18,7 +18,16 @@ if TYPE_CHECKING:
     from web3 import Web3
     from web3.contract import Contract
 
-__all__ = ["Contracts", "Deployment", "call", "connect", "contract_at", "deploy", "send"]
+__all__ = [
+    "Contracts",
+    "Deployment",
+    "call",
+    "connect",
+    "contract_at",
+    "deploy",
+    "send",
+    "send_value",
+]
 
 
 @dataclass(frozen=True)
@@ -110,6 +119,11 @@ def send(w3: Web3, account: LocalAccount, fn: Any, *, what: str = "", gas: int |
     if gas is None:
         tx.pop("gas", None)
     return _finish(w3, account, tx, what)
+
+
+def send_value(w3: Web3, account: LocalAccount, to: str, value: int) -> Any:
+    """Send ``value`` wei of the chain's gas coin from ``account`` to ``to``; the receipt."""
+    return _finish(w3, account, {"to": to, "value": value, "gas": 21_000}, "send gas coin")
 
 
 def call(fn: Any, *, what: str = "", **kwargs: Any) -> Any:
