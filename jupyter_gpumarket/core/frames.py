@@ -40,6 +40,7 @@ HEADER = struct.Struct("!BBHQQ")
 MAX_PARTS = 4096
 DEFAULT_MAX_FRAME_BYTES = 256 * 1024 * 1024
 _U64_MAX = 2**64 - 1
+_ZERO_COPY_MIN = 65536
 
 
 class Channel(enum.IntEnum):
@@ -59,7 +60,7 @@ class Frame:
     channel: Channel
     seq: int
     ack: int
-    parts: tuple[bytes, ...]
+    parts: tuple[bytes | memoryview, ...]
 
     def __post_init__(self) -> None:
         if not isinstance(self.channel, Channel):
@@ -86,7 +87,11 @@ def encode_frame(channel: Channel, seq: int, ack: int, parts: Sequence[bytes]) -
 
 
 def decode_frame(data: bytes, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Frame:
-    """Decode one frame; any malformed input raises ProtocolError (or FrameTooLarge)."""
+    """Decode one frame; any malformed input raises ProtocolError (or FrameTooLarge).
+
+    Parts larger than 64 KiB are zero-copy memoryviews into ``data`` (ZMQ sends them as they
+    are); smaller ones are bytes, which are cheaper for ZMQ to send than a view.
+    """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise ProtocolError(f"frame must be bytes, got {type(data).__name__}")
     size = len(data)
@@ -112,8 +117,9 @@ def decode_frame(data: bytes, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) ->
             f"frame part lengths add up to {sum(lengths)} bytes but {size - offset} follow"
         )
     view = memoryview(data)
-    parts = []
+    parts: list[bytes | memoryview] = []
     for length in lengths:
-        parts.append(bytes(view[offset : offset + length]))
+        part = view[offset : offset + length]
+        parts.append(part if length > _ZERO_COPY_MIN else bytes(part))
         offset += length
     return Frame(channel, seq, ack, tuple(parts))

@@ -34,7 +34,7 @@ class Delivery:
     """A message received in order, to hand to the local ZMQ side."""
 
     channel: Channel
-    parts: tuple[bytes, ...]
+    parts: tuple[bytes | memoryview, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -194,7 +194,7 @@ class RemoteLink:
         pipe.detach(ws)
         if self._closing:
             return
-        rcvd = ws.close_rcvd
+        rcvd = ws.protocol.close_rcvd
         if rcvd is not None and rcvd.code in (1000, CloseCode.UNKNOWN_LEASE, CloseCode.SHUTDOWN):
             self._die(f"the provider ended the kernel's lease ({rcvd.code} {rcvd.reason})")
             return

@@ -8,6 +8,7 @@ installed). Provisioner methods on the server's loop hand coroutines over with :
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -15,10 +16,17 @@ from typing import Any, TypeVar
 __all__ = ["LoopThread", "call", "loop_thread"]
 
 T = TypeVar("T")
+SWITCH_INTERVAL = 0.001
 
 
 class LoopThread:
     def __init__(self) -> None:
+        # The tunnel thread shares the GIL with the Jupyter server's loop. With the default
+        # 5 ms switch interval a message can wait that long for the GIL whenever the server is
+        # busy (measured: execute round trips 1.66x direct at 5 ms, 1.36x at 0.5 ms); 1 ms
+        # bounds that wait at a small cost to CPU-bound threads.
+        if sys.getswitchinterval() > SWITCH_INTERVAL:
+            sys.setswitchinterval(SWITCH_INTERVAL)
         try:
             import uvloop
 
