@@ -68,7 +68,8 @@ async def rtts(kc: Any, n: int) -> list[float]:
 
 
 async def output_throughput(kc: Any, mb: int) -> float:
-    code = f"import sys\nfor _ in range({mb}):\n    sys.stdout.write('x' * (1024 * 1024 - 1) + '\\n')"
+    line = "'x' * (1024 * 1024 - 1) + '\\n'"
+    code = f"import sys\nfor _ in range({mb}):\n    sys.stdout.write({line})"
     await drain_iopub(kc)
     t0 = time.perf_counter()
     msg_id = kc.execute(code)
@@ -137,7 +138,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "output_throughput": remote["output_mb_per_s"] / direct["output_mb_per_s"],
             "start_extra_s": remote["start_s"] - direct["start_s"],
         },
-        "targets": {"rtt_median": "<= 1.10", "output_throughput": ">= 0.95", "start_extra_s": "<= 0.3"},
+        "targets": {
+            "rtt_median": "<= 1.10",
+            "output_throughput": ">= 0.95",
+            "start_extra_s": "<= 0.3",
+        },
     }
 
 
@@ -149,9 +154,12 @@ if __name__ == "__main__":
     parser.add_argument("--output-rounds", type=int, default=3)
     parser.add_argument("--starts", type=int, default=5)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, running_agent(Path(tmp)) as agent:
-        with environ(agent.env()):
-            result = asyncio.run(main(args))
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        running_agent(Path(tmp)) as agent,
+        environ(agent.env()),
+    ):
+        result = asyncio.run(main(args))
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     for key in ("direct", "gpumarket"):
