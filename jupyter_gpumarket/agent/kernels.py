@@ -1,8 +1,11 @@
-"""Kernel backend: one ipykernel subprocess per lease generation (plain subprocess backend).
+"""Kernel backend: one ipykernel subprocess per lease generation.
 
 Each kernel gets its own process group (so signals and the final kill reach every child), its
 own working dir, an environment built from an allow-list plus what the renter asked for, and
 ZMQ ``ipc`` sockets in a private runtime dir (no TCP ports on the provider, nothing to race for).
+With a :class:`~jupyter_gpumarket.agent.sandbox.SandboxPolicy` the kernel runs inside bubblewrap
+(as its slot's uid when the agent is root), the runtime dir bound in at the same path; limits
+come from :mod:`jupyter_gpumarket.agent.limits` (cgroup v2 when possible, rlimits otherwise).
 """
 
 from __future__ import annotations
@@ -18,9 +21,24 @@ import signal
 import sys
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from jupyter_gpumarket.agent.limits import (
+    KernelCgroup,
+    KernelLimits,
+    cgroup_parent,
+    cpu_set,
+    dir_usage,
+    rlimit_plan,
+)
+from jupyter_gpumarket.agent.sandbox import (
+    SandboxMounts,
+    SandboxPolicy,
+    build_bwrap_argv,
+    gpu_device_nodes,
+)
+from jupyter_gpumarket.agent.slots import KernelSlot
 from jupyter_gpumarket.exceptions import KernelLaunchError
 
 __all__ = [
@@ -65,11 +83,20 @@ class KernelSettings:
     """Provider-side limits and options for every kernel this agent starts."""
 
     python: str = sys.executable
-    memory_limit_bytes: int | None = None
+    memory_limit_bytes: int | None = None  # kept for callers; limits.memory_bytes wins
     extra_env_allow: tuple[str, ...] = ()
     start_timeout: float = 60.0
     stop_timeout: float = 5.0
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    sandbox: SandboxPolicy | None = None
+    limits: KernelLimits = field(default_factory=KernelLimits)
+    disk_check_interval: float = 1.0
+
+    @property
+    def effective_limits(self) -> KernelLimits:
+        if self.limits.memory_bytes is None and self.memory_limit_bytes is not None:
+            return replace(self.limits, memory_bytes=self.memory_limit_bytes)
+        return self.limits
 
 
 def build_kernel_env(
@@ -94,15 +121,35 @@ def build_kernel_env(
     return env
 
 
-def _child_setup(memory_limit: int | None) -> None:  # pragma: no cover - runs in the child
+def _child_setup(
+    rlimits: list[tuple[int, int]], cgroup: KernelCgroup | None, cpus: set[int] | None
+) -> None:  # pragma: no cover - runs in the child
     import resource
 
+    if cgroup is not None:
+        cgroup.join()
     # The kernel dies with the agent even if the agent is SIGKILLed.
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if memory_limit:
-        resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+    for res, value in rlimits:
+        resource.setrlimit(res, (value, value))
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def _chown_tree(root: Path, uid: int, gid: int) -> None:
+    os.chown(root, uid, gid)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in (*dirnames, *filenames):
+            with contextlib.suppress(OSError):
+                os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
 
 
 class KernelProcess:
@@ -115,9 +162,13 @@ class KernelProcess:
         key: str,
         env: dict[str, str],
         settings: KernelSettings,
+        slot: KernelSlot | None = None,
+        gpus: tuple[int, ...] = (),
     ) -> None:
         self.workdir = workdir
         self.settings = settings
+        self.slot = slot
+        self.gpus = gpus
         self.runtime = Path(tempfile.mkdtemp(prefix="gpm-"))  # short: ipc paths max ~107 chars
         self.ipc_base = str(self.runtime / "k")
         self.connection_file = self.runtime / "kernel.json"
@@ -125,6 +176,11 @@ class KernelProcess:
         self._env = env
         self.proc: asyncio.subprocess.Process | None = None
         self.exit_code: int | None = None
+        self.stop_reason = ""  # why the agent stopped it (disk quota), for KernelExited
+        self.sandboxed = settings.sandbox is not None
+        self._inner_pgid: int | None = None  # the kernel's process group inside the sandbox
+        self._cgroup: KernelCgroup | None = None
+        self._disk_watch: asyncio.Task[None] | None = None
 
     def endpoint(self, channel: str) -> str:
         return f"ipc://{self.ipc_base}-{CHANNEL_PORTS[channel]}"
@@ -141,6 +197,16 @@ class KernelProcess:
         self.connection_file.write_text(json.dumps(info))
         self.connection_file.chmod(0o600)
         argv = [self.settings.python, "-m", "ipykernel_launcher", "-f", str(self.connection_file)]
+        argv = self._sandboxed(argv)
+        limits = self.settings.effective_limits
+        if limits.any:
+            parent = cgroup_parent(limits)
+            if parent is not None:
+                self._cgroup = KernelCgroup(parent, f"gpm-{self.runtime.name}", limits)
+        plan = rlimit_plan(limits, cgroup=self._cgroup is not None)
+        cpus = None
+        if self._cgroup is None and self.slot is not None:
+            cpus = cpu_set(self.slot.index, limits.cpus, sorted(os.sched_getaffinity(0)))
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -148,11 +214,63 @@ class KernelProcess:
                 env=self._env,
                 stdin=asyncio.subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=lambda: _child_setup(self.settings.memory_limit_bytes),
+                preexec_fn=lambda: _child_setup(plan, self._cgroup, cpus),
             )
         except OSError as exc:
             raise KernelLaunchError(f"could not start the kernel process {argv[0]}: {exc}") from exc
         await self._wait_bound()
+        if self.sandboxed:
+            self._inner_pgid = self._find_inner_pgid()
+        if limits.disk_bytes is not None:
+            self._disk_watch = asyncio.ensure_future(self._watch_disk(limits.disk_bytes))
+
+    def _sandboxed(self, argv: list[str]) -> list[str]:
+        """Wrap ``argv`` in bwrap and hand the kernel's dirs to the slot's user."""
+        policy = self.settings.sandbox
+        if policy is None:
+            return argv
+        uid = gid = None
+        if self.slot is not None and self.slot.uid is not None:
+            uid, gid = self.slot.uid, self.slot.gid
+            assert gid is not None
+            _chown_tree(self.workdir, uid, gid)
+            os.chown(self.runtime, uid, gid)
+            os.chown(self.connection_file, uid, gid)
+        mounts = SandboxMounts(
+            workdir=str(self.workdir),
+            runtime=str(self.runtime),
+            devices=gpu_device_nodes(self.gpus),
+            uid=uid,
+            gid=gid,
+        )
+        return build_bwrap_argv(policy, mounts, argv)
+
+    def _find_inner_pgid(self) -> int | None:
+        """bwrap -> its init (pid 1 inside, session leader) -> the kernel: signals must reach
+        the kernel's group; the init ignores them (a namespace's init gets only what it handles).
+        """
+        assert self.proc is not None
+        for init in _children(self.proc.pid):
+            for kid in _children(init):
+                with contextlib.suppress(OSError):
+                    return os.getpgid(kid)
+        log.warning("kernel pid %s: no process inside the sandbox found", self.proc.pid)
+        return None
+
+    async def _watch_disk(self, quota: int) -> None:
+        mb = 1024 * 1024
+        while self.proc is not None and self.proc.returncode is None:
+            await asyncio.sleep(self.settings.disk_check_interval)
+            used = await asyncio.to_thread(dir_usage, self.workdir)
+            if used > quota:
+                self.stop_reason = (
+                    f"the kernel's working dir used {used // mb} MB, over its disk quota of "
+                    f"{quota // mb} MB, so the provider stopped the kernel; delete files "
+                    "before writing more, or pick an offer with more disk"
+                )
+                log.warning("kernel pid %s: %s", self.proc.pid, self.stop_reason)
+                await self.kill_group()
+                return
 
     async def _wait_bound(self) -> None:
         assert self.proc is not None
@@ -178,11 +296,12 @@ class KernelProcess:
         return self.proc.pid if self.proc else None
 
     def signal(self, signum: int) -> None:
-        """Send a signal to the kernel's whole process group."""
+        """Send a signal to the kernel's whole process group (inside the sandbox if any)."""
         if self.proc is None or self.proc.returncode is not None:
             return
+        target = self._inner_pgid if self._inner_pgid is not None else self.proc.pid
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signum)
+            os.killpg(target, signum)
 
     async def wait(self) -> int:
         assert self.proc is not None
@@ -196,6 +315,11 @@ class KernelProcess:
     async def kill_group(self) -> None:
         self.signal(signal.SIGKILL)
         if self.proc is not None:
+            # bwrap itself too: its init dies with it and takes the whole PID namespace along.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            if self._cgroup is not None:
+                self._cgroup.kill()
             await self.proc.wait()
 
     async def stop(self) -> int | None:
@@ -212,4 +336,8 @@ class KernelProcess:
         return self.proc.returncode
 
     def cleanup(self) -> None:
+        if self._disk_watch is not None:
+            self._disk_watch.cancel()
         shutil.rmtree(self.runtime, ignore_errors=True)
+        if self._cgroup is not None:
+            self._cgroup.remove()

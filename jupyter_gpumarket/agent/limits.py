@@ -1,0 +1,173 @@
+"""Per-kernel resource limits: memory, CPU, process count, disk.
+
+A cgroup v2 group per kernel when the agent can create one (memory.max counts the page cache and
+tmpfs too, pids.max counts every thread, cpu.max is a hard share); rlimits otherwise (RLIMIT_AS
+for memory, RLIMIT_NPROC for processes, which is per uid and so per kernel with per-slot uids,
+CPU affinity for CPUs). The disk quota is RLIMIT_FSIZE (one file can never pass it) plus the
+watchdog in :mod:`jupyter_gpumarket.agent.kernels` that stops a kernel whose working dir passes it.
+
+The plans (:func:`rlimit_plan`, :func:`cgroup_files`, :func:`cpu_set`) are pure; the rest is the
+thin I/O around them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import resource
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from jupyter_gpumarket.exceptions import ConfigError
+
+__all__ = [
+    "CGROUP_ROOT",
+    "KernelCgroup",
+    "KernelLimits",
+    "cgroup_files",
+    "cgroup_parent",
+    "cpu_set",
+    "dir_usage",
+    "rlimit_plan",
+]
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+_CPU_PERIOD_US = 100_000
+
+
+@dataclass(frozen=True)
+class KernelLimits:
+    """What one kernel may use; None = no limit of that kind."""
+
+    memory_bytes: int | None = None
+    cpus: float | None = None
+    pids: int | None = None
+    disk_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, low in (("memory_bytes", 64 << 20), ("pids", 16), ("disk_bytes", 1 << 20)):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < low):
+                raise ConfigError(f"kernel limit {name} must be an int >= {low}, got {v!r}")
+        if self.cpus is not None and (
+            not isinstance(self.cpus, int | float) or not 0 < self.cpus <= 4096
+        ):
+            raise ConfigError(f"kernel limit cpus must be a number in (0, 4096], got {self.cpus!r}")
+
+    @property
+    def any(self) -> bool:
+        return any(
+            v is not None for v in (self.memory_bytes, self.cpus, self.pids, self.disk_bytes)
+        )
+
+
+def rlimit_plan(limits: KernelLimits, *, cgroup: bool) -> list[tuple[int, int]]:
+    """(resource, limit) pairs to set in the kernel's process before exec.
+
+    With a cgroup, memory and process count are left to it (RLIMIT_AS breaks CUDA's large
+    virtual reservations, so it is only the fallback).
+    """
+    plan = [(resource.RLIMIT_CORE, 0)]
+    if limits.disk_bytes is not None:
+        plan.append((resource.RLIMIT_FSIZE, limits.disk_bytes))
+    if not cgroup:
+        if limits.memory_bytes is not None:
+            plan.append((resource.RLIMIT_AS, limits.memory_bytes))
+        if limits.pids is not None:
+            plan.append((resource.RLIMIT_NPROC, limits.pids))
+    return plan
+
+
+def cgroup_files(limits: KernelLimits) -> dict[str, str]:
+    """The cgroup v2 interface files to write for ``limits`` (file name -> content)."""
+    files: dict[str, str] = {}
+    if limits.memory_bytes is not None:
+        files["memory.max"] = str(limits.memory_bytes)
+        files["memory.swap.max"] = "0"
+    if limits.pids is not None:
+        files["pids.max"] = str(limits.pids)
+    if limits.cpus is not None:
+        files["cpu.max"] = f"{math.ceil(limits.cpus * _CPU_PERIOD_US)} {_CPU_PERIOD_US}"
+    return files
+
+
+def cpu_set(slot: int, cpus: float | None, available: Sequence[int]) -> set[int] | None:
+    """CPUs for slot ``slot`` when there is no cgroup: ceil(cpus) of them, slots spread apart."""
+    if cpus is None or not available:
+        return None
+    n = min(len(available), math.ceil(cpus))
+    start = (slot * n) % len(available)
+    return {available[(start + i) % len(available)] for i in range(n)}
+
+
+def _controllers(group: Path) -> set[str]:
+    try:
+        return set((group / "cgroup.subtree_control").read_text().split())
+    except OSError:
+        return set()
+
+
+def cgroup_parent(limits: KernelLimits, root: Path = CGROUP_ROOT) -> Path | None:
+    """The cgroup v2 group under which kernel groups can be made, or None (use rlimits).
+
+    Needs a unified hierarchy, the agent's own group writable, and the controllers that
+    ``limits`` use enabled for children.
+    """
+    try:
+        own = Path("/proc/self/cgroup").read_text()
+    except OSError:
+        return None
+    lines = [ln for ln in own.splitlines() if ln.startswith("0::")]
+    if not lines or not (root / "cgroup.controllers").exists():
+        return None  # cgroup v1 or hybrid without a usable unified tree
+    group = root / lines[0][3:].lstrip("/")
+    need = {name.split(".")[0] for name in cgroup_files(limits)}
+    if not need or not os.access(group, os.W_OK) or not need <= _controllers(group):
+        return None
+    return group
+
+
+class KernelCgroup:
+    """One kernel's cgroup v2 group: made with its limits, joined by the child, removed after."""
+
+    def __init__(self, parent: Path, name: str, limits: KernelLimits) -> None:
+        self.path = parent / name
+        self.path.mkdir(exist_ok=True)
+        try:
+            for fname, value in cgroup_files(limits).items():
+                (self.path / fname).write_text(value)
+        except OSError:
+            self.remove()
+            raise
+
+    def join(self) -> None:  # pragma: no cover - runs in the child before exec
+        (self.path / "cgroup.procs").write_text(str(os.getpid()))
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            (self.path / "cgroup.kill").write_text("1")
+
+    def remove(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
+
+
+def dir_usage(path: Path) -> int:
+    """Bytes allocated under ``path`` (st_blocks, so sparse files count what they hold)."""
+    total = 0
+    stack = [path]
+    while stack:
+        cur = stack.pop()
+        try:
+            with os.scandir(cur) as it:
+                for entry in it:
+                    with contextlib.suppress(OSError):
+                        st = entry.stat(follow_symlinks=False)
+                        total += st.st_blocks * 512
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(Path(entry.path))
+        except OSError:
+            continue
+    return total

@@ -1,0 +1,244 @@
+"""Kernel sandbox: the bubblewrap (``bwrap``) command line that isolates one kernel.
+
+:func:`build_bwrap_argv` is pure: a frozen :class:`SandboxPolicy` (the provider's choices) plus a
+:class:`SandboxMounts` (this kernel's dirs, GPU nodes and uid) give the argv; nothing is touched.
+The kernel sees a read-only view of the system, with the agent's state dir, home dirs and other
+private places covered by empty tmpfs; its own working dir and ipc runtime dir bound read-write
+at the same paths as on the host (the agent connects to the ipc sockets by those paths); a private
+``/tmp``; ``/dev`` with only the allotted GPUs' nodes; its own PID, IPC and UTS namespaces (and
+network namespace when ``egress="none"``).
+
+Two ways to drop privileges, chosen by who runs the agent:
+
+- **agent is root** (a real provider): bwrap runs privileged and, inside, ``setpriv`` switches to
+  the lease slot's unprivileged uid with no capabilities and ``no_new_privs``;
+- **agent is not root** (dev): bwrap runs unprivileged in a user namespace and further user
+  namespaces are disabled; the kernel keeps the agent's uid but sees none of its files.
+
+:func:`sandbox_available` and :func:`gpu_device_nodes` are the two small I/O probes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from jupyter_gpumarket.exceptions import ConfigError
+
+__all__ = [
+    "EGRESS_MODES",
+    "SYSTEM_HIDDEN",
+    "SandboxMounts",
+    "SandboxPolicy",
+    "build_bwrap_argv",
+    "default_policy",
+    "gpu_device_nodes",
+    "python_paths",
+    "sandbox_available",
+]
+
+EGRESS_MODES = ("full", "none")
+# Covered by an empty tmpfs in every sandbox: other users' files, sockets of system daemons.
+SYSTEM_HIDDEN = ("/root", "/home", "/run", "/var/run", "/var/tmp", "/mnt", "/media", "/srv")
+# The nodes every CUDA process needs besides its own /dev/nvidia<i>.
+_GPU_SHARED_NODES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset")
+
+
+def _abs(value: str, what: str) -> str:
+    if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
+        raise ConfigError(f"{what} must be an absolute path, got {value!r}")
+    return os.path.normpath(value)
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+@dataclass(frozen=True)
+class SandboxPolicy:
+    """What every kernel of this provider may see and reach.
+
+    ``hidden``: paths covered by an empty tmpfs (the state dir, homes, daemon sockets).
+    ``expose``: paths bound read-only again after hiding (the Python the kernel runs on).
+    ``tmp_bytes``: size of the kernel's private ``/tmp`` (tmpfs), None = the kernel's default.
+    """
+
+    egress: str = "full"
+    hidden: tuple[str, ...] = SYSTEM_HIDDEN
+    expose: tuple[str, ...] = ()
+    tmp_bytes: int | None = None
+    bwrap: str = "bwrap"
+    setpriv: str = "setpriv"
+
+    def __post_init__(self) -> None:
+        if self.egress not in EGRESS_MODES:
+            raise ConfigError(f"egress must be one of {', '.join(EGRESS_MODES)}: {self.egress!r}")
+        object.__setattr__(self, "hidden", tuple(_abs(p, "sandbox hidden") for p in self.hidden))
+        object.__setattr__(self, "expose", tuple(_abs(p, "sandbox expose") for p in self.expose))
+        if "/" in self.hidden:
+            raise ConfigError("the sandbox cannot hide /: hide the private dirs instead")
+        if self.tmp_bytes is not None and (
+            not isinstance(self.tmp_bytes, int) or self.tmp_bytes <= 0
+        ):
+            raise ConfigError(f"sandbox tmp_bytes must be a positive int, got {self.tmp_bytes!r}")
+
+
+@dataclass(frozen=True)
+class SandboxMounts:
+    """One kernel's part of the sandbox: its dirs, GPU nodes and (agent is root) its uid/gid."""
+
+    workdir: str
+    runtime: str
+    devices: tuple[str, ...] = ()
+    uid: int | None = None
+    gid: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "workdir", _abs(str(self.workdir), "sandbox workdir"))
+        object.__setattr__(self, "runtime", _abs(str(self.runtime), "sandbox runtime dir"))
+        object.__setattr__(self, "devices", tuple(_abs(d, "device node") for d in self.devices))
+        for d in self.devices:
+            if not d.startswith("/dev/"):
+                raise ConfigError(f"device node {d!r} is not under /dev")
+        if (self.uid is None) != (self.gid is None):
+            raise ConfigError("sandbox uid and gid go together: give both or neither")
+        for name in ("uid", "gid"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v <= 0):
+                raise ConfigError(f"sandbox {name} must be an unprivileged id (> 0), got {v!r}")
+
+
+def _parents_below(path: str, roots: Iterable[str]) -> list[str]:
+    """Ancestors of ``path`` strictly inside the deepest of ``roots`` that holds it (top first)."""
+    holders = [r for r in roots if _under(path, r) and path != r]
+    if not holders:
+        return []
+    root = max(holders, key=len)
+    parts = PurePosixPath(path).relative_to(root).parts[:-1]
+    out, cur = [], PurePosixPath(root)
+    for part in parts:
+        cur = cur / part
+        out.append(str(cur))
+    return out
+
+
+def build_bwrap_argv(
+    policy: SandboxPolicy, mounts: SandboxMounts, command: Sequence[str]
+) -> list[str]:
+    """The full argv (bwrap ... -- [setpriv ... --] command) for one sandboxed kernel."""
+    if not command:
+        raise ConfigError("the sandboxed command is empty")
+    argv = [policy.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    # Hide (shallowest first; a path under another hidden one or under /tmp is already gone).
+    hidden = sorted(set(policy.hidden) | {"/tmp"}, key=lambda p: (p.count("/"), p))
+    tmpfs_roots: list[str] = []
+    for path in hidden:
+        if any(_under(path, r) for r in tmpfs_roots):
+            continue
+        if path == "/tmp":
+            if policy.tmp_bytes is not None:
+                argv += ["--size", str(policy.tmp_bytes)]
+            argv += ["--perms", "1777", "--tmpfs", "/tmp"]
+        else:
+            argv += ["--tmpfs", path]
+        tmpfs_roots.append(path)
+    # bwrap creates the missing parents of a bind with the host parents' modes (often 0700):
+    # make the ones it creates inside a tmpfs traversable, so the kernel reaches its own dirs.
+    created: list[str] = []
+
+    def bind(kind: str, path: str) -> None:
+        for parent in _parents_below(path, tmpfs_roots):
+            if parent not in created:
+                argv.extend(["--perms", "0755", "--dir", parent])
+                created.append(parent)
+        argv.extend([kind, path, path])
+
+    for path in policy.expose:
+        if any(_under(path, r) for r in tmpfs_roots):
+            bind("--ro-bind", path)
+    # Hidden paths that an exposed tree brought back (state dir inside the Python's home).
+    for path in hidden:
+        if path != "/tmp" and any(_under(path, e) and path != e for e in policy.expose):
+            argv += ["--tmpfs", path]
+    bind("--bind", mounts.runtime)
+    bind("--bind", mounts.workdir)
+    for dev in mounts.devices:
+        argv += ["--dev-bind", dev, dev]
+    argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+    if policy.egress == "none":
+        argv.append("--unshare-net")
+    argv += ["--hostname", "gpumarket", "--die-with-parent", "--new-session"]
+    argv += ["--chdir", mounts.workdir]
+    if mounts.uid is None:
+        # Unprivileged bwrap: a user namespace, and no nested ones for the kernel.
+        argv += ["--unshare-user", "--disable-userns", "--"]
+        return [*argv, *command]
+    argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--", policy.setpriv]
+    argv += [f"--reuid={mounts.uid}", f"--regid={mounts.gid}", "--clear-groups"]
+    argv += ["--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
+    return [*argv, *command]
+
+
+def python_paths(python: str = sys.executable) -> tuple[str, ...]:
+    """The trees a kernel's Python needs (prefixes and the interpreter's real location)."""
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    paths.add(str(Path(python).resolve().parent.parent))
+    return tuple(sorted(os.path.normpath(p) for p in paths))
+
+
+def default_policy(
+    state_dir: Path,
+    *,
+    egress: str = "full",
+    tmp_bytes: int | None = None,
+    python: str = sys.executable,
+    extra_hidden: Sequence[str] = (),
+) -> SandboxPolicy:
+    """The provider's policy: hide the system's private dirs, the state dir and the agent's home."""
+    hidden = {*SYSTEM_HIDDEN, *extra_hidden, str(state_dir.resolve()), str(Path.home().resolve())}
+    hidden.discard("/")
+    # bwrap cannot mount over a symlink (/var/run -> /run) or a missing dir.
+    hidden = {p for p in hidden if os.path.isdir(p) and not os.path.islink(p)}
+    return SandboxPolicy(
+        egress=egress,
+        hidden=tuple(sorted(hidden)),
+        expose=python_paths(python),
+        tmp_bytes=tmp_bytes,
+        bwrap=shutil.which("bwrap") or "bwrap",
+        setpriv=shutil.which("setpriv") or "setpriv",
+    )
+
+
+def gpu_device_nodes(gpus: Sequence[int], dev: Path = Path("/dev")) -> tuple[str, ...]:
+    """The NVIDIA device nodes for ``gpus`` that exist on this machine (none on a CPU box)."""
+    if not gpus:
+        return ()
+    names = [f"nvidia{i}" for i in gpus] + list(_GPU_SHARED_NODES)
+    return tuple(str(dev / n) for n in names if (dev / n).exists())
+
+
+def sandbox_available(bwrap: str | None = None, timeout: float = 10.0) -> tuple[bool, str]:
+    """Whether bwrap is installed and can build a sandbox here, and why not if it cannot."""
+    path = bwrap or shutil.which("bwrap")
+    if path is None:
+        return False, "bubblewrap is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
+    probe = [path, "--ro-bind", "/", "/", "--unshare-pid", "--die-with-parent"]
+    if os.geteuid() != 0:
+        probe += ["--unshare-user", "--disable-userns"]
+    elif shutil.which("setpriv") is None:
+        return False, "setpriv (util-linux) is missing: install util-linux"
+    try:
+        res = subprocess.run(
+            [*probe, "true"], capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"bwrap could not run: {exc}"
+    if res.returncode != 0:
+        err = res.stderr.decode(errors="replace").strip() or f"exit code {res.returncode}"
+        return False, f"bwrap cannot create a sandbox here ({err}); user namespaces may be off"
+    return True, f"bubblewrap at {path}"
