@@ -22,6 +22,7 @@ from websockets.asyncio.server import ServerConnection
 from jupyter_gpumarket.agent.bridge import KernelBridge
 from jupyter_gpumarket.agent.gpu import gpu_env
 from jupyter_gpumarket.agent.kernels import KernelProcess, KernelSettings, build_kernel_env
+from jupyter_gpumarket.agent.slots import KernelSlot
 from jupyter_gpumarket.core import control
 from jupyter_gpumarket.core.frames import Channel
 from jupyter_gpumarket.core.session import TunnelSession
@@ -49,8 +50,10 @@ class Lease:
         on_end: Callable[[Lease], None],
         max_frame_bytes: int,
         replay_limit_bytes: int,
+        slot: KernelSlot | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex
+        self.slot = slot  # the kernel's uid (sandbox) and CPU share; the server hands it out
         self.dir = root / self.id
         self.workdir = self.dir / "work"
         self.workdir.mkdir(parents=True, mode=0o700)
@@ -150,7 +153,14 @@ class Lease:
             gpu_env=gpu_env(self.gpus),
             settings=self._settings,
         )
-        kernel = KernelProcess(workdir=self.workdir, key=msg.key, env=env, settings=self._settings)
+        kernel = KernelProcess(
+            workdir=self.workdir,
+            key=msg.key,
+            env=env,
+            settings=self._settings,
+            slot=self.slot,
+            gpus=self.gpus,
+        )
         try:
             await kernel.start()
         except BaseException:
@@ -174,7 +184,9 @@ class Lease:
         log.info("lease %s: kernel generation %d exited with %s", self.id, generation, code)
         if self._kernel is kernel:
             await self._drop_kernel()
-        self.send_control(control.KernelExited(generation=generation, code=code))
+        self.send_control(
+            control.KernelExited(generation=generation, code=code, reason=kernel.stop_reason)
+        )
 
     async def _drop_kernel(self) -> None:
         kernel, bridge = self._kernel, self._bridge

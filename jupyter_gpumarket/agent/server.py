@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed
 from jupyter_gpumarket._version import __version__
 from jupyter_gpumarket.agent.kernels import KernelSettings
 from jupyter_gpumarket.agent.lease import Lease
+from jupyter_gpumarket.agent.slots import KernelSlot, SlotPool
 from jupyter_gpumarket.agent.tls import ProviderCertificate, ensure_certificate, server_ssl_context
 from jupyter_gpumarket.core import control
 from jupyter_gpumarket.core.control import CloseCode
@@ -54,6 +55,7 @@ class AgentConfig:
     ping_interval: float | None = 5.0
     ready_file: Path | None = None
     kernel: KernelSettings = field(default_factory=KernelSettings)
+    kernel_slots: tuple[KernelSlot, ...] = ()  # per-slot users (root agent with a sandbox)
     info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -61,6 +63,11 @@ class AgentConfig:
             raise AgentError("dev mode needs a token: pass --dev-token TOKEN")
         if self.max_kernels < 1:
             raise AgentError("--max-kernels must be at least 1")
+        if self.kernel_slots and len(self.kernel_slots) < self.max_kernels:
+            raise AgentError(
+                f"{len(self.kernel_slots)} kernel slot users for --max-kernels "
+                f"{self.max_kernels}: run `gpumarket provider setup --slots {self.max_kernels}`"
+            )
 
 
 def _nodelay(ws: ServerConnection) -> None:
@@ -78,6 +85,11 @@ class AgentServer:
         self.cert: ProviderCertificate = ensure_certificate(config.state_dir)
         self.leases: dict[str, Lease] = {}
         self._gpus_in_use: set[int] = set()
+        self._slots = (
+            SlotPool(config.kernel_slots)
+            if config.kernel_slots
+            else SlotPool.indices(config.max_kernels)
+        )
         self._context: zmq.asyncio.Context | None = None
         self._server: Server | None = None
         self.url = ""
@@ -198,6 +210,7 @@ class AgentServer:
             context=self._context,  # type: ignore[arg-type]  # set by start()
             settings=self.config.kernel,
             gpus=gpus,
+            slot=self._slots.acquire(),
             client_grace=self.config.client_grace,
             on_end=self._lease_ended,
             max_frame_bytes=self.config.max_frame_bytes,
@@ -220,6 +233,8 @@ class AgentServer:
     def _lease_ended(self, lease: Lease) -> None:
         self.leases.pop(lease.id, None)
         self._gpus_in_use.difference_update(lease.gpus)
+        if lease.slot is not None:
+            self._slots.release(lease.slot)
 
 
 def _reason(text: str) -> str:

@@ -10,6 +10,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from jupyter_gpumarket.agent import isolation
 from jupyter_gpumarket.exceptions import ConfigError
 
 log = logging.getLogger("jupyter_gpumarket.provider")
@@ -40,26 +41,42 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "--kernel-memory-mb", type=int, help="address-space limit per kernel (RLIMIT_AS)"
     )
     serve.add_argument("--max-frame-mb", type=int, default=256, help="largest message accepted")
+    isolation.add_arguments(serve)
     serve.set_defaults(func=_serve)
 
     info = psub.add_parser("info", help="print the GPUs this machine would rent out")
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=_info)
 
+    setup = psub.add_parser("setup", help="create the kernel slot users (run once, as root)")
+    setup.add_argument("--slots", type=int, default=4, help="as many as --max-kernels")
+    setup.add_argument("--dry-run", action="store_true", help="print the commands only")
+    setup.set_defaults(func=_setup)
+
 
 def _serve(args: argparse.Namespace) -> int:
     from jupyter_gpumarket.agent.gpu import detect_gpus
     from jupyter_gpumarket.agent.kernels import KernelSettings
     from jupyter_gpumarket.agent.server import AgentConfig, AgentServer
+    from jupyter_gpumarket.chain.paths import gpumarket_home
 
+    iso = isolation.resolve_isolation(
+        mode=args.sandbox,
+        egress=args.egress,
+        limits=isolation.limits_from_args(args),
+        state_dir=args.state_dir.expanduser(),
+        hidden=(str(gpumarket_home()),),
+        max_kernels=args.max_kernels,
+    )
+    log.info("kernel isolation: %s", iso.reason)
     if not args.dev:
+        isolation.check_publishable(iso.sandbox is not None, args.unsafe_no_sandbox)
         raise ConfigError(
             "publishing offers on chain is not available yet: start the agent with --dev "
             "(and --dev-token) to serve renters who have the token"
         )
     token = args.dev_token or secrets.token_urlsafe(24)
     inventory = detect_gpus()
-    memory = args.kernel_memory_mb * 1024 * 1024 if args.kernel_memory_mb else None
     config = AgentConfig(
         state_dir=args.state_dir.expanduser(),
         host=args.host,
@@ -72,8 +89,9 @@ def _serve(args: argparse.Namespace) -> int:
         client_grace=args.client_grace,
         max_frame_bytes=args.max_frame_mb * 1024 * 1024,
         ready_file=args.ready_file,
-        kernel=KernelSettings(memory_limit_bytes=memory),
-        info={"gpus_detected": inventory.to_json()},
+        kernel=KernelSettings(sandbox=iso.sandbox, limits=iso.limits),
+        kernel_slots=iso.slots,
+        info={"gpus_detected": inventory.to_json(), **iso.info()},
     )
     log.info("GPUs: %s", "CPU only" if inventory.cpu_only else len(inventory.gpus))
     _run(AgentServer(config), token, show_token=args.dev_token is None)
@@ -103,6 +121,16 @@ def _run(server: Any, token: str, *, show_token: bool) -> None:
         await server.stop()
 
     runner(main())
+
+
+def _setup(args: argparse.Namespace) -> int:
+    from jupyter_gpumarket.agent.sandbox import sandbox_available
+
+    for line in isolation.setup_slots(args.slots, dry_run=args.dry_run):
+        print(("would run: " if args.dry_run else "ran: ") + line)
+    ok, reason = sandbox_available()
+    print(f"sandbox: {'ok' if ok else 'NOT available'} ({reason})")
+    return 0
 
 
 def _info(args: argparse.Namespace) -> int:

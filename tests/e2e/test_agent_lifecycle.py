@@ -25,7 +25,9 @@ def _alive(pid: int) -> bool:
 
 
 def _kernel_pids(tmp: Path, sig: int) -> tuple[list[int], int]:
-    agent = start_agent(tmp)
+    # The kernels report host pids, so no PID namespace here; test_isolation.py covers the
+    # sandboxed backend (its kernels die with the namespace).
+    agent = start_agent(tmp, "--sandbox", "off")
     pids = []
     clients = []
     with environ(agent.env()):
