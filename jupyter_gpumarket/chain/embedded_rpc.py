@@ -13,6 +13,7 @@ import threading
 from typing import Any
 
 from jupyter_gpumarket.chain.dev_accounts import DEV_CHAIN_ID
+from jupyter_gpumarket.exceptions import ChainError
 
 __all__ = ["DEV_MNEMONIC", "EmbeddedRpc"]
 
@@ -94,7 +95,13 @@ class EmbeddedRpc:
     """A py-evm chain behind a JSON-RPC dispatcher (thread-safe: one request at a time)."""
 
     def __init__(self, chain_id: int = DEV_CHAIN_ID, balance: int = 10_000 * 10**18) -> None:
-        from eth_tester import EthereumTester, PyEVMBackend
+        try:
+            from eth_tester import EthereumTester, PyEVMBackend
+        except ImportError as exc:
+            raise ChainError(
+                f"the embedded chain needs eth-tester and py-evm ({exc}); "
+                "run `pip install 'eth-tester[py-evm]' py-evm` or install anvil (npm)"
+            ) from None
 
         backend = PyEVMBackend.from_mnemonic(
             DEV_MNEMONIC,
