@@ -6,6 +6,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+# hypothesis is imported at collection on purpose: its pytest plugin would otherwise import it
+# lazily at terminal-summary time, and that AST rewrite hit CPython 3.11.7's "AST constructor
+# recursion depth mismatch" SystemError after the threaded tunnel tests.
+import hypothesis  # noqa: F401
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -77,8 +77,11 @@ class Lease:
         self.ended = False
 
     # -- connection ------------------------------------------------------------------------
-    def attach(self, ws: ServerConnection, peer_last_received: int) -> None:
-        """Make ``ws`` the lease's connection and replay what the renter has not received."""
+    async def attach(self, ws: ServerConnection, peer_last_received: int, welcome: str) -> None:
+        """Send ``welcome`` on ``ws``, then make it the lease's connection and replay what the
+        renter has not received. ProtocolError if the renter claims frames never sent."""
+        self.session.replay_after(peer_last_received)  # validate before answering
+        await ws.send(welcome)  # strictly before any replayed frame
         old = self.pipe.ws
         self.pipe.attach(ws, peer_last_received)
         if old is not None and old is not ws:

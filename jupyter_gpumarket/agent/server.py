@@ -158,18 +158,19 @@ class AgentServer:
             log.warning("refused %s: %s", peer, reason)
             await ws.close(code, _reason(reason))
             return
-        try:
-            lease.attach(ws, hello.last_received)
-        except ProtocolError as exc:
-            await ws.close(CloseCode.PROTOCOL, _reason(str(exc)))
-            return
         welcome = control.Welcome(
             lease=lease.id,
             last_received=lease.session.last_received,
             resumed=hello.lease is not None,
             agent={**self.config.info, "version": __version__, "gpus": list(lease.gpus)},
         )
-        await ws.send(control.dump(welcome).decode())
+        try:
+            await lease.attach(ws, hello.last_received, control.dump(welcome).decode())
+        except ProtocolError as exc:
+            await ws.close(CloseCode.PROTOCOL, _reason(str(exc)))
+            return
+        except ConnectionClosed:
+            return
         log.info("%s lease %s for %s", "resumed" if hello.lease else "opened", lease.id, peer)
         await self._serve(ws, lease)
 

@@ -41,6 +41,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "--kernel-memory-mb", type=int, help="address-space limit per kernel (RLIMIT_AS)"
     )
     serve.add_argument("--max-frame-mb", type=int, default=256, help="largest message accepted")
+    serve.add_argument(
+        "--replay-buffer-mb",
+        type=int,
+        default=64,
+        help="kernel output kept per lease while its renter is disconnected",
+    )
     isolation.add_arguments(serve)
     serve.set_defaults(func=_serve)
 
@@ -88,6 +94,7 @@ def _serve(args: argparse.Namespace) -> int:
         gpus_per_kernel=args.gpus_per_kernel,
         client_grace=args.client_grace,
         max_frame_bytes=args.max_frame_mb * 1024 * 1024,
+        replay_limit_bytes=args.replay_buffer_mb * 1024 * 1024,
         ready_file=args.ready_file,
         kernel=KernelSettings(sandbox=iso.sandbox, limits=iso.limits),
         kernel_slots=iso.slots,

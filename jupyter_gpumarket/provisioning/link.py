@@ -59,8 +59,11 @@ class LinkSettings:
     ping_timeout: float = 3.0
     link_grace: float = 120.0
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    # Reconnect backoff: first retry after <= 50 ms, doubling, jittered, never above
+    # max_retry, so a link that comes back is used again within ~1 s.
     first_retry: float = 0.05
-    max_retry: float = 2.0
+    max_retry: float = 0.8
+    reconnect_timeout: float = 1.5  # per attempt: a black-holed attempt must not block longer
 
 
 def _client_ssl() -> ssl.SSLContext:
@@ -95,6 +98,7 @@ class RemoteLink:
         target: ProviderTarget,
         on_delivery: Callable[[Channel, Sequence[bytes]], None],
         settings: LinkSettings | None = None,
+        on_notice: Callable[[str], None] | None = None,
     ) -> None:
         self.target = target
         self.settings = settings or LinkSettings()
@@ -109,6 +113,7 @@ class RemoteLink:
         self.lost_since: float | None = None
         self.reconnects = 0
         self._on_delivery = on_delivery
+        self._on_notice = on_notice or (lambda text: None)
         self._closing = False
         self._reader: asyncio.Task[None] | None = None
         self._reconnector: asyncio.Task[None] | None = None
@@ -118,16 +123,16 @@ class RemoteLink:
     # -- connecting ------------------------------------------------------------------------
     async def open(self) -> None:
         """First connection; errors are final (wrong pin, token, unreachable)."""
-        ws = await self._connect()
+        ws = await self._connect(self.settings.connect_timeout)
         self._run(ws)
 
-    async def _connect(self) -> ClientConnection:
+    async def _connect(self, timeout: float) -> ClientConnection:
         url, s = self.target.url, self.settings
         try:
             ws = await connect(
                 url,
                 ssl=_client_ssl(),
-                open_timeout=s.connect_timeout,
+                open_timeout=timeout,
                 max_size=s.max_frame_bytes,
                 compression=None,
                 ping_interval=s.ping_interval,
@@ -151,7 +156,7 @@ class RemoteLink:
                 token=self.target.token, lease=self.lease, last_received=self.session.last_received
             )
             await ws.send(control.dump(hello).decode())
-            raw = await asyncio.wait_for(ws.recv(), s.connect_timeout)
+            raw = await asyncio.wait_for(ws.recv(), timeout)
             welcome = control.parse_welcome(raw)
         except ConnectionClosed as exc:
             raise _closed_error(exc, url) from None
@@ -174,12 +179,16 @@ class RemoteLink:
         self._reader = asyncio.ensure_future(self._read(ws))
 
     async def _read(self, ws: ClientConnection) -> None:
-        pipe, deliver = self.pipe, self._on_delivery
+        pipe, deliver, gaps = self.pipe, self._on_delivery, self.session.gaps
+        known_gaps = len(gaps)
         try:
             async for data in ws:
                 if isinstance(data, str):
                     raise ProtocolError("text message from the provider after the welcome")
                 delivery = pipe.receive(data)
+                if len(gaps) != known_gaps:
+                    self._report_gaps(gaps[known_gaps:])
+                    known_gaps = len(gaps)
                 if delivery is None:
                     continue
                 if delivery.channel is Channel.AGENT:
@@ -202,6 +211,16 @@ class RemoteLink:
         self.lost_since = time.monotonic()
         self._reconnector = asyncio.ensure_future(self._reconnect())
 
+    def _report_gaps(self, gaps: Sequence[Any]) -> None:
+        lost = sum(g.count for g in gaps)
+        text = (
+            f"[gpumarket] {lost} kernel message(s) were lost while the link to the provider was "
+            "down: the provider's replay buffer overflowed (raise `gpumarket provider serve "
+            "--replay-buffer-mb`). Output above may be incomplete."
+        )
+        log.warning(text)
+        self._on_notice(text)
+
     async def _reconnect(self) -> None:
         s = self.settings
         delay = s.first_retry
@@ -212,7 +231,7 @@ class RemoteLink:
                 return
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             try:
-                ws = await self._connect()
+                ws = await self._connect(s.reconnect_timeout)
             except (ProviderUnreachable, ProviderRefused) as exc:
                 log.info("reconnect to %s failed: %s", self.target.url, exc)
                 delay = min(delay * 2, s.max_retry)
@@ -231,6 +250,7 @@ class RemoteLink:
 
     def _die(self, reason: str) -> None:
         log.error("remote kernel lost: %s", reason)
+        self._on_notice(f"[gpumarket] the remote kernel is lost: {reason}")
         self.dead_reason = reason
         if self.exit_code is None:
             self.exit_code = -1

@@ -137,7 +137,19 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             connect_timeout=min(30.0, self.launch_timeout), link_grace=self.link_grace_seconds
         )
         shim: ZmqShim | None = None
-        link = RemoteLink(target, lambda ch, parts: shim.deliver(ch, parts), settings)  # type: ignore[union-attr]
+        key = self._key.encode()
+
+        def notice(text: str) -> None:
+            self.log.warning(text)
+            if shim is not None:
+                shim.notify(text, key)
+
+        link = RemoteLink(
+            target,
+            lambda ch, parts: shim.deliver(ch, parts),  # type: ignore[union-attr]
+            settings,
+            on_notice=notice,
+        )
         shim = ZmqShim(link.send)
         try:
             await link.open()

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 import zmq
 import zmq.asyncio
+from jupyter_client.session import Session
 
 from jupyter_gpumarket.core.frames import Channel
 
@@ -54,6 +55,16 @@ class ZmqShim:
             for channel, sock in self._sockets.items()
             if channel is not Channel.IOPUB
         ]
+
+    def notify(self, text: str, key: bytes) -> None:
+        """Tell every local client something on IOPub (stderr stream), signed with ``key``."""
+        session = Session(key=key, username="gpumarket")
+        session.send(
+            self._sockets[Channel.IOPUB],
+            "stream",
+            {"name": "stderr", "text": text + "\n"},
+            ident=b"stream",
+        )
 
     def deliver(self, channel: Channel, parts: Sequence[bytes]) -> None:
         """Send a message from the kernel to the local clients."""
