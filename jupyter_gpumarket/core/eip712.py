@@ -24,8 +24,10 @@ __all__ = [
     "grant_hash",
     "open_channel",
     "permit",
+    "recover_signer",
     "sign_typed_data",
     "voucher",
+    "voucher_signer_ok",
 ]
 
 ESCROW_NAME = "GpuMarketEscrow"
@@ -240,3 +242,30 @@ def sign_typed_data(private_key: bytes | str, typed_data: dict[str, Any]) -> byt
 
     signed = Account.sign_message(encode_typed_data(full_message=typed_data), private_key)
     return bytes(signed.signature)
+
+
+def recover_signer(typed_data: dict[str, Any], signature: bytes) -> str:
+    """The address that signed ``typed_data``; PaymentError for a malformed signature."""
+    from eth_account import Account
+    from eth_account.messages import encode_typed_data
+
+    try:
+        return str(
+            Account.recover_message(encode_typed_data(full_message=typed_data), signature=signature)
+        )
+    except Exception as exc:  # eth-keys / eth-account raise several types for bad bytes
+        raise PaymentError(f"unreadable signature ({exc}); ask the signer to sign again") from None
+
+
+def voucher_signer_ok(
+    channel_id: bytes | str, renter: str, signer: str, rotated_key: str | None = None
+) -> bool:
+    """The Escrow's rule: a voucher is signed by the renter, by the rotated session key when
+    there is one, or else by the key the channel id binds (keccak256(renter, key) == id)."""
+    cid = _bytes32("channel_id", channel_id)
+    signer = _address("signer", signer)
+    if signer == _address("renter", renter):
+        return True
+    if rotated_key is not None and int(rotated_key, 16) != 0:
+        return signer == _address("rotated_key", rotated_key)
+    return channel_id_for(renter, signer) == cid

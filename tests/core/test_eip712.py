@@ -141,3 +141,21 @@ def test_bad_fields_are_named(call, field):
 def test_channel_id_is_deterministic_and_key_specific():
     assert eip712.channel_id_for(A, B) == eip712.channel_id_for(A.upper().replace("0X", "0x"), B)
     assert eip712.channel_id_for(A, B) != eip712.channel_id_for(B, A)
+
+
+def test_recover_and_voucher_signer_rule():
+    session, renter, other = Account.create(), Account.create(), Account.create()
+    domain = eip712.Domain(chain_id=31337, verifying_contract=ESCROW)
+    cid = eip712.channel_id_for(renter.address, session.address)
+    signer = eip712.recover_signer(
+        eip712.voucher(domain, cid, 5),
+        eip712.sign_typed_data(session.key, eip712.voucher(domain, cid, 5)),
+    )
+    assert signer == session.address
+    assert eip712.voucher_signer_ok(cid, renter.address, signer)
+    assert eip712.voucher_signer_ok(cid, renter.address, renter.address)
+    assert not eip712.voucher_signer_ok(cid, renter.address, other.address)
+    assert not eip712.voucher_signer_ok(cid, renter.address, signer, rotated_key=other.address)
+    assert eip712.voucher_signer_ok(cid, renter.address, other.address, rotated_key=other.address)
+    with pytest.raises(PaymentError, match="unreadable signature"):
+        eip712.recover_signer(eip712.voucher(domain, cid, 5), b"\x00" * 10)

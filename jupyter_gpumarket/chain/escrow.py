@@ -1,0 +1,112 @@
+"""A thin typed wrapper over the Escrow contract for the lease code (renter and provider side).
+
+client = EscrowClient(Contracts.at(w3, profile.token, profile.escrow, profile.registry))
+cid = client.open(renter, provider_address, deposit, session.address)   # approve + open
+sig = client.sign_voucher(session, cid, amount)                          # off chain
+client.settle(provider, cid, amount, sig)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from jupyter_gpumarket.chain.client import Contracts, call, send
+from jupyter_gpumarket.core import eip712
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
+__all__ = ["ChannelInfo", "EscrowClient"]
+
+STATES = {0: "none", 1: "open", 2: "closing", 3: "closed", 4: "closed-paid", 5: "attested"}
+
+
+@dataclass(frozen=True)
+class ChannelInfo:
+    """``Escrow.channels(id)``; ``session_key`` is None until rotated (the id binds the first)."""
+
+    channel_id: bytes
+    renter: str
+    provider: str
+    token: str
+    session_key: str | None
+    deposit: int
+    redeemed: int
+    close_at: int
+    state: str
+    pool_id: bytes | None
+
+
+class EscrowClient:
+    """Escrow calls with the project's error mapping (TransactionReverted carries the reason)."""
+
+    def __init__(self, contracts: Contracts) -> None:
+        self.c = contracts
+        self.w3 = contracts.w3
+        self.domain = eip712.Domain(self.w3.eth.chain_id, contracts.escrow.address)
+
+    def channel(self, channel_id: bytes) -> ChannelInfo:
+        """The channel's state; ``state == "none"`` for an id that was never opened."""
+        raw = call(self.c.escrow.functions.channels(channel_id), what="Escrow.channels")
+        renter, provider, token, key, deposit, redeemed, close_at, state, pool = raw
+        return ChannelInfo(
+            channel_id=bytes(channel_id),
+            renter=renter,
+            provider=provider,
+            token=token,
+            session_key=None if int(key, 16) == 0 else key,
+            deposit=deposit,
+            redeemed=redeemed,
+            close_at=close_at,
+            state=STATES.get(state, str(state)),
+            pool_id=None if bytes(pool) == bytes(32) else bytes(pool),
+        )
+
+    def open(self, renter: LocalAccount, provider: str, deposit: int, session_key: str) -> bytes:
+        """approve + open (two transactions); the channel id."""
+        send(
+            self.w3,
+            renter,
+            self.c.token.functions.approve(self.c.escrow.address, deposit),
+            what="approve",
+        )
+        send(
+            self.w3,
+            renter,
+            self.c.escrow.functions.open(provider, self.c.token.address, deposit, session_key),
+            what="Escrow.open",
+        )
+        return eip712.channel_id_for(renter.address, session_key)
+
+    def sign_voucher(self, key: LocalAccount, channel_id: bytes, amount: int) -> bytes:
+        return eip712.sign_typed_data(key.key, eip712.voucher(self.domain, channel_id, amount))
+
+    def redeem(self, provider: LocalAccount, channel_id: bytes, amount: int, sig: bytes) -> Any:
+        return send(
+            self.w3,
+            provider,
+            self.c.escrow.functions.redeem(channel_id, amount, sig),
+            what="Escrow.redeem",
+        )
+
+    def settle(self, provider: LocalAccount, channel_id: bytes, amount: int, sig: bytes) -> Any:
+        return send(
+            self.w3,
+            provider,
+            self.c.escrow.functions.settle(channel_id, amount, sig),
+            what="Escrow.settle",
+        )
+
+    def request_close(self, renter: LocalAccount, channel_id: bytes) -> Any:
+        return send(
+            self.w3,
+            renter,
+            self.c.escrow.functions.requestClose(channel_id),
+            what="Escrow.requestClose",
+        )
+
+    def withdraw(self, renter: LocalAccount, channel_id: bytes) -> Any:
+        return send(
+            self.w3, renter, self.c.escrow.functions.withdraw(channel_id), what="Escrow.withdraw"
+        )
