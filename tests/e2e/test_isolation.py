@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.slow
 
 MB = 1024 * 1024
 LIMITS = {"memory_mb": 1024, "pids": 64, "disk_mb": 50}
-WALLET_SECRET = "KEYSTORE-SECRET-0xfeed"
+WALLET_SECRET = "KEYSTORE-" + secrets.token_hex(16)  # made here: in no file but the wallet
 
 
 def _ensure_sandbox() -> None:
@@ -176,6 +177,59 @@ def test_agent_keystore_is_hidden(sandboxed: AgentProcess, kernels: list[Any]) -
     res = _run(kc, _attempt(f"open({str(home / 'wallet.json')!r}).read()"))
     assert res.startswith("FileNotFoundError"), res
     assert (home / "wallet.json").stat().st_mode & 0o077 == 0
+
+
+SCAN = """
+import json, os
+markers = {markers!r}
+hits, files = [], 0
+skip = {{".venv", "node_modules", ".git", "site-packages", "__pycache__"}}
+own = os.getcwd()  # its IPython history holds this very code, markers included
+for root in ["/etc", "/var", "/opt", "/srv", "/mnt", "/tmp", "/root", "/home", "/run", "/work",
+             {state!r}]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in skip and os.path.join(dirpath, d) != own]
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            try:
+                if os.path.islink(path) or os.path.getsize(path) > 1 << 20:
+                    continue
+                data = open(path, "rb").read()
+            except OSError:
+                continue
+            files += 1
+            hits += [path for m in markers if m.encode() in data]
+print(json.dumps([files, hits]))
+"""
+
+
+def test_no_agent_secret_in_any_file_the_kernel_can_read(
+    sandboxed: AgentProcess, kernels: list[Any]
+) -> None:
+    kc = _start(kernels)
+    key_body = (sandboxed.state_dir / "tls-key.pem").read_text().splitlines()[1]
+    markers = [WALLET_SECRET, sandboxed.token, key_body]
+    code = SCAN.format(markers=markers, state=str(sandboxed.state_dir))
+    files, hits = _run(kc, code, timeout=120)
+    assert files > 100  # it did read the system's files
+    assert hits == [], hits
+
+
+def test_signal_mode_interrupt_reaches_the_sandboxed_kernel(
+    sandboxed: AgentProcess, kernels: list[Any]
+) -> None:
+    kc = _start(kernels)
+    km = kernels[-1][0]
+    assert km.kernel_spec.interrupt_mode == "signal"
+    msg_id = kc.execute("import time; time.sleep(60)")
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    km.interrupt_kernel()
+    reply = kc.get_shell_msg(timeout=10)
+    assert reply["parent_header"]["msg_id"] == msg_id
+    assert reply["content"]["ename"] == "KeyboardInterrupt"
+    assert time.monotonic() - t0 < 2
+    _healthy(kc)
 
 
 # -- other renters and the agent ---------------------------------------------------------------
