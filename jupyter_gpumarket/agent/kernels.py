@@ -115,7 +115,9 @@ def build_kernel_env(
     env = {k: agent_env[k] for k in allow if k in agent_env}
     env.update(settings.extra_env)
     env.update({k: v for k, v in renter_env.items() if k not in RENTER_ENV_DENY})
-    env["HOME"] = str(workdir)
+    # HOME inside the working dir's .gpumarket/ (which file sync never copies back): IPython's
+    # profile, pip --user and caches survive restarts of the lease but stay out of results.
+    env["HOME"] = str(workdir / ".gpumarket" / "home")
     env.update(gpu_env)
     env.setdefault("PATH", os.defpath)
     return env
@@ -186,6 +188,7 @@ class KernelProcess:
         return f"ipc://{self.ipc_base}-{CHANNEL_PORTS[channel]}"
 
     async def start(self) -> None:
+        Path(self._env.get("HOME", self.workdir)).mkdir(parents=True, exist_ok=True)
         info = {
             "transport": "ipc",
             "ip": self.ipc_base,

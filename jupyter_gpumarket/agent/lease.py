@@ -20,6 +20,8 @@ import zmq.asyncio
 from websockets.asyncio.server import ServerConnection
 
 from jupyter_gpumarket.agent.bridge import KernelBridge
+from jupyter_gpumarket.agent.files import FILE_OPS, LeaseFiles
+from jupyter_gpumarket.agent.filestore import BlobStore
 from jupyter_gpumarket.agent.gpu import gpu_env
 from jupyter_gpumarket.agent.kernels import KernelProcess, KernelSettings, build_kernel_env
 from jupyter_gpumarket.agent.slots import KernelSlot
@@ -48,6 +50,7 @@ class Lease:
         gpus: tuple[int, ...],
         client_grace: float,
         on_end: Callable[[Lease], None],
+        store: BlobStore,
         max_frame_bytes: int,
         replay_limit_bytes: int,
         slot: KernelSlot | None = None,
@@ -62,6 +65,7 @@ class Lease:
             max_frame_bytes=max_frame_bytes, replay_limit_bytes=replay_limit_bytes
         )
         self.pipe = SessionPipe(self.session)
+        self.files = LeaseFiles(store, self.dir, self.workdir)
         self._context = context
         self._settings = settings
         self._client_grace = client_grace
@@ -120,18 +124,25 @@ class Lease:
         if delivery is None:
             return
         if delivery.channel is Channel.AGENT:
-            (payload,) = delivery.parts or (b"",)
+            payload, *extra = delivery.parts or (b"",)
             msg = control.parse_agent_message(payload)
-            self._spawn(self._handle_op(msg))
+            self._spawn(self._handle_op(msg, extra))
         elif self._bridge is not None:
             self._bridge.send(delivery.channel, delivery.parts)
         elif len(self._pending) < _MAX_PENDING:
             self._pending.append((delivery.channel, delivery.parts))
 
-    async def _handle_op(self, msg: Any) -> None:
+    async def _handle_op(self, msg: Any, extra: list[bytes]) -> None:
         async with self._op_lock:
             try:
-                if isinstance(msg, control.StartKernel):
+                if isinstance(msg, FILE_OPS):
+                    replies = await asyncio.to_thread(self.files.handle, msg, extra)
+                    for reply, data in replies:
+                        self.pipe.send(
+                            Channel.AGENT,
+                            [control.dump(reply), *([data] if data is not None else [])],
+                        )
+                elif isinstance(msg, control.StartKernel):
                     await self._start_kernel(msg)
                 elif isinstance(msg, control.Signal):
                     if self._kernel is not None:
@@ -142,7 +153,7 @@ class Lease:
                         self._spawn(self.end())
                 else:
                     raise GpuMarketError(f"{msg.op} is not a request the agent takes")
-            except GpuMarketError as exc:
+            except (GpuMarketError, OSError) as exc:
                 log.warning("lease %s: %s failed: %s", self.id, msg.op, exc)
                 self.send_control(control.Refused(request=msg.op, message=str(exc)))
 

@@ -23,6 +23,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from jupyter_gpumarket._version import __version__
+from jupyter_gpumarket.agent.files import store_for
 from jupyter_gpumarket.agent.kernels import KernelSettings
 from jupyter_gpumarket.agent.lease import Lease
 from jupyter_gpumarket.agent.slots import KernelSlot, SlotPool
@@ -214,6 +215,7 @@ class AgentServer:
             slot=self._slots.acquire(),
             client_grace=self.config.client_grace,
             on_end=self._lease_ended,
+            store=store_for(self.config.state_dir, hello.token),
             max_frame_bytes=self.config.max_frame_bytes,
             replay_limit_bytes=self.config.replay_limit_bytes,
         )

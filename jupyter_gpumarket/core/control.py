@@ -16,14 +16,22 @@ from jupyter_gpumarket.exceptions import ProtocolError
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "BlobChunk",
     "CloseCode",
+    "FetchBlob",
     "Hello",
     "KernelExited",
     "KernelStarted",
+    "PullManifest",
+    "PullRequest",
     "Refused",
     "Signal",
     "StartKernel",
     "StopKernel",
+    "SyncCommit",
+    "SyncDone",
+    "SyncNeed",
+    "SyncOffer",
     "Welcome",
     "dump",
     "parse_agent_message",
@@ -184,9 +192,111 @@ class Refused:
     op: str = field(default="refused", init=False, repr=False)
 
 
+def _sha(value: object, what: str) -> None:
+    _check(
+        isinstance(value, str) and len(value) == 64 and all(c in _HEX for c in value),
+        f"{what} must be a sha256 hex digest",
+    )
+
+
+@dataclass(frozen=True)
+class SyncOffer:
+    """Renter -> agent: the notebook dir's manifest (wire form of core.filesync.Manifest)."""
+
+    manifest: dict[str, Any]
+    op: str = field(default="sync_offer", init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.manifest, dict), "sync_offer.manifest must be an object")
+
+
+@dataclass(frozen=True)
+class SyncNeed:
+    """Agent -> renter: the blobs of the offered manifest it does not have yet."""
+
+    missing: tuple[str, ...]
+    op: str = field(default="sync_need", init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "missing", tuple(self.missing))
+        for sha in self.missing:
+            _sha(sha, "sync_need.missing[]")
+
+
+@dataclass(frozen=True)
+class BlobChunk:
+    """Either way: one chunk of a blob; the bytes are the message's second part."""
+
+    sha256: str
+    last: bool = False
+    op: str = field(default="blob_chunk", init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _sha(self.sha256, "blob_chunk.sha256")
+        _check(isinstance(self.last, bool), "blob_chunk.last")
+
+
+@dataclass(frozen=True)
+class SyncCommit:
+    """Renter -> agent: every missing blob is sent; lay the manifest out in the working dir."""
+
+    op: str = field(default="sync_commit", init=False, repr=False)
+
+
+@dataclass(frozen=True)
+class SyncDone:
+    """Agent -> renter: the working dir holds the offered files."""
+
+    files: int
+    bytes: int
+    op: str = field(default="sync_done", init=False, repr=False)
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    """Renter -> agent: what is in the kernel's working dir now?"""
+
+    op: str = field(default="pull_request", init=False, repr=False)
+
+
+@dataclass(frozen=True)
+class PullManifest:
+    """Agent -> renter: manifest of the working dir (answer to PullRequest)."""
+
+    manifest: dict[str, Any]
+    op: str = field(default="pull_manifest", init=False, repr=False)
+
+
+@dataclass(frozen=True)
+class FetchBlob:
+    """Renter -> agent: send the bytes of this blob of the last pull manifest."""
+
+    sha256: str
+    op: str = field(default="fetch_blob", init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _sha(self.sha256, "fetch_blob.sha256")
+
+
+_HEX = frozenset("0123456789abcdef")
 _AGENT_OPS: dict[str, type] = {
     c.__dataclass_fields__["op"].default: c  # type: ignore[attr-defined]
-    for c in (StartKernel, Signal, StopKernel, KernelStarted, KernelExited, Refused)
+    for c in (
+        StartKernel,
+        Signal,
+        StopKernel,
+        KernelStarted,
+        KernelExited,
+        Refused,
+        SyncOffer,
+        SyncNeed,
+        BlobChunk,
+        SyncCommit,
+        SyncDone,
+        PullRequest,
+        PullManifest,
+        FetchBlob,
+    )
 }
 
 

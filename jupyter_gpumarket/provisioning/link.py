@@ -90,6 +90,14 @@ def _closed_error(exc: ConnectionClosed, url: str) -> TunnelError:
     return ProviderUnreachable(f"the provider at {url} closed the connection: {code} {reason}")
 
 
+_REPLY_TO = {
+    "sync_offer": "sync_need",
+    "sync_commit": "sync_done",
+    "pull_request": "pull_manifest",
+    "fetch_blob": "blob:",
+}
+
+
 class RemoteLink:
     """One lease on one provider, across reconnects."""
 
@@ -118,6 +126,8 @@ class RemoteLink:
         self._reader: asyncio.Task[None] | None = None
         self._reconnector: asyncio.Task[None] | None = None
         self._started: asyncio.Future[control.KernelStarted] | None = None
+        self._waiters: dict[str, asyncio.Future[Any]] = {}
+        self._blobs: dict[str, list[bytes]] = {}
         self._exited = asyncio.Event()
 
     # -- connecting ------------------------------------------------------------------------
@@ -262,12 +272,19 @@ class RemoteLink:
     # -- agent requests ----------------------------------------------------------------------
     def _on_agent(self, parts: Sequence[bytes]) -> None:
         try:
-            (payload,) = parts
+            payload, *extra = parts
             msg = control.parse_agent_message(payload)
         except (ValueError, ProtocolError) as exc:
             log.error("bad agent message from the provider: %s", exc)
             return
-        if isinstance(msg, control.KernelStarted):
+        if isinstance(msg, control.BlobChunk):
+            chunks = self._blobs.setdefault(msg.sha256, [])
+            chunks.extend(bytes(x) for x in extra)
+            if msg.last:
+                self._resolve(f"blob:{msg.sha256}", self._blobs.pop(msg.sha256))
+        elif msg.op in self._waiters:
+            self._resolve(msg.op, msg)
+        elif isinstance(msg, control.KernelStarted):
             self.generation = msg.generation
             self.exit_code = None
             self._exited.clear()
@@ -280,11 +297,54 @@ class RemoteLink:
                 self._exited.set()
         elif isinstance(msg, control.Refused):
             log.error("provider refused %s: %s", msg.request, msg.message)
+            for op, fut in list(self._waiters.items()):
+                reply = _REPLY_TO.get(msg.request, "")
+                if not fut.done() and reply and op.startswith(reply):
+                    fut.set_exception(
+                        ProviderRefused(f"provider refused {msg.request}: {msg.message}")
+                    )
+                    del self._waiters[op]
             if msg.request == "start_kernel" and self._started and not self._started.done():
                 self._started.set_exception(KernelLaunchError(msg.message))
 
+    def _resolve(self, key: str, value: Any) -> None:
+        fut = self._waiters.pop(key, None)
+        if fut is not None and not fut.done():
+            fut.set_result(value)
+
     def send(self, channel: Channel, parts: Sequence[Any]) -> None:
         self.pipe.send(channel, parts)
+
+    async def request(
+        self, msg: Any, reply_op: str, timeout: float, data: bytes | None = None
+    ) -> Any:
+        """Send an AGENT request and wait for the reply op (or the refusal)."""
+        if self.dead_reason:
+            raise LinkLost(self.dead_reason)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiters[reply_op] = fut
+        self.send_agent(msg, data)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise ProviderRefused(
+                f"the provider did not answer {msg.op} within {timeout:.0f} s"
+            ) from None
+        finally:
+            self._waiters.pop(reply_op, None)
+
+    def send_agent(self, msg: Any, data: bytes | None = None) -> None:
+        self.pipe.send(Channel.AGENT, [control.dump(msg), *([data] if data is not None else [])])
+
+    async def fetch_blob(self, sha256: str, timeout: float) -> list[bytes]:
+        return await self.request(control.FetchBlob(sha256=sha256), f"blob:{sha256}", timeout)
+
+    async def drained(self, limit: int) -> None:
+        """Wait until at most ``limit`` bytes we sent are unacknowledged (flow control)."""
+        while self.session.unacked_bytes > limit:
+            if self.dead_reason:
+                raise LinkLost(self.dead_reason)
+            await asyncio.sleep(0.005)
 
     async def start_kernel(self, key: str, env: dict[str, str], timeout: float) -> None:
         if self.dead_reason:

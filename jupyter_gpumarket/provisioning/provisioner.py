@@ -12,15 +12,18 @@ import asyncio
 import os
 import secrets
 import signal
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning import KernelProvisionerBase
-from traitlets import Float, List, Unicode
+from traitlets import Bool, Float, Int, List, Unicode
 
+from jupyter_gpumarket.core.filesync import Manifest
 from jupyter_gpumarket.core.pinning import normalize_fingerprint
-from jupyter_gpumarket.exceptions import ConfigError, NoProviderSelected
+from jupyter_gpumarket.exceptions import ConfigError, GpuMarketError, NoProviderSelected
+from jupyter_gpumarket.provisioning import files
 from jupyter_gpumarket.provisioning.link import LinkSettings, ProviderTarget, RemoteLink
 from jupyter_gpumarket.provisioning.loop_thread import call, loop_thread
 from jupyter_gpumarket.provisioning.shim import ZmqShim
@@ -68,7 +71,18 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         help="seconds an unreachable provider is still treated as alive (no restart, no re-bill)",
     )
 
+    sync_files = Bool(
+        True, config=True, help="copy the notebook's directory to the remote working dir"
+    )
+    sync_cap_bytes = Int(500_000_000, config=True, help="largest notebook directory synced (bytes)")
+    pull_on_shutdown = Bool(
+        True, config=True, help="bring files the kernel wrote back when it shuts down"
+    )
+
     _link: RemoteLink | None = None
+    _cwd: Path | None = None
+    _synced: Manifest | None = None
+    last_push: files.PushResult | None = None
     _shim: ZmqShim | None = None
     _key: str = ""
     _launch_env: dict[str, str] | None = None
@@ -104,6 +118,8 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         kwargs = await super().pre_launch(**kwargs)
         env = kwargs.get("env") or {}
         self._launch_env = dict(env)
+        cwd = kwargs.get("cwd")
+        self._cwd = Path(cwd) if cwd else None
         kwargs["cmd"] = list(self.kernel_spec.argv)
         return kwargs
 
@@ -117,6 +133,17 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
                 self._key = secrets.token_hex(32)
                 await call(self._open(target))
             assert self._link is not None
+            if self.sync_files and self._cwd is not None:
+                result = await call(
+                    files.push(
+                        self._link,
+                        self._cwd,
+                        cap_bytes=self.sync_cap_bytes,
+                        timeout=self.launch_timeout,
+                        progress=self._progress,
+                    )
+                )
+                self._synced, self.last_push = result.manifest, result
             await call(self._link.start_kernel(self._key, env, self.launch_timeout))
         except BaseException:
             await self._teardown(end_lease=True)
@@ -200,7 +227,32 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     async def cleanup(self, restart: bool = False) -> None:
         """After shutdown. On restart the link, lease, shim ports and key are kept."""
         if not restart:
+            if self.pull_on_shutdown:
+                try:
+                    await self.pull_files()
+                except GpuMarketError as exc:
+                    self.log.warning("files written by the remote kernel not pulled: %s", exc)
             await self._teardown(end_lease=True)
+
+    # -- files -------------------------------------------------------------------------------
+    def _progress(self, text: str) -> None:
+        self.log.info("gpumarket %s: %s", self.kernel_id, text)
+
+    async def pull_files(self) -> dict[str, Any]:
+        """Bring files the kernel created or changed back into the notebook's directory."""
+        link, cwd = self._link, self._cwd
+        if link is None or cwd is None or self._synced is None or link.dead_reason:
+            return {"pulled": [], "conflicts": [], "skipped": "no live remote kernel dir"}
+        plan = await call(
+            files.pull(
+                link, cwd, self._synced, timeout=self.launch_timeout, progress=self._progress
+            )
+        )
+        return {
+            "pulled": [item.local_path for item in plan.items],
+            "conflicts": [c.message for c in plan.conflicts],
+            "bytes": plan.total_bytes,
+        }
 
     async def _teardown(self, *, end_lease: bool) -> None:
         link, shim = self._link, self._shim

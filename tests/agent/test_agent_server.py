@@ -188,3 +188,32 @@ async def test_gpus_are_allotted_exclusively_and_freed(tmp_path: Path) -> None:
             await ws.close()
     finally:
         await srv.stop()
+
+
+async def test_file_sync_refuses_paths_and_blobs_it_should_not_take(server: AgentServer) -> None:
+    from jupyter_gpumarket.core.session import TunnelSession
+
+    ws, _ = await _hello(server)
+    me = TunnelSession()
+    sha = "ab" * 32
+
+    async def ask(msg: object, *data: bytes) -> object:
+        await ws.send(me.send(Channel.AGENT, [control.dump(msg), *data]))
+        while True:
+            delivery = me.receive(await ws.recv())
+            if delivery is not None:
+                return control.parse_agent_message(delivery.parts[0])
+
+    for path in ("../evil", "/etc/passwd", "a/../../b"):
+        reply = await ask(control.SyncOffer(manifest={"files": {path: [1, sha, 0]}}))
+        assert isinstance(reply, control.Refused)
+        assert reply.request == "sync_offer"
+    reply = await ask(control.BlobChunk(sha256=sha, last=True), b"x")
+    assert isinstance(reply, control.Refused)
+    assert "not in the offered manifest" in reply.message
+    reply = await ask(control.FetchBlob(sha256=sha))
+    assert isinstance(reply, control.Refused)
+    assert "not in the last pull manifest" in reply.message
+    ok = await ask(control.SyncOffer(manifest={"files": {"a.txt": [1, sha, 0]}}))
+    assert ok == control.SyncNeed(missing=(sha,))  # the link is still up and serving
+    await ws.close()

@@ -19,6 +19,14 @@ from jupyter_gpumarket.exceptions import ProtocolError
         control.KernelStarted(generation=1, gpus=(0, 1)),
         control.KernelExited(generation=3, code=-9, reason="killed"),
         control.Refused(request="start_kernel", message="no"),
+        control.SyncOffer(manifest={"files": {}}),
+        control.SyncNeed(missing=("ab" * 32,)),
+        control.BlobChunk(sha256="cd" * 32, last=True),
+        control.SyncCommit(),
+        control.SyncDone(files=2, bytes=10),
+        control.PullRequest(),
+        control.PullManifest(manifest={"files": {}}),
+        control.FetchBlob(sha256="ef" * 32),
     ],
 )
 def test_agent_messages_round_trip(msg: object) -> None:
@@ -50,6 +58,8 @@ def test_hello_and_welcome_round_trip() -> None:
         ),
         (b'{"op": "start_kernel", "key": "kkkkkkkkkkkkkkkkkkkk", "env": {"A": 1}}', "env"),
         (b'{"op": "kernel_started", "generation": 0}', "generation"),
+        (b'{"op": "fetch_blob", "sha256": "../../etc"}', "sha256 hex digest"),
+        (b'{"op": "sync_need", "missing": ["XYZ"]}', "sha256 hex digest"),
     ],
 )
 def test_bad_agent_messages_raise_protocol_error(raw: bytes, message: str) -> None:

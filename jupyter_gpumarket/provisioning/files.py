@@ -1,0 +1,94 @@
+"""Renter side of notebook file sync: push the notebook dir at launch, pull results back.
+
+Runs on the tunnel loop; disk work (scan, hashing, writing) goes to a worker thread so the
+tunnel keeps moving kernel messages meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from jupyter_gpumarket.core import control
+from jupyter_gpumarket.core.filesync import (
+    Manifest,
+    PullPlan,
+    format_bytes,
+    plan_pull,
+    plan_upload,
+    read_chunks,
+    scan,
+    write_verified,
+)
+from jupyter_gpumarket.provisioning.link import RemoteLink
+
+__all__ = ["PushResult", "pull", "push"]
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1024 * 1024
+IN_FLIGHT = 8 * CHUNK  # unacknowledged bytes allowed on the link while uploading
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PushResult:
+    manifest: Manifest
+    sent_bytes: int
+    reused_bytes: int
+
+
+async def push(
+    link: RemoteLink, cwd: Path, *, cap_bytes: int, timeout: float, progress: Progress
+) -> PushResult:
+    """Make the remote working dir hold the notebook dir's files (content-addressed)."""
+    progress(f"scanning {cwd}")
+    manifest = await asyncio.to_thread(
+        scan, cwd, (), cap_bytes, cap_hint="GpuMarketProvisioner.sync_cap_bytes"
+    )
+    need = await link.request(control.SyncOffer(manifest=manifest.to_json()), "sync_need", timeout)
+    plan = plan_upload(manifest, manifest.hashes() - set(need.missing))
+    total = plan.total_bytes
+    progress(
+        f"syncing {len(manifest)} files ({format_bytes(manifest.total_bytes)}): "
+        f"sending {format_bytes(total)}, {format_bytes(plan.reused_bytes)} already there"
+    )
+    sent = 0
+    for blob in plan.blobs:
+        chunks = read_chunks(cwd, blob.path, CHUNK)
+        chunk = await asyncio.to_thread(next, chunks, b"")
+        while True:
+            following = await asyncio.to_thread(next, chunks, None)
+            last = following is None
+            link.send_agent(control.BlobChunk(sha256=blob.sha256, last=last), chunk)
+            sent += len(chunk)
+            await link.drained(IN_FLIGHT)
+            if last:
+                break
+            chunk = following
+    await link.request(control.SyncCommit(), "sync_done", timeout)
+    progress(f"synced {len(manifest)} files, {format_bytes(sent)} sent")
+    return PushResult(manifest, sent, plan.reused_bytes)
+
+
+async def pull(
+    link: RemoteLink, cwd: Path, at_launch: Manifest, *, timeout: float, progress: Progress
+) -> PullPlan:
+    """Bring back files the kernel created or changed; never overwrite a local edit."""
+    reply = await link.request(control.PullRequest(), "pull_manifest", timeout)
+    remote = Manifest.from_json(reply.manifest)
+    local_now = await asyncio.to_thread(
+        scan, cwd, (), max(at_launch.total_bytes, 1) * 4 + 10**9, previous=at_launch
+    )
+    plan = plan_pull(remote, local_now, at_launch)
+    for conflict in plan.conflicts:
+        log.warning(conflict.message)
+    if plan.items:
+        progress(f"pulling {len(plan.items)} files ({format_bytes(plan.total_bytes)})")
+    for item in plan.items:
+        chunks = await link.fetch_blob(item.sha256, timeout)
+        await asyncio.to_thread(write_verified, cwd, item.local_path, chunks, item.sha256)
+    return plan
