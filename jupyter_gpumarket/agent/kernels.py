@@ -188,7 +188,7 @@ class KernelProcess:
         return f"ipc://{self.ipc_base}-{CHANNEL_PORTS[channel]}"
 
     async def start(self) -> None:
-        Path(self._env.get("HOME", self.workdir)).mkdir(parents=True, exist_ok=True)
+        os.makedirs(self._env.get("HOME", self.workdir), exist_ok=True)
         info = {
             "transport": "ipc",
             "ip": self.ipc_base,

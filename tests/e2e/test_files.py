@@ -10,8 +10,9 @@ import pytest
 from jupyter_client.manager import KernelManager
 from traitlets.config import Config
 
-from agentproc import AgentProcess, environ
 from jupyter_gpumarket.exceptions import SyncTooLarge
+
+from agentproc import AgentProcess, environ
 
 pytestmark = pytest.mark.slow
 
@@ -100,7 +101,7 @@ def test_over_the_cap_fails_with_the_biggest_files_named(
     leases = set(os.listdir(agent.state_dir / "leases"))
     config = Config({"GpuMarketProvisioner": {"sync_cap_bytes": 100_000}})
     km = KernelManager(kernel_name="gpumarket", config=config)
-    with environ(agent.env()), pytest.raises(SyncTooLarge, match="weights.bin") as info:
+    with environ(agent.env()), pytest.raises(SyncTooLarge, match=r"weights\.bin") as info:
         km.start_kernel(cwd=str(nb))
     assert ".gpumarketignore" in str(info.value)
     assert not km.has_kernel
