@@ -143,7 +143,13 @@ def _children(pid: int) -> list[int]:
     try:
         return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except (OSError, ValueError):
-        return []
+        pass
+    kids = []  # no CONFIG_PROC_CHILDREN: find them by their parent pid
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(stat.parent.name))
+    return kids
 
 
 def _chown_tree(root: Path, uid: int, gid: int) -> None:
@@ -205,7 +211,10 @@ class KernelProcess:
         if limits.any:
             parent = cgroup_parent(limits)
             if parent is not None:
-                self._cgroup = KernelCgroup(parent, f"gpm-{self.runtime.name}", limits)
+                try:
+                    self._cgroup = KernelCgroup(parent, f"gpm-{self.runtime.name}", limits)
+                except OSError as exc:
+                    log.warning("no cgroup for the kernel (%s); limits fall back to rlimits", exc)
         plan = rlimit_plan(limits, cgroup=self._cgroup is not None)
         cpus = None
         if self._cgroup is None and self.slot is not None:

@@ -137,6 +137,8 @@ class KernelCgroup:
         self.path.mkdir(exist_ok=True)
         try:
             for fname, value in cgroup_files(limits).items():
+                if fname == "memory.swap.max" and not (self.path / fname).exists():
+                    continue  # no swap accounting: memory.max alone
                 (self.path / fname).write_text(value)
         except OSError:
             self.remove()

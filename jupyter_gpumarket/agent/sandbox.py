@@ -24,6 +24,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -223,21 +224,34 @@ def gpu_device_nodes(gpus: Sequence[int], dev: Path = Path("/dev")) -> tuple[str
 
 
 def sandbox_available(bwrap: str | None = None, timeout: float = 10.0) -> tuple[bool, str]:
-    """Whether bwrap is installed and can build a sandbox here, and why not if it cannot."""
+    """Whether bwrap is installed and can build a kernel's sandbox here, and why not if not.
+
+    Runs ``true`` in the same kind of sandbox a kernel gets (as root: dropping to ``nobody``
+    through setpriv), so a missing feature shows here rather than at the first kernel.
+    """
     path = bwrap or shutil.which("bwrap")
     if path is None:
         return False, "bubblewrap is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
-    probe = [path, "--ro-bind", "/", "/", "--unshare-pid", "--die-with-parent"]
-    if os.geteuid() != 0:
-        probe += ["--unshare-user", "--disable-userns"]
-    elif shutil.which("setpriv") is None:
+    setpriv = shutil.which("setpriv")
+    root = os.geteuid() == 0
+    if root and setpriv is None:
         return False, "setpriv (util-linux) is missing: install util-linux"
-    try:
-        res = subprocess.run(
-            [*probe, "true"], capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return False, f"bwrap could not run: {exc}"
+    with tempfile.TemporaryDirectory(prefix="gpm-probe-") as tmp:
+        work, runtime = Path(tmp, "work"), Path(tmp, "run")
+        work.mkdir()
+        runtime.mkdir()
+        nobody = 65534 if root else None
+        policy = SandboxPolicy(hidden=(), bwrap=path, setpriv=setpriv or "setpriv")
+        mounts = SandboxMounts(str(work), str(runtime), uid=nobody, gid=nobody)
+        try:
+            res = subprocess.run(
+                build_bwrap_argv(policy, mounts, ["true"]),
+                capture_output=True,
+                timeout=timeout,
+                stdin=subprocess.DEVNULL,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return False, f"bwrap could not run: {exc}"
     if res.returncode != 0:
         err = res.stderr.decode(errors="replace").strip() or f"exit code {res.returncode}"
         return False, f"bwrap cannot create a sandbox here ({err}); user namespaces may be off"
