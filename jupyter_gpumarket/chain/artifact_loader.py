@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from functools import cache
@@ -49,9 +48,7 @@ def load_artifact(name: str) -> ContractArtifact:
 
 def check_sources_unchanged(name: str) -> None:
     """Cheap staleness check (no compiler): the source hash recorded in the artifact."""
-    from jupyter_gpumarket.chain.compile import CONTRACTS_DIR
+    from jupyter_gpumarket.chain.compile import sources_sha256
 
-    source = CONTRACTS_DIR / f"{name}.vy"
-    actual = hashlib.sha256(source.read_bytes()).hexdigest()
-    if actual != load_artifact(name).source_sha256:
-        raise ArtifactStale(f"{source.name} changed since its artifact was compiled; {_FIX}")
+    if sources_sha256(name) != load_artifact(name).source_sha256:
+        raise ArtifactStale(f"contracts/{name}.vy (or a module) changed since compiling; {_FIX}")

@@ -11,10 +11,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CONTRACTS", "CONTRACTS_DIR", "EVM_VERSION", "compile_all", "compile_contract", "dumps"]
+__all__ = [
+    "CONTRACTS",
+    "CONTRACTS_DIR",
+    "EVM_VERSION",
+    "compile_all",
+    "compile_contract",
+    "dumps",
+    "sources_sha256",
+]
 
 CONTRACTS_DIR = Path(__file__).resolve().parent.parent / "contracts"
-CONTRACTS = ("TestUSD", "Escrow", "Registry")
+CONTRACTS = ("TestUSD", "Escrow", "Registry")  # top-level contracts; escrow_*.vy are modules
 # cancun: transient storage for the reentrancy lock; supported by anvil and py-evm alike.
 EVM_VERSION = "cancun"
 
@@ -34,10 +42,18 @@ def compile_contract(name: str) -> dict[str, Any]:
         "compiler": f"vyper {vyper.__version__}",
         "evm_version": EVM_VERSION,
         "optimize": "gas",
-        "source_sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
+        "source_sha256": sources_sha256(name),
         "abi": result["abi"],
         "bytecode": result["bytecode"],
     }
+
+
+def sources_sha256(name: str) -> str:
+    """Hash of ``<name>.vy`` and the project's own modules it may import (escrow_*.vy)."""
+    digest = hashlib.sha256()
+    for path in [CONTRACTS_DIR / f"{name}.vy", *sorted(CONTRACTS_DIR.glob("escrow_*.vy"))]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def compile_all() -> dict[str, dict[str, Any]]:

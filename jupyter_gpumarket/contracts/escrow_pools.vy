@@ -1,0 +1,100 @@
+# pragma version ~=0.4.3
+# pragma nonreentrancy on
+"""
+@title Escrow credit pools
+@notice An educator (the pool admin) funds a pool; students open channels from it under
+        EIP-712 Grants (Escrow.openFromPool); refunds flow back to the pool and to the
+        grant's allowance, so a grant never spends more than its cap in total.
+"""
+
+from . import escrow_tokens
+
+uses: escrow_tokens
+
+
+struct Pool:
+    admin: address
+    token: address
+    balance: uint256
+
+
+event PoolCreated:
+    pool_id: indexed(bytes32)
+    admin: indexed(address)
+    token: address
+    amount: uint256
+
+event PoolFunded:
+    pool_id: indexed(bytes32)
+    funder: indexed(address)
+    amount: uint256
+
+event PoolWithdrawn:
+    pool_id: indexed(bytes32)
+    amount: uint256
+
+
+pools: public(HashMap[bytes32, Pool])
+pool_count: public(uint256)
+grant_spent: public(HashMap[bytes32, uint256])
+
+
+@external
+def createPool(token: address, amount: uint256) -> bytes32:
+    """
+    @notice Create a credit pool administered by the caller, funded with `amount` (approve first).
+    """
+    escrow_tokens._token_idx(token)
+    pool_id: bytes32 = keccak256(abi_encode(self, msg.sender, self.pool_count))
+    self.pool_count += 1
+    self.pools[pool_id] = Pool(admin=msg.sender, token=token, balance=amount)
+    if amount != 0:
+        escrow_tokens._pull(token, msg.sender, amount)
+    log PoolCreated(pool_id=pool_id, admin=msg.sender, token=token, amount=amount)
+    return pool_id
+
+
+@external
+def fundPool(pool_id: bytes32, amount: uint256):
+    """
+    @notice Add `amount` to a pool (anyone, after approve).
+    """
+    token: address = self.pools[pool_id].token
+    assert token != empty(address), "escrow: no such pool"
+    self.pools[pool_id].balance += amount
+    escrow_tokens._pull(token, msg.sender, amount)
+    log PoolFunded(pool_id=pool_id, funder=msg.sender, amount=amount)
+
+
+@external
+def withdrawPool(pool_id: bytes32, amount: uint256):
+    """
+    @notice Pool admin: take back `amount` of the pool's free balance.
+    """
+    pool: Pool = self.pools[pool_id]
+    assert pool.admin != empty(address), "escrow: no such pool"
+    assert msg.sender == pool.admin, "escrow: only the pool admin can withdraw"
+    assert amount <= pool.balance, "escrow: amount above the pool's free balance"
+    self.pools[pool_id].balance = pool.balance - amount
+    escrow_tokens._send(pool.token, msg.sender, amount)
+    log PoolWithdrawn(pool_id=pool_id, amount=amount)
+
+
+@internal
+def _draw(pool_id: bytes32, grant: bytes32, cap: uint256, deposit: uint256) -> uint256:
+    """
+    @notice Take `deposit` from the pool under `grant`; the grant's total after it.
+    """
+    spent: uint256 = self.grant_spent[grant] + deposit
+    assert spent <= cap, "escrow: grant cap exceeded"
+    balance: uint256 = self.pools[pool_id].balance
+    assert deposit <= balance, "escrow: pool balance too low; ask the admin to fund it"
+    self.grant_spent[grant] = spent
+    self.pools[pool_id].balance = balance - deposit
+    return spent
+
+
+@internal
+def _refund(pool_id: bytes32, grant: bytes32, amount: uint256):
+    self.pools[pool_id].balance += amount
+    self.grant_spent[grant] -= amount

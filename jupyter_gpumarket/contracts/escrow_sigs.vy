@@ -1,0 +1,62 @@
+# pragma version ~=0.4.3
+"""
+@title Escrow EIP-712 messages
+@notice Digests of Voucher, OpenChannel and Grant under the domain
+        {name: "GpuMarketEscrow", version: "1", chainId, verifyingContract}; OpenChannel
+        nonces (one per renter) make each relayed-open signature single-use.
+"""
+
+from snekmate.utils import ecdsa
+from snekmate.utils import eip712_domain_separator
+
+uses: eip712_domain_separator
+
+
+VOUCHER_TYPEHASH: constant(bytes32) = keccak256("Voucher(bytes32 channelId,uint256 cumulativeAmount)")
+OPEN_TYPEHASH: constant(bytes32) = keccak256(
+    "OpenChannel(address renter,address provider,address token,uint256 deposit,address sessionKey,uint256 relayFee,uint256 nonce,uint256 deadline)"
+)
+GRANT_TYPEHASH: constant(bytes32) = keccak256(
+    "Grant(bytes32 poolId,address student,uint256 cap,uint256 expiry,address provider)"
+)
+
+nonces: public(HashMap[address, uint256])
+
+
+@internal
+@view
+def _voucher_digest(channel_id: bytes32, amount: uint256) -> bytes32:
+    return eip712_domain_separator._hash_typed_data_v4(keccak256(abi_encode(VOUCHER_TYPEHASH, channel_id, amount)))
+
+
+@internal
+@view
+def _voucher_signer(channel_id: bytes32, amount: uint256, signature: Bytes[65]) -> address:
+    return ecdsa._recover_sig(self._voucher_digest(channel_id, amount), signature)
+
+
+@internal
+def _check_open_sig(
+    renter: address, provider: address, token: address, deposit: uint256, session_key: address,
+    relay_fee: uint256, deadline: uint256, open_sig: Bytes[65]
+):
+    assert block.timestamp <= deadline, "escrow: OpenChannel signature expired (deadline passed)"
+    assert relay_fee < deposit, "escrow: relay fee must be below the deposit"
+    nonce: uint256 = self.nonces[renter]
+    self.nonces[renter] = nonce + 1
+    digest: bytes32 = eip712_domain_separator._hash_typed_data_v4(
+        keccak256(abi_encode(OPEN_TYPEHASH, renter, provider, token, deposit, session_key, relay_fee, nonce, deadline))
+    )
+    assert ecdsa._recover_sig(digest, open_sig) == renter, "escrow: OpenChannel not signed by the renter, or its nonce was already used"
+
+
+@internal
+@view
+def _grant(
+    pool_id: bytes32, student: address, cap: uint256, expiry: uint256, provider: address, admin_sig: Bytes[65]
+) -> (bytes32, address):
+    """
+    @return (the Grant's struct hash, its signer)
+    """
+    grant: bytes32 = keccak256(abi_encode(GRANT_TYPEHASH, pool_id, student, cap, expiry, provider))
+    return grant, ecdsa._recover_sig(eip712_domain_separator._hash_typed_data_v4(grant), admin_sig)
