@@ -84,6 +84,8 @@ def _lease(profile: dict) -> int:
     cid = eip712.channel_id_for(renter.address, session.address)
     before = c.token.functions.balanceOf(provider.address).call()
     send(w3, provider, c.escrow.functions.settle(cid, 1234, voucher_sig(c, session, cid, 1234)))
+    (opened,) = c.escrow.events.ChannelOpened().get_logs(from_block=0)  # eth_getLogs works too
+    assert bytes(opened["args"]["channel_id"]) == cid
     return c.token.functions.balanceOf(provider.address).call() - before
 
 
