@@ -28,7 +28,7 @@ from jupyter_client.manager import KernelManager, start_new_kernel
 
 from jupyter_gpumarket.agent.sandbox import sandbox_available
 
-from agentproc import AgentProcess, environ, start_agent
+from agentproc import AgentProcess, environ, running_agent, start_agent
 
 pytestmark = pytest.mark.slow
 
@@ -369,6 +369,30 @@ def test_agent_still_serves_and_labels_itself_sandboxed(
     _healthy(kc)
     assert sandboxed.proc.poll() is None
     assert "kernel isolation: bubblewrap sandbox" in sandboxed.log()
+    info = kernels[-1][0].provisioner._link.agent_info  # the welcome's `agent` dict
+    assert info["isolation"] == "sandboxed"
+    assert info["egress"] == "none"
+    assert info["limits"]["pids"] == LIMITS["pids"]
+
+
+def test_unsandboxed_agent_says_so_and_refuses_to_publish(tmp_path: Path) -> None:
+    with running_agent(tmp_path / "dev", "--sandbox", "off") as agent, environ(agent.env()):
+        km, kc = start_new_kernel(kernel_name="gpumarket", startup_timeout=60)
+        try:
+            info = km.provisioner._link.agent_info
+            assert info["isolation"] == "unsandboxed"
+            assert "--sandbox off" in info["isolation_detail"]
+        finally:
+            kc.stop_channels()
+            km.shutdown_kernel(now=True)
+    cli = [sys.executable, "-m", "jupyter_gpumarket.cli", "provider", "serve", "--sandbox", "off"]
+    cli += ["--state-dir", str(tmp_path / "pub")]
+    res = subprocess.run(cli, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    assert "refusing to publish an offer without a kernel sandbox" in res.stderr
+    res = subprocess.run([*cli, "--unsafe-no-sandbox"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1  # passes the sandbox check; on-chain publishing comes later
+    assert "not available yet" in res.stderr
 
 
 def test_sandboxed_kernels_die_with_a_killed_agent(tmp_path: Path) -> None:
