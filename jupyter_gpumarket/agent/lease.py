@@ -112,6 +112,10 @@ class Lease:
     def send_control(self, msg: Any) -> None:
         self.pipe.send_control(msg)
 
+    @property
+    def kernel_alive(self) -> bool:
+        return self._kernel is not None and self._kernel.exit_code is None
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)

@@ -159,14 +159,23 @@ class AgentServer:
             log.warning("refused %s: %s", peer, reason)
             await ws.close(code, _reason(reason))
             return
+        replay_from = lease.session.replay_from
         welcome = control.Welcome(
             lease=lease.id,
             last_received=lease.session.last_received,
             resumed=hello.lease is not None,
-            agent={**self.config.info, "version": __version__, "gpus": list(lease.gpus)},
+            agent={
+                **self.config.info,
+                "version": __version__,
+                "gpus": list(lease.gpus),
+                "generation": lease.generation,
+                "kernel_alive": lease.kernel_alive,
+            },
+            replay_from=replay_from,
         )
+        peer_last = replay_from - 1 if hello.adopt else hello.last_received
         try:
-            await lease.attach(ws, hello.last_received, control.dump(welcome).decode())
+            await lease.attach(ws, peer_last, control.dump(welcome).decode())
         except ProtocolError as exc:
             await ws.close(CloseCode.PROTOCOL, _reason(str(exc)))
             return

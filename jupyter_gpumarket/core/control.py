@@ -89,9 +89,14 @@ class Hello:
     lease: str | None = None
     last_received: int = 0
     version: int = PROTOCOL_VERSION
+    # A new renter process taking over a lease (Jupyter server restarted): it knows no
+    # sequence numbers, so it adopts the agent's and gets every frame still unacknowledged.
+    adopt: bool = False
     op: str = field(default="hello", init=False, repr=False)
 
     def __post_init__(self) -> None:
+        _check(isinstance(self.adopt, bool), "hello.adopt must be a boolean")
+        _check(not self.adopt or self.lease is not None, "hello.adopt needs a lease")
         _check(isinstance(self.token, str), "hello.token must be a string")
         _check(self.lease is None or isinstance(self.lease, str), "hello.lease must be a string")
         _check(_is_int(self.last_received) and self.last_received >= 0, "hello.last_received")
@@ -106,9 +111,11 @@ class Welcome:
     last_received: int = 0
     resumed: bool = False
     agent: dict[str, Any] = field(default_factory=dict)
+    replay_from: int = 1  # the first seq the agent replays (adopting renters start there)
     op: str = field(default="welcome", init=False, repr=False)
 
     def __post_init__(self) -> None:
+        _check(_is_int(self.replay_from) and self.replay_from >= 1, "welcome.replay_from")
         _check(isinstance(self.lease, str) and bool(self.lease), "welcome.lease")
         _check(_is_int(self.last_received) and self.last_received >= 0, "welcome.last_received")
         _check(isinstance(self.agent, dict), "welcome.agent must be an object")

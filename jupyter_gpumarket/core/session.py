@@ -121,6 +121,20 @@ class TunnelSession:
         return self._unacked_in_frames > 0
 
     @property
+    def replay_from(self) -> int:
+        """The first sequence number still held for replay (next_seq when none is)."""
+        return self._replay[0][0] if self._replay else self.next_seq
+
+    def adopt(self, peer_last_received: int, replay_from: int) -> None:
+        """Take over numbering from a peer whose earlier partner went away (new process):
+        our next frame follows what it received; we accept its replay from ``replay_from``."""
+        if self.next_seq != 1 or self.last_received:
+            raise ProtocolError("only a fresh session can adopt a peer's numbering")
+        self.next_seq = peer_last_received + 1
+        self.peer_acked = peer_last_received
+        self.last_received = replay_from - 1
+
+    @property
     def unacked_frames(self) -> int:
         return len(self._replay)
 

@@ -107,12 +107,14 @@ class RemoteLink:
         on_delivery: Callable[[Channel, Sequence[bytes]], None],
         settings: LinkSettings | None = None,
         on_notice: Callable[[str], None] | None = None,
+        adopt_lease: str | None = None,
     ) -> None:
         self.target = target
         self.settings = settings or LinkSettings()
         self.session = TunnelSession(max_frame_bytes=self.settings.max_frame_bytes)
         self.pipe = SessionPipe(self.session)
-        self.lease: str | None = None
+        self.lease: str | None = adopt_lease
+        self._adopt = adopt_lease is not None
         self.agent_info: dict[str, Any] = {}
         self.generation = 0
         self.exit_code: int | None = None
@@ -163,7 +165,10 @@ class RemoteLink:
                     "the provider's ready file or registry entry"
                 )
             hello = control.Hello(
-                token=self.target.token, lease=self.lease, last_received=self.session.last_received
+                token=self.target.token,
+                lease=self.lease,
+                last_received=self.session.last_received,
+                adopt=self._adopt,
             )
             await ws.send(control.dump(hello).decode())
             raw = await asyncio.wait_for(ws.recv(), timeout)
@@ -181,6 +186,13 @@ class RemoteLink:
             raise LinkLost(f"the provider at {url} answered for another lease")
         self.lease = welcome.lease
         self.agent_info = welcome.agent
+        if self._adopt:
+            if not welcome.agent.get("kernel_alive"):
+                await ws.close()
+                raise LinkLost(f"the provider at {url} has lease {self.lease} but no kernel in it")
+            self.session.adopt(welcome.last_received, welcome.replay_from)
+            self.generation = int(welcome.agent.get("generation", 1))
+            self._adopt = False
         self.pipe.attach(ws, welcome.last_received)
         return ws
 

@@ -12,6 +12,7 @@ import asyncio
 import os
 import secrets
 import signal
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -23,7 +24,7 @@ from traitlets import Bool, Float, Int, List, Unicode
 from jupyter_gpumarket.core.filesync import Manifest
 from jupyter_gpumarket.core.pinning import normalize_fingerprint
 from jupyter_gpumarket.exceptions import ConfigError, GpuMarketError, NoProviderSelected
-from jupyter_gpumarket.provisioning import files
+from jupyter_gpumarket.provisioning import files, records
 from jupyter_gpumarket.provisioning.link import LinkSettings, ProviderTarget, RemoteLink
 from jupyter_gpumarket.provisioning.loop_thread import call, loop_thread
 from jupyter_gpumarket.provisioning.shim import ZmqShim
@@ -127,6 +128,10 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         """Connect (or reuse the link on restart), start the remote kernel, return shim info."""
         env = forwarded_env(self._launch_env or {}, self.kernel_spec.env or {}, self.env_allow)
         try:
+            fresh = self._link is None and bool(self.kernel_id)
+            record = records.load(self.kernel_id) if fresh else None
+            if record is not None:
+                return await self._reattach(record)
             if self._link is None or self._link.dead_reason:
                 await self._teardown(end_lease=True)
                 target = self._target()
@@ -148,6 +153,46 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         except BaseException:
             await self._teardown(end_lease=True)
             raise
+        self._save_record()
+        return self._connection_info()
+
+    async def _reattach(self, record: records.KernelRecord) -> KernelConnectionInfo:
+        """A restarted Jupyter server takes over a remote kernel that kept running."""
+        target = ProviderTarget(record.provider_url, record.tls_fingerprint, record.token)
+        self._key = record.key
+        if record.cwd:
+            self._cwd = Path(record.cwd)
+        try:
+            await call(self._open(target, adopt_lease=record.lease))
+        except BaseException:
+            await self._teardown(end_lease=False)
+            records.forget(self.kernel_id)
+            raise
+        self.log.info("re-adopted remote kernel %s (lease %s)", self.kernel_id, record.lease)
+        self._save_record()
+        return self._connection_info()
+
+    def _save_record(self) -> None:
+        link = self._link
+        if link is None or not self.kernel_id or link.lease is None:
+            return
+        records.save(
+            records.KernelRecord(
+                kernel_id=self.kernel_id,
+                kernel_name=getattr(self.parent, "kernel_name", "gpumarket"),
+                provider_url=link.target.url,
+                tls_fingerprint=link.target.tls_fingerprint,
+                token=link.target.token,
+                lease=link.lease,
+                key=self._key,
+                cwd=str(self._cwd) if self._cwd else None,
+                connection_file=getattr(self.parent, "connection_file", None),
+                server_pid=os.getpid(),
+                created=time.time(),
+            )
+        )
+
+    def _connection_info(self) -> KernelConnectionInfo:
         assert self._shim is not None
         return {
             "transport": "tcp",
@@ -158,7 +203,7 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             "kernel_name": getattr(self.parent, "kernel_name", "gpumarket"),
         }
 
-    async def _open(self, target: ProviderTarget) -> None:
+    async def _open(self, target: ProviderTarget, adopt_lease: str | None = None) -> None:
         """On the tunnel loop: shim + link, wired to each other."""
         settings = LinkSettings(
             connect_timeout=min(30.0, self.launch_timeout), link_grace=self.link_grace_seconds
@@ -176,6 +221,7 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             lambda ch, parts: shim.deliver(ch, parts),  # type: ignore[union-attr]
             settings,
             on_notice=notice,
+            adopt_lease=adopt_lease,
         )
         shim = ZmqShim(link.send)
         try:
@@ -233,6 +279,8 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
                 except GpuMarketError as exc:
                     self.log.warning("files written by the remote kernel not pulled: %s", exc)
             await self._teardown(end_lease=True)
+            if self.kernel_id:
+                records.forget(self.kernel_id)
 
     # -- files -------------------------------------------------------------------------------
     def _progress(self, text: str) -> None:

@@ -9,6 +9,8 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
 from jupyter_gpumarket._version import __version__
+from jupyter_gpumarket.exceptions import GpuMarketError
+from jupyter_gpumarket.provisioning import GpuMarketProvisioner
 
 
 class HealthHandler(ExtensionHandlerMixin, APIHandler):
@@ -20,6 +22,26 @@ class HealthHandler(ExtensionHandlerMixin, APIHandler):
         self.finish(json.dumps({"version": __version__, "kernels": kernels}))
 
 
+class PullFilesHandler(ExtensionHandlerMixin, APIHandler):
+    """POST /gpumarket/kernels/<id>/pull: bring files the remote kernel wrote back now."""
+
+    @web.authenticated
+    async def post(self, kernel_id: str) -> None:
+        if kernel_id not in self.kernel_manager:
+            raise web.HTTPError(404, f"no kernel {kernel_id}")
+        provisioner = getattr(self.kernel_manager.get_kernel(kernel_id), "provisioner", None)
+        if not isinstance(provisioner, GpuMarketProvisioner):
+            raise web.HTTPError(400, f"kernel {kernel_id} is not a gpumarket kernel")
+        try:
+            result = await provisioner.pull_files()
+        except GpuMarketError as exc:
+            raise web.HTTPError(502, str(exc)) from exc
+        self.finish(json.dumps(result))
+
+
+_kernel_id = r"(?P<kernel_id>[\w-]+)"
+
 default_handlers = [
     (r"/gpumarket/health", HealthHandler),
+    (rf"/gpumarket/kernels/{_kernel_id}/pull", PullFilesHandler),
 ]

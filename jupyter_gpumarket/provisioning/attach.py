@@ -1,0 +1,60 @@
+"""`gpumarket kernels attach`: serve a loopback shim for a remote kernel from this process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+
+from jupyter_gpumarket.provisioning import records
+from jupyter_gpumarket.provisioning.link import ProviderTarget, RemoteLink
+from jupyter_gpumarket.provisioning.shim import ZmqShim
+
+__all__ = ["serve_attached"]
+
+
+async def _serve(record: records.KernelRecord, ready: asyncio.Event | None = None) -> None:
+    shim: ZmqShim | None = None
+    target = ProviderTarget(record.provider_url, record.tls_fingerprint, record.token)
+    link = RemoteLink(
+        target,
+        lambda ch, parts: shim.deliver(ch, parts),  # type: ignore[union-attr]
+        adopt_lease=record.lease,
+    )
+    shim = ZmqShim(link.send)
+    try:
+        await link.open()
+        path = records.records_dir() / f"kernel-{record.kernel_id}-attached.json"
+        info = {
+            "transport": "tcp",
+            "ip": "127.0.0.1",
+            **shim.ports,
+            "key": record.key,
+            "signature_scheme": "hmac-sha256",
+            "kernel_name": record.kernel_name,
+        }
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(info, f)
+        records.save(dataclasses.replace(record, connection_file=str(path), server_pid=os.getpid()))
+        print(path, flush=True)
+        print(f"jupyter console --existing {path}   (Ctrl-C here detaches)", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    finally:
+        await link.close(end_lease=False)  # detach: the kernel keeps running
+        await shim.close()
+
+
+def serve_attached(record: records.KernelRecord) -> None:
+    asyncio.run(_serve(record))
