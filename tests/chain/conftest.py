@@ -16,8 +16,8 @@ CLOSE_DELAY = 600
 
 
 @pytest.fixture(scope="session")
-def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AnvilProcess]:
-    # find_anvil looks in $GPUMARKET_HOME/tools then ~/.gpumarket/tools; installs when missing.
+def anvil() -> Iterator[AnvilProcess]:
+    # The project's own installer: npm install @foundry-rs/anvil into ~/.gpumarket/tools once.
     with start_anvil() as process:
         yield process
 
