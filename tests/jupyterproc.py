@@ -16,9 +16,49 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from websockets.sync.client import ClientConnection
+
+
+def execute(ws: ClientConnection, code: str) -> tuple[dict[str, Any], str]:
+    msg_id = uuid.uuid4().hex
+    ws.send(
+        json.dumps(
+            {
+                "header": {
+                    "msg_id": msg_id,
+                    "msg_type": "execute_request",
+                    "username": "test",
+                    "session": uuid.uuid4().hex,
+                    "version": "5.3",
+                    "date": "",
+                },
+                "parent_header": {},
+                "metadata": {},
+                "content": {"code": code, "silent": False, "store_history": True},
+                "channel": "shell",
+                "buffers": [],
+            }
+        )
+    )
+    text = ""
+    reply = None
+    idle = False
+    while reply is None or not idle:  # shell and iopub are not ordered with each other
+        msg = json.loads(ws.recv(timeout=60))
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "stream":
+            text += msg["content"]["text"]
+        elif msg["msg_type"] == "execute_reply":
+            reply = msg
+        elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            idle = True
+    return reply, text
 
 
 def free_port() -> int:

@@ -17,8 +17,7 @@ from jupyter_client.blocking.client import BlockingKernelClient
 from websockets.sync.client import connect
 
 from agentproc import AgentProcess, environ
-from jupyterproc import start_jupyter
-from test_server_kernel import execute
+from jupyterproc import execute, start_jupyter
 
 pytestmark = pytest.mark.slow
 

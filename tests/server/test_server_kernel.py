@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import connect
 
 from agentproc import AgentProcess
-from jupyterproc import JupyterServer, start_jupyter
+from jupyterproc import JupyterServer, execute, start_jupyter
 
 pytestmark = pytest.mark.slow
 
@@ -22,43 +19,6 @@ def jupyter(tmp_path: Path, agent: AgentProcess) -> Iterator[JupyterServer]:
     server = start_jupyter(tmp_path, agent.env())
     yield server
     server.stop()
-
-
-def execute(ws: ClientConnection, code: str) -> tuple[dict[str, Any], str]:
-    msg_id = uuid.uuid4().hex
-    ws.send(
-        json.dumps(
-            {
-                "header": {
-                    "msg_id": msg_id,
-                    "msg_type": "execute_request",
-                    "username": "test",
-                    "session": uuid.uuid4().hex,
-                    "version": "5.3",
-                    "date": "",
-                },
-                "parent_header": {},
-                "metadata": {},
-                "content": {"code": code, "silent": False, "store_history": True},
-                "channel": "shell",
-                "buffers": [],
-            }
-        )
-    )
-    text = ""
-    reply = None
-    idle = False
-    while reply is None or not idle:  # shell and iopub are not ordered with each other
-        msg = json.loads(ws.recv(timeout=60))
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        if msg["msg_type"] == "stream":
-            text += msg["content"]["text"]
-        elif msg["msg_type"] == "execute_reply":
-            reply = msg
-        elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            idle = True
-    return reply, text
 
 
 def test_health_endpoint(jupyter: JupyterServer) -> None:
