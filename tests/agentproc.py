@@ -56,8 +56,7 @@ def start_agent(tmp: Path, *extra: str, timeout: float = 30.0) -> AgentProcess:
         "provider",
         "serve",
         "--dev",
-        "--dev-token",
-        token,
+        f"--dev-token={token}",  # a token may start with "-"
         "--port",
         "0",
         "--state-dir",
@@ -66,6 +65,10 @@ def start_agent(tmp: Path, *extra: str, timeout: float = 30.0) -> AgentProcess:
         str(ready),
         *extra,
     ]
+    if "--sandbox" not in extra:
+        # The plain backend unless a test asks: kernels then report host pids, whatever slot
+        # users this machine has (tests/e2e/test_isolation.py runs the sandboxed one).
+        cmd += ["--sandbox", "off"]
     env = {**os.environ, "GPUMARKET_AGENT_SECRET": "agent-only"}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)

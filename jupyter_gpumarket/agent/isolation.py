@@ -136,7 +136,7 @@ def resolve_isolation(
         return Isolation(None, limits, (), reason)
     tmp_bytes = limits.disk_bytes or _DEFAULT_TMP_BYTES
     policy = default_policy(state_dir, egress=egress, tmp_bytes=tmp_bytes, extra_hidden=hidden)
-    return Isolation(policy, limits, slots[:max_kernels] if is_root else (), reason)
+    return Isolation(policy, limits, slots if is_root else (), reason)
 
 
 def add_arguments(serve: argparse.ArgumentParser) -> None:

@@ -242,6 +242,12 @@ class KernelProcess:
         if policy is None:
             return argv
         uid = gid = None
+        if os.geteuid() == 0 and (self.slot is None or self.slot.uid is None):
+            # bwrap run by root without a slot user would map the kernel to root outside.
+            raise KernelLaunchError(
+                "the provider runs as root but has no kernel slot user for this kernel: "
+                "run `gpumarket provider setup` there, then restart the agent"
+            )
         if self.slot is not None and self.slot.uid is not None:
             uid, gid = self.slot.uid, self.slot.gid
             assert gid is not None

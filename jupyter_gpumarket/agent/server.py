@@ -23,6 +23,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from jupyter_gpumarket._version import __version__
+from jupyter_gpumarket.agent.egress import PortGuard
 from jupyter_gpumarket.agent.files import store_for
 from jupyter_gpumarket.agent.kernels import KernelSettings
 from jupyter_gpumarket.agent.lease import Lease
@@ -87,10 +88,11 @@ class AgentServer:
         self.leases: dict[str, Lease] = {}
         self._gpus_in_use: set[int] = set()
         self._slots = (
-            SlotPool(config.kernel_slots)
+            SlotPool.machine_wide(config.kernel_slots)
             if config.kernel_slots
             else SlotPool.indices(config.max_kernels)
         )
+        self._port_guard: PortGuard | None = None
         self._context: zmq.asyncio.Context | None = None
         self._server: Server | None = None
         self.url = ""
@@ -114,6 +116,7 @@ class AgentServer:
         host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
         self.url = f"wss://{host}:{port}"
         log.info("agent %s listening on %s (TLS %s)", __version__, self.url, self.cert.fingerprint)
+        self._port_guard = PortGuard.for_agent(cfg.kernel.sandbox, cfg.kernel_slots, port)
         if cfg.ready_file is not None:
             tmp = cfg.ready_file.with_suffix(".tmp")
             tmp.write_text(json.dumps({"url": self.url, "tls_fingerprint": self.cert.fingerprint}))
@@ -129,6 +132,8 @@ class AgentServer:
             await self._server.wait_closed()
         if self._context is not None:
             self._context.term()
+        if self._port_guard is not None:
+            self._port_guard.remove()
         if self.config.ready_file is not None:
             with contextlib.suppress(FileNotFoundError):
                 self.config.ready_file.unlink()
@@ -216,12 +221,16 @@ class AgentServer:
         gpus = self._allot_gpus()
         if gpus is None:
             return CloseCode.CAPACITY, "all GPUs of this provider are in use; pick another offer"
+        slot = self._slots.acquire()
+        if slot is None:
+            self._gpus_in_use.difference_update(gpus)
+            return CloseCode.CAPACITY, "every kernel slot of this machine is in use; try later"
         lease = Lease(
             root=self.config.state_dir / "leases",
             context=self._context,  # type: ignore[arg-type]  # set by start()
             settings=self.config.kernel,
             gpus=gpus,
-            slot=self._slots.acquire(),
+            slot=slot,
             client_grace=self.config.client_grace,
             on_end=self._lease_ended,
             store=store_for(self.config.state_dir, hello.token),

@@ -8,17 +8,28 @@ no users to switch to: its slots carry only an index.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import pwd
 import re
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from jupyter_gpumarket.exceptions import ConfigError
 
-__all__ = ["SLOT_USER_PREFIX", "KernelSlot", "SlotPool", "find_slot_users", "setup_commands"]
+__all__ = [
+    "SLOT_LOCK_DIR",
+    "SLOT_USER_PREFIX",
+    "KernelSlot",
+    "SlotPool",
+    "find_slot_users",
+    "setup_commands",
+]
 
 SLOT_USER_PREFIX = "gpm-slot-"
+SLOT_LOCK_DIR = Path("/run/gpumarket/slots")  # root's; hidden from kernels with /run
 
 
 @dataclass(frozen=True)
@@ -66,21 +77,52 @@ def setup_commands(
 
 
 class SlotPool:
-    """Hands out the lowest free slot; a lease keeps its slot until it ends."""
+    """Hands out the lowest free slot; a lease keeps its slot until it ends.
 
-    def __init__(self, slots: Iterable[KernelSlot]) -> None:
+    With ``lock_dir``, a slot is also locked machine-wide (``flock`` on ``slot-<i>.lock``), so two
+    agents on one machine never run kernels as the same user; a dead agent's locks go with it.
+    """
+
+    def __init__(self, slots: Iterable[KernelSlot], lock_dir: Path | None = None) -> None:
         self._free = sorted(slots, key=lambda s: s.index)
         self.size = len(self._free)
+        self._lock_dir = lock_dir
+        self._locks: dict[int, int] = {}
+        if lock_dir is not None:
+            lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     @classmethod
     def indices(cls, count: int) -> SlotPool:
         """A pool of uid-less slots (the agent cannot switch users)."""
         return cls(KernelSlot(i) for i in range(count))
 
+    @classmethod
+    def machine_wide(cls, slots: Iterable[KernelSlot]) -> SlotPool:
+        return cls(slots, SLOT_LOCK_DIR)
+
+    def _lock(self, slot: KernelSlot) -> bool:
+        if self._lock_dir is None:
+            return True
+        fd = os.open(self._lock_dir / f"slot-{slot.index}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False  # another agent on this machine runs a kernel as this user
+        self._locks[slot.index] = fd
+        return True
+
     def acquire(self) -> KernelSlot | None:
-        return self._free.pop(0) if self._free else None
+        for slot in self._free:
+            if self._lock(slot):
+                self._free.remove(slot)
+                return slot
+        return None
 
     def release(self, slot: KernelSlot) -> None:
+        fd = self._locks.pop(slot.index, None)
+        if fd is not None:
+            os.close(fd)
         if slot not in self._free:
             self._free.append(slot)
             self._free.sort(key=lambda s: s.index)

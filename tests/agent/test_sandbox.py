@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from jupyter_gpumarket.agent.egress import nft_ruleset, table_name
 from jupyter_gpumarket.agent.isolation import Isolation, check_publishable, decide_sandbox
 from jupyter_gpumarket.agent.limits import (
     KernelLimits,
@@ -266,6 +267,18 @@ def test_slot_pool_reuses_the_lowest_free_slot() -> None:
         KernelSlot(0, 0, 0)
 
 
+def test_slots_are_locked_machine_wide(tmp_path: Path) -> None:
+    slots = [KernelSlot(0, 10, 10), KernelSlot(1, 11, 11)]
+    first, second = SlotPool(slots, tmp_path / "locks"), SlotPool(slots, tmp_path / "locks")
+    a = first.acquire()
+    assert a == slots[0]
+    assert second.acquire() == slots[1]  # slot 0 is another agent's right now
+    assert second.acquire() is None
+    first.release(a)
+    second_again = SlotPool(slots, tmp_path / "locks")
+    assert second_again.acquire() == slots[0]
+
+
 # -- decisions ---------------------------------------------------------------------------------
 def test_publishing_without_sandbox_needs_the_unsafe_flag() -> None:
     assert check_publishable(True, False) == "sandboxed"
@@ -296,3 +309,14 @@ def test_isolation_info_labels_unsandboxed_offers() -> None:
     assert info["isolation"] == "unsandboxed"
     assert info["limits"]["pids"] == 64
     assert Isolation(SandboxPolicy(egress="none"), KernelLimits()).info()["egress"] == "none"
+
+
+def test_port_guard_rules_reject_only_slot_users_to_the_agent_port() -> None:
+    script = nft_ruleset([995, 993, 995], 41925)
+    assert f"table inet {table_name(41925)} {{" in script
+    assert "meta skuid { 993, 995 } tcp dport 41925 fib daddr type local reject" in script
+    assert "policy accept" in script  # everything else passes
+    with pytest.raises(ConfigError, match="slot uids"):
+        nft_ruleset([0], 41925)
+    with pytest.raises(ConfigError, match="TCP port"):
+        nft_ruleset([993], 0)

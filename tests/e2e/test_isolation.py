@@ -14,6 +14,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,9 +40,10 @@ WALLET_SECRET = "KEYSTORE-" + secrets.token_hex(16)  # made here: in no file but
 
 def _ensure_sandbox() -> None:
     """Install bubblewrap (root, Debian) and the slot users, or skip with the reason."""
-    if shutil.which("bwrap") is None and os.geteuid() == 0 and shutil.which("apt-get"):
+    missing = shutil.which("bwrap") is None or shutil.which("nft") is None
+    if missing and os.geteuid() == 0 and shutil.which("apt-get"):
         subprocess.run(
-            "apt-get update -qq && apt-get install -y -qq bubblewrap",
+            "apt-get update -qq && apt-get install -y -qq bubblewrap nftables",
             shell=True,
             capture_output=True,
             timeout=300,
@@ -140,6 +142,22 @@ def _host_pids_of(uid: int) -> list[int]:
             if int(uids[1]) == uid:
                 pids.append(int(p.name))
     return pids
+
+
+def _descendants(pid: int) -> set[int]:
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    found, todo = set(), [pid]
+    while todo:
+        cur = todo.pop()
+        kids = [p for p, pp in parent.items() if pp == cur and p not in found]
+        found.update(kids)
+        todo.extend(kids)
+    return found
 
 
 def _healthy(kc: BlockingKernelClient) -> None:
@@ -375,6 +393,31 @@ def test_agent_still_serves_and_labels_itself_sandboxed(
     assert info["limits"]["pids"] == LIMITS["pids"]
 
 
+def test_egress_full_reaches_the_network_but_not_the_agent(tmp_path: Path) -> None:
+    _ensure_sandbox()
+    if os.geteuid() != 0 or shutil.which("nft") is None:
+        pytest.skip("the agent's port guard needs root and nftables")
+    listener = socket.create_server(("127.0.0.1", 0))  # some other local service
+    other = listener.getsockname()[1]
+    with running_agent(tmp_path, "--sandbox", "on", "--max-kernels", "2") as agent:
+        port = urlparse(agent.url).port
+        with environ(agent.env()):
+            km, kc = start_new_kernel(kernel_name="gpumarket", startup_timeout=60)
+        try:
+            connect = "__import__('socket').create_connection(('127.0.0.1', {}), 3)"
+            res = _run(kc, _attempt(connect.format(other)))
+            assert res.startswith("OK"), res  # egress full: the host's network
+            res = _run(kc, _attempt(connect.format(port)))
+            assert res.startswith("ConnectionRefusedError"), res
+        finally:
+            kc.stop_channels()
+            km.shutdown_kernel(now=True)
+            listener.close()
+    assert "cannot connect to the agent's port" in agent.log()
+    listed = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    assert f"gpumarket_agent_{port}" not in listed  # removed when the agent stopped
+
+
 def test_unsandboxed_agent_says_so_and_refuses_to_publish(tmp_path: Path) -> None:
     with running_agent(tmp_path / "dev", "--sandbox", "off") as agent, environ(agent.env()):
         km, kc = start_new_kernel(kernel_name="gpumarket", startup_timeout=60)
@@ -404,11 +447,12 @@ def test_sandboxed_kernels_die_with_a_killed_agent(tmp_path: Path) -> None:
         uid = _run(kc, "import os, subprocess; subprocess.Popen(['setsid', 'sleep', '300']); "
                        "print(os.getuid())")  # fmt: skip
     kc.stop_channels()
+    # the kernel, its setsid'ed sleep and bwrap's init, by host pid (other agents may share uids)
+    pids = _descendants(agent.proc.pid)
+    assert len([p for p in pids if p in _host_pids_of(uid)]) >= 2 or os.geteuid() != 0
     agent.stop(signal.SIGKILL)
     km.cleanup_resources()
-    if os.geteuid() != 0:
-        return  # the kernel has the agent's uid: nothing to tell its processes apart by
     deadline = time.monotonic() + 10
-    while _host_pids_of(uid) and time.monotonic() < deadline:
+    while any(Path(f"/proc/{p}").exists() for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _host_pids_of(uid) == []
+    assert [p for p in pids if Path(f"/proc/{p}").exists()] == []
