@@ -5,4 +5,4 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[test]"
-command -v bwrap >/dev/null || (apt-get update -qq && apt-get install -y -qq bubblewrap) >/dev/null 2>&1 || true  # kernel sandbox
+{ command -v bwrap && command -v nft; } >/dev/null || (apt-get update -qq && apt-get install -y -qq bubblewrap nftables) >/dev/null 2>&1 || true  # kernel sandbox
