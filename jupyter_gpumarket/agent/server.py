@@ -201,6 +201,9 @@ class AgentServer:
             await ws.close(CloseCode.PROTOCOL, _reason(str(exc)))
         except ConnectionClosed as exc:
             log.info("lease %s: link closed (%s)", lease.id, exc)
+        except Exception:  # a bug here must cost one link, never the agent
+            log.exception("lease %s: internal error; closing the link", lease.id)
+            await ws.close(1011, "internal error in the provider agent")
         finally:
             lease.detach(ws)
 

@@ -41,7 +41,8 @@ __all__ = [
 
 PROTOCOL_VERSION = 1
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_MAX_CONTROL_BYTES = 256 * 1024
+_MAX_HELLO_BYTES = 256 * 1024
+_MAX_AGENT_BYTES = 64 * 1024 * 1024  # a sync manifest of many files can be large
 
 
 class CloseCode:
@@ -55,8 +56,12 @@ class CloseCode:
     REPLACED = 4005  # a newer connection took over this lease
 
 
-def _obj(data: str | bytes, what: str) -> dict[str, Any]:
-    if len(data) > _MAX_CONTROL_BYTES:
+def _obj(
+    data: str | bytes | memoryview, what: str, limit: int = _MAX_HELLO_BYTES
+) -> dict[str, Any]:
+    if isinstance(data, memoryview):  # large parts arrive as zero-copy views
+        data = bytes(data)
+    if len(data) > limit:
         raise ProtocolError(f"{what} of {len(data)} bytes is too large")
     try:
         value = json.loads(data)
@@ -330,7 +335,7 @@ def parse_welcome(data: str | bytes) -> Welcome:
 
 def parse_agent_message(data: bytes) -> Any:
     """Parse one AGENT-channel message into its dataclass."""
-    obj = _obj(data, "agent message")
+    obj = _obj(data, "agent message", _MAX_AGENT_BYTES)
     cls = _AGENT_OPS.get(obj.get("op"))  # type: ignore[arg-type]
     if cls is None:
         raise ProtocolError(f"unknown agent op {obj.get('op')!r}")

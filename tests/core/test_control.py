@@ -76,3 +76,10 @@ def test_hello_must_come_first_and_be_complete() -> None:
         control.parse_hello(json.dumps({"op": "hello", "token": "t", "last_received": -1}))
     with pytest.raises(ProtocolError, match="too large"):
         control.parse_hello("x" * 300_000)
+
+
+def test_large_agent_messages_arrive_as_views_and_still_parse() -> None:
+    files = {f"f{i:05d}.txt": [1, "ab" * 32, 0] for i in range(3000)}
+    raw = control.dump(control.SyncOffer(manifest={"files": files}))
+    assert len(raw) > 65536  # the frame codec hands parts this large over as memoryviews
+    assert control.parse_agent_message(memoryview(raw)).manifest["files"] == files
