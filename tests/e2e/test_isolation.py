@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
+import test_conformance as conformance
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager, start_new_kernel
 
@@ -456,3 +457,19 @@ def test_sandboxed_kernels_die_with_a_killed_agent(tmp_path: Path) -> None:
     while any(Path(f"/proc/{p}").exists() for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert [p for p in pids if Path(f"/proc/{p}").exists()] == []
+
+
+# -- the sandboxed kernel is still a complete Jupyter kernel -----------------------------------
+@pytest.fixture(scope="class")
+def _remote_kernel(request: pytest.FixtureRequest, sandboxed: AgentProcess) -> Iterator[None]:
+    """The conformance class's kernel, from the sandboxed agent (same name as its fixture)."""
+    km, kc = start_new_kernel(kernel_name="gpumarket", startup_timeout=60)
+    request.cls.km, request.cls.kc = km, kc
+    yield
+    kc.stop_channels()
+    km.shutdown_kernel()
+    assert not km.is_alive()
+
+
+class TestSandboxedConformance(conformance.TestGpuMarketKernel):
+    """jupyter_kernel_test's suite against a sandboxed kernel (egress none, limits on)."""
