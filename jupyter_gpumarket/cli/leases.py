@@ -1,0 +1,121 @@
+"""`gpumarket leases [--json]` and `gpumarket leases close ID [--wait]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    """Add the `leases` command group."""
+    p = sub.add_parser("leases", help="your paid leases: list them, get unspent deposits back")
+    p.add_argument("--json", action="store_true", help="machine-readable list")
+    p.set_defaults(func=list_leases)
+    lsub = p.add_subparsers(dest="leases_command", metavar="ACTION")
+    c = lsub.add_parser(
+        "close",
+        help="get a lease's unspent deposit back when its provider did not settle "
+        "(requestClose, then withdraw after the challenge period)",
+    )
+    c.add_argument("lease_id", help="lease id (or a unique prefix, or the channel id)")
+    c.add_argument("--network", help="profile name or JSON path (default: the lease's network)")
+    c.add_argument(
+        "--wait", action="store_true", help="wait out the challenge period, then withdraw"
+    )
+    c.set_defaults(func=close_lease)
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _units(network: str) -> tuple[int, str]:
+    from jupyter_gpumarket.chain.profiles import load_profile
+    from jupyter_gpumarket.exceptions import ConfigError
+
+    try:
+        profile = load_profile(network)
+    except ConfigError:
+        return 0, ""
+    return profile.token_decimals, profile.token_symbol
+
+
+def list_leases(args: argparse.Namespace) -> int:
+    from jupyter_gpumarket.chain.renter_ledger import RenterLedger
+    from jupyter_gpumarket.core.money import format_amount
+
+    records = RenterLedger().list()
+    if args.json:
+        print(json.dumps([r.to_json() for r in records], indent=2))
+        return 0
+    if not records:
+        print("no leases yet: pick an offer with the GPU picker or set GPUMARKET_OFFER")
+        return 0
+    print(
+        f"{'ID':<12}  {'STATE':<9}  {'OFFER':>5}  {'PROVIDER':<12}  {'STARTED':<16}  "
+        f"{'BILLED':>8}  {'PRICE/H':>10}  {'SPENT':>10}  {'REFUNDED':>10}  TXS"
+    )
+    for r in records:
+        decimals, _symbol = _units(r.network)
+        money = [format_amount(v, decimals) for v in (r.price_per_hour, r.spent, r.refunded)]
+        print(
+            f"{r.id:<12}  {r.state:<9}  {r.offer_id if r.offer_id is not None else '-':>5}  "
+            f"{r.provider[:12]:<12}  {_when(r.started_at):<16}  {r.billed_seconds:>7}s  "
+            f"{money[0]:>10}  {money[1]:>10}  {money[2]:>10}  {len(r.txs)}"
+        )
+        if r.state == "closing" and r.close_at:
+            print(f"{'':<14}withdraw after {_when(r.close_at)} UTC: gpumarket leases close {r.id}")
+    return 0
+
+
+def close_lease(args: argparse.Namespace) -> int:
+    from jupyter_gpumarket.chain.client import Contracts, connect
+    from jupyter_gpumarket.chain.keystore import load_account
+    from jupyter_gpumarket.chain.leases import LeaseChain
+    from jupyter_gpumarket.chain.profiles import load_profile
+    from jupyter_gpumarket.chain.renter_ledger import FINAL_STATES, RenterLedger
+    from jupyter_gpumarket.cli.wallet import read_password
+    from jupyter_gpumarket.core.money import format_amount
+
+    ledger = RenterLedger()
+    record = ledger.get(args.lease_id)
+    if record.state in FINAL_STATES:
+        print(f"lease {record.id} is already {record.state}: refunded {record.refunded}")
+        return 0
+    profile = load_profile(args.network or record.network)
+    token, escrow, registry = profile.require_contracts()
+    chain = LeaseChain(Contracts.at(connect(profile.rpc_url), token, escrow, registry))
+    account = load_account(read_password())
+
+    def amount(value: int) -> str:
+        return format_amount(value, profile.token_decimals, profile.token_symbol)
+
+    while True:
+        step = chain.recover_deposit(account, record.channel_bytes)
+        if step.tx is not None:
+            ledger.add_tx(record.id, step.tx.to_json())
+        if step.state == "closing":
+            ledger.update(record.id, state="closing", close_at=step.close_at)
+            if not args.wait:
+                print(
+                    f"close requested for lease {record.id}: the provider may still settle "
+                    f"until {_when(step.close_at)} UTC; then run `gpumarket leases close "
+                    f"{record.id}` again to withdraw the rest (or pass --wait)"
+                )
+                return 0
+            time.sleep(max(1.0, min(30.0, step.close_at - chain.now())))
+            continue
+        state = "withdrawn" if step.state == "withdrawn" else "settled"
+        ledger.update(record.id, state=state, spent=step.paid, refunded=step.refunded)
+        print(
+            f"lease {record.id} {state}: provider paid {amount(step.paid)}, "
+            f"{amount(step.refunded)} back to {account.address}"
+        )
+        return 0
