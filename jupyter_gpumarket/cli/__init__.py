@@ -17,7 +17,7 @@ from jupyter_gpumarket.exceptions import GpuMarketError
 
 __all__ = ["build_parser", "main"]
 
-COMMAND_MODULES = ("demo", "provider", "kernels", "devnet", "network", "wallet")
+COMMAND_MODULES = ("demo", "provider", "kernels", "devnet", "network", "wallet", "leases")
 
 
 def build_parser() -> argparse.ArgumentParser:
