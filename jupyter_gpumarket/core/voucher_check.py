@@ -11,8 +11,9 @@ checked in this order so the first broken rule is the reason given:
    another chain, another escrow or another channel recovers to some other address;
 4. the amount is at most the channel's deposit (the Escrow would refuse more);
 5. the amount is not below the last accepted one (equal: a harmless duplicate);
-6. the amount covers ``amount_due(billed) - credit`` where the credit is one voucher interval of
-   price: below that the voucher is still money (keep it) but the lease is short.
+6. the amount covers ``amount_due(billed - interval)``: one voucher interval of credit (the
+   renter signs in arrears); below that the voucher is still money (keep it) but the lease is
+   short.
 """
 
 from __future__ import annotations
@@ -220,7 +221,9 @@ def check_voucher(
         )
     if voucher.amount == last_accepted:
         return Decision(Verdict.DUPLICATE, amount=voucher.amount)
-    floor = amount_due(terms.price_per_hour, billed_seconds) - terms.credit
+    # due(billed - interval) rather than due(billed) - credit: the same up to rounding, and
+    # a renter whose clock is at most one interval behind (arrears) always passes.
+    floor = amount_due(terms.price_per_hour, max(0, billed_seconds - terms.interval))
     if voucher.amount < floor:
         return Decision(
             Verdict.SHORTFALL,

@@ -80,6 +80,13 @@ def test_schedule_signs_in_arrears_and_final_is_exact():
     assert s.final(37) == 37
 
 
+def test_prepay_lead_is_a_knob_that_moves_the_risk_to_the_renter():
+    s = VoucherSchedule(price_per_hour=3600, deposit=1000, budget=1000, lead_seconds=15)
+    assert s.tick(0).amount == 15  # one interval ahead
+    assert s.tick(15).amount == 30
+    assert s.final(20) == 30  # the final voucher cannot go below what was signed
+
+
 def test_schedule_warns_once_at_80_percent_then_stops_before_the_limit():
     s = VoucherSchedule(price_per_hour=3600, deposit=100, budget=1000, interval=10)
     ticks = [s.tick(t) for t in range(0, 200, 10)]

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 from eth_account import Account
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jupyter_gpumarket.core import eip712
+from jupyter_gpumarket.core.metering import VoucherSchedule, amount_due
 from jupyter_gpumarket.core.voucher_check import (
     ChannelView,
     Decision,
@@ -195,3 +198,36 @@ def test_channel_view_from_chain_info():
     assert ChannelView.from_info(info) == ChannelView(
         channel_id=CID, renter=RENTER.address, provider=PROVIDER, deposit=5
     )
+
+
+@settings(max_examples=30, deadline=None)  # each example signs and recovers (~10 ms each)
+@given(
+    price=st.integers(1, 10**10),
+    interval=st.integers(1, 60),
+    ticks=st.lists(st.tuples(st.integers(1, 600), st.integers(0, 60)), min_size=1, max_size=4),
+)
+def test_renter_schedule_always_passes_the_provider_check(price, interval, ticks):
+    """Arrears vouchers from the renter's clock pass the provider's rule while the renter's
+    billed time is at most one interval behind the provider's (latency, ready skew)."""
+    terms = ProviderTerms(domain=DOMAIN, provider=PROVIDER, price_per_hour=price, interval=interval)
+    deposit = amount_due(price, 10_000) + 1
+    channel = ChannelView(channel_id=CID, renter=RENTER.address, provider=PROVIDER, deposit=deposit)
+    schedule = VoucherSchedule(
+        price_per_hour=price, deposit=deposit, budget=deposit, interval=interval
+    )
+    renter_billed, last = 0, 0
+    for step, lag in ticks:
+        renter_billed += step
+        amount = schedule.tick(renter_billed).amount
+        if amount is None:
+            continue
+        provider_billed = renter_billed + min(lag, interval)
+        d = check_voucher(
+            signed(amount),
+            channel=channel,
+            terms=terms,
+            last_accepted=last,
+            billed_seconds=provider_billed,
+        )
+        assert d.verdict is Verdict.ACCEPT, d.reason
+        last = amount
