@@ -217,3 +217,29 @@ async def test_file_sync_refuses_paths_and_blobs_it_should_not_take(server: Agen
     ok = await ask(control.SyncOffer(manifest={"files": {"a.txt": [1, sha, 0]}}))
     assert ok == control.SyncNeed(missing=(sha,))  # the link is still up and serving
     await ws.close()
+
+
+async def test_a_renter_gone_past_the_grace_loses_its_lease_and_frees_its_gpu(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    srv = AgentServer(
+        AgentConfig(state_dir=tmp_path / "s", dev_token=TOKEN, gpu_indices=(0,), client_grace=0.3)
+    )
+    await srv.start()
+    try:
+        ws, welcome = await _hello(srv)
+        assert welcome.agent["gpus"] == [0]
+        lease_dir = srv.leases[welcome.lease].dir
+        await ws.close()
+        await asyncio.sleep(0.1)
+        assert welcome.lease in srv.leases  # within the grace: kept for a resume
+        await asyncio.sleep(0.6)
+        assert welcome.lease not in srv.leases
+        assert not lease_dir.exists()
+        again, welcome2 = await _hello(srv)
+        assert welcome2.agent["gpus"] == [0]  # the GPU is free again
+        await again.close()
+    finally:
+        await srv.stop()

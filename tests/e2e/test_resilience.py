@@ -9,6 +9,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager, start_new_kernel
 from traitlets.config import Config
 
-from agentproc import AgentProcess, environ
+from agentproc import AgentProcess, environ, running_agent
 from netfault import ThreadedProxy
 
 pytestmark = pytest.mark.slow
@@ -199,3 +200,78 @@ def test_shutdown_while_the_link_is_down_is_bounded(
     km.shutdown_kernel()
     assert time.monotonic() - t0 < 20
     proxy.restore()
+
+
+def test_output_lost_to_an_overflowing_buffer_is_reported(tmp_path: Path) -> None:
+    with running_agent(tmp_path, "--replay-buffer-mb", "1") as small:
+        proxy = ThreadedProxy("127.0.0.1", int(small.url.rsplit(":", 1)[1]))
+        port = proxy.start()
+        try:
+            with environ({**small.env(), "GPUMARKET_PROVIDER_URL": f"wss://127.0.0.1:{port}"}):
+                km, kc = start_new_kernel(kernel_name="gpumarket")
+            recorder = IopubRecorder(kc)
+            recorder.start()
+            try:
+                msg_id = kc.execute(
+                    "import time\ntime.sleep(2)\n"
+                    "for i in range(30):\n    print(i, 'x' * 100_000, flush=True)"
+                )
+                time.sleep(1.5)  # the cell sleeps; cut now, it prints 3 MB into a 1 MB buffer
+                _cut(proxy, "reset")
+                time.sleep(4)
+                proxy.restore()
+                recorder.wait_idle(msg_id, timeout=60)
+                texts = [m["content"].get("text", "") for _, m in list(recorder.msgs)]
+                notices = [t for t in texts if "were lost while the link" in t]
+                assert notices, "the loss was silent"
+                assert "--replay-buffer-mb" in notices[0]
+                got = [int(t.split()[0]) for _, t in recorder.stream(msg_id)]
+                assert len(got) < 30  # some output really was dropped …
+                assert got == sorted(set(got))  # … and what came is in order, once
+            finally:
+                recorder.stop.set()
+                kc.stop_channels()
+                km.shutdown_kernel(now=True)
+        finally:
+            proxy.stop()
+
+
+def test_restart_during_a_black_hole_finishes_once_the_link_returns(
+    proxied: tuple[ThreadedProxy, dict[str, str]],
+) -> None:
+    proxy, env = proxied
+    with environ(env):
+        km, kc = start_new_kernel(kernel_name="gpumarket")
+    try:
+        kc.execute_interactive("gone_after_restart = 1", timeout=30)
+        proxy.blackhole()
+        done = threading.Event()
+        errors: list[BaseException] = []
+
+        def restart() -> None:
+            try:
+                km.restart_kernel()
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+            finally:
+                asyncio.get_event_loop_policy().get_event_loop().close()
+                done.set()
+
+        t0 = time.monotonic()
+        threading.Thread(target=restart, daemon=True).start()
+        time.sleep(3)
+        proxy.restore()
+        assert done.wait(60), "restart hung"
+        assert not errors, errors
+        assert time.monotonic() - t0 < 30
+        kc.wait_for_ready(timeout=30)
+        out: list[str] = []
+        kc.execute_interactive(
+            "print('gone_after_restart' in dir())",
+            timeout=30,
+            output_hook=lambda m: out.append(m["content"].get("text", "")),
+        )
+        assert "".join(out).strip() == "False"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
