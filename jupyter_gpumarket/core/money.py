@@ -6,7 +6,7 @@ rounding (down) as ``Registry.cost`` on chain, so Python and the contract never 
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 
 from jupyter_gpumarket.exceptions import PaymentError
 
@@ -50,7 +50,9 @@ def parse_amount(text: str, decimals: int = 6) -> int:
         raise PaymentError(f"{text!r} is not an amount; write it like 12.5") from None
     if not value.is_finite() or value < 0:
         raise PaymentError(f"{text!r} is not a non-negative amount; write it like 12.5")
-    scaled = value.scaleb(decimals)
-    if scaled != scaled.to_integral_value():
-        raise PaymentError(f"{text!r} has more than {decimals} decimal places; round it")
-    return int(scaled)
+    # Decimal's default 28 significant digits would round large amounts: scale exactly.
+    with localcontext(prec=max(28, len(text) + decimals + 2)):
+        scaled = value.scaleb(decimals)
+        if scaled != scaled.to_integral_value():
+            raise PaymentError(f"{text!r} has more than {decimals} decimal places; round it")
+        return int(scaled)
