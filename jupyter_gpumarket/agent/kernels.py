@@ -207,6 +207,9 @@ class KernelProcess:
         self.connection_file.chmod(0o600)
         argv = [self.settings.python, "-m", "ipykernel_launcher", "-f", str(self.connection_file)]
         argv = self._sandboxed(argv)
+        if self.sandboxed and self.slot is not None and self.slot.uid is not None:
+            # the slot's user owns the kernel's dirs (a big synced dir: off the event loop)
+            await asyncio.to_thread(self._hand_over, self.slot.uid, self.slot.gid or 0)
         limits = self.settings.effective_limits
         if limits.any:
             parent = cgroup_parent(limits)
@@ -250,10 +253,6 @@ class KernelProcess:
             )
         if self.slot is not None and self.slot.uid is not None:
             uid, gid = self.slot.uid, self.slot.gid
-            assert gid is not None
-            _chown_tree(self.workdir, uid, gid)
-            os.chown(self.runtime, uid, gid)
-            os.chown(self.connection_file, uid, gid)
         mounts = SandboxMounts(
             workdir=str(self.workdir),
             runtime=str(self.runtime),
@@ -262,6 +261,11 @@ class KernelProcess:
             gid=gid,
         )
         return build_bwrap_argv(policy, mounts, argv)
+
+    def _hand_over(self, uid: int, gid: int) -> None:
+        _chown_tree(self.workdir, uid, gid)
+        os.chown(self.runtime, uid, gid)
+        os.chown(self.connection_file, uid, gid)
 
     def _find_inner_pgid(self) -> int | None:
         """bwrap -> its init (pid 1 inside, session leader) -> the kernel: signals must reach
