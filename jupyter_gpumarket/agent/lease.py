@@ -24,8 +24,9 @@ from jupyter_gpumarket.agent.files import FILE_OPS, LeaseFiles
 from jupyter_gpumarket.agent.filestore import BlobStore
 from jupyter_gpumarket.agent.gpu import gpu_env
 from jupyter_gpumarket.agent.kernels import KernelProcess, KernelSettings, build_kernel_env
+from jupyter_gpumarket.agent.payments import LeasePayment
 from jupyter_gpumarket.agent.slots import KernelSlot
-from jupyter_gpumarket.core import control
+from jupyter_gpumarket.core import control, paymsgs
 from jupyter_gpumarket.core.frames import Channel
 from jupyter_gpumarket.core.session import TunnelSession
 from jupyter_gpumarket.exceptions import GpuMarketError
@@ -54,8 +55,10 @@ class Lease:
         max_frame_bytes: int,
         replay_limit_bytes: int,
         slot: KernelSlot | None = None,
+        payment: LeasePayment | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex
+        self.payment = payment  # paid providers: billing clock + voucher state
         self.slot = slot  # the kernel's uid (sandbox) and CPU share; the server hands it out
         self.dir = root / self.id
         self.workdir = self.dir / "work"
@@ -79,6 +82,9 @@ class Lease:
         self._op_lock = asyncio.Lock()
         self.generation = 0
         self.ended = False
+        self._held: list[tuple[Channel, tuple[bytes, ...]]] = []  # shell while payment paused
+        if payment is not None:
+            self._spawn(self._watch_payment())
 
     # -- connection ------------------------------------------------------------------------
     async def attach(self, ws: ServerConnection, peer_last_received: int, welcome: str) -> None:
@@ -131,6 +137,12 @@ class Lease:
             payload, *extra = delivery.parts or (b"",)
             msg = control.parse_agent_message(payload)
             self._spawn(self._handle_op(msg, extra))
+        elif (
+            delivery.channel is Channel.SHELL
+            and self.payment is not None
+            and not self.payment.executions_allowed
+        ):
+            self._held.append((delivery.channel, delivery.parts))  # runs once vouchers arrive
         elif self._bridge is not None:
             self._bridge.send(delivery.channel, delivery.parts)
         elif len(self._pending) < _MAX_PENDING:
@@ -146,6 +158,8 @@ class Lease:
                             Channel.AGENT,
                             [control.dump(reply), *([data] if data is not None else [])],
                         )
+                elif isinstance(msg, paymsgs.Voucher):
+                    self._on_voucher(msg)
                 elif isinstance(msg, control.StartKernel):
                     await self._start_kernel(msg)
                 elif isinstance(msg, control.Signal):
@@ -192,6 +206,8 @@ class Lease:
         self._pending.clear()
         self._waiter = asyncio.ensure_future(self._watch(kernel, self.generation))
         log.info("lease %s: kernel generation %d pid %s", self.id, self.generation, kernel.pid)
+        if self.payment is not None:
+            self.payment.kernel_ready()
         self.send_control(control.KernelStarted(generation=self.generation, gpus=self.gpus))
 
     def _from_kernel(self, channel: Channel, parts: list[zmq.Frame]) -> None:
@@ -202,6 +218,8 @@ class Lease:
         log.info("lease %s: kernel generation %d exited with %s", self.id, generation, code)
         if self._kernel is kernel:
             await self._drop_kernel()
+        if self.payment is not None:
+            self.payment.kernel_stopped()  # restarts are not billed
         self.send_control(
             control.KernelExited(generation=generation, code=code, reason=kernel.stop_reason)
         )
@@ -222,8 +240,34 @@ class Lease:
         if waiter is not None:
             await waiter  # sends KernelExited and drops the bridge
 
+    # -- payment -------------------------------------------------------------------------------
+    def _on_voucher(self, msg: paymsgs.Voucher) -> None:
+        if self.payment is None:
+            raise GpuMarketError("this provider is in dev mode: it takes no vouchers")
+        for reply in self.payment.on_voucher(msg):
+            self.send_control(reply)
+        if self.payment.executions_allowed and self._held:
+            held, self._held = self._held, []
+            for channel, parts in held:
+                if self._bridge is not None:
+                    self._bridge.send(channel, parts)
+
+    async def _watch_payment(self) -> None:
+        assert self.payment is not None
+        while not self.ended:
+            await asyncio.sleep(1.0)
+            action = self.payment.poll()
+            if action is None:
+                continue
+            level, message = action
+            log.warning("lease %s: %s", self.id, message)
+            self.send_control(paymsgs.PaymentNotice(level=level, message=message))
+            if level == "stop":
+                self._spawn(self.end())
+                return
+
     async def end(self) -> None:
-        """Stop the kernel, close the link, wipe the lease's dir. Idempotent."""
+        """Stop the kernel, close the link, settle, wipe the lease's dir. Idempotent."""
         if self.ended:
             return
         self.ended = True
@@ -231,6 +275,10 @@ class Lease:
             self._grace_timer.cancel()
         async with self._op_lock:
             await self._stop_kernel()
+        if self.payment is not None and not self.payment.settled:
+            self.payment.kernel_stopped()
+            self.payment.settled = True
+            await self.payment.payments.settle(self.payment.channel.channel_id)
         await self.pipe.drain()  # the last control messages (KernelExited) reach the renter
         ws = self.pipe.ws
         self.pipe.close()

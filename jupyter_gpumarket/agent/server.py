@@ -27,12 +27,13 @@ from jupyter_gpumarket.agent.egress import PortGuard
 from jupyter_gpumarket.agent.files import store_for
 from jupyter_gpumarket.agent.kernels import KernelSettings
 from jupyter_gpumarket.agent.lease import Lease
+from jupyter_gpumarket.agent.payments import LeasePayment, PaidTerms, Payments
 from jupyter_gpumarket.agent.slots import KernelSlot, SlotPool
 from jupyter_gpumarket.agent.tls import ProviderCertificate, ensure_certificate, server_ssl_context
-from jupyter_gpumarket.core import control
+from jupyter_gpumarket.core import control, paymsgs
 from jupyter_gpumarket.core.control import CloseCode
 from jupyter_gpumarket.core.frames import DEFAULT_MAX_FRAME_BYTES
-from jupyter_gpumarket.exceptions import AgentError, ProtocolError
+from jupyter_gpumarket.exceptions import AgentError, AuthenticationFailed, ProtocolError
 
 __all__ = ["AgentConfig", "AgentServer"]
 
@@ -48,6 +49,7 @@ class AgentConfig:
     port: int = 0
     dev: bool = True
     dev_token: str | None = None
+    paid: PaidTerms | None = None
     max_kernels: int = 4
     gpu_indices: tuple[int, ...] = ()
     gpus_per_kernel: int = 1
@@ -63,6 +65,8 @@ class AgentConfig:
     def __post_init__(self) -> None:
         if self.dev and not self.dev_token:
             raise AgentError("dev mode needs a token: pass --dev-token TOKEN")
+        if not self.dev and self.paid is None:
+            raise AgentError("a provider that is not --dev needs payment terms (--network …)")
         if self.max_kernels < 1:
             raise AgentError("--max-kernels must be at least 1")
         if self.kernel_slots and len(self.kernel_slots) < self.max_kernels:
@@ -86,6 +90,7 @@ class AgentServer:
         self.config = config
         self.cert: ProviderCertificate = ensure_certificate(config.state_dir)
         self.leases: dict[str, Lease] = {}
+        self.payments: Payments | None = None
         self._gpus_in_use: set[int] = set()
         self._slots = (
             SlotPool.machine_wide(config.kernel_slots)
@@ -100,6 +105,8 @@ class AgentServer:
 
     async def start(self) -> None:
         cfg = self.config
+        if cfg.paid is not None and self.payments is None:
+            self.payments = await asyncio.to_thread(Payments, cfg.paid, cfg.state_dir)
         self._context = zmq.asyncio.Context()
         self._server = await serve(
             self._handle,
@@ -117,10 +124,18 @@ class AgentServer:
         self.url = f"wss://{host}:{port}"
         log.info("agent %s listening on %s (TLS %s)", __version__, self.url, self.cert.fingerprint)
         self._port_guard = PortGuard.for_agent(cfg.kernel.sandbox, cfg.kernel_slots, port)
-        if cfg.ready_file is not None:
-            tmp = cfg.ready_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"url": self.url, "tls_fingerprint": self.cert.fingerprint}))
-            os.replace(tmp, cfg.ready_file)
+        if not cfg.paid:  # a paid provider writes it once its offer is published
+            self.write_ready_file()
+
+    def write_ready_file(self, **extra: Any) -> None:
+        """{url, tls_fingerprint, ...extra} into --ready-file, atomically."""
+        path = self.config.ready_file
+        if path is None:
+            return
+        tmp = path.with_suffix(".tmp")
+        info = {"url": self.url, "tls_fingerprint": self.cert.fingerprint, **extra}
+        tmp.write_text(json.dumps(info))
+        os.replace(tmp, path)
 
     async def stop(self) -> None:
         """Stop listening, end every lease (no orphan kernels), release the context."""
@@ -154,11 +169,21 @@ class AgentServer:
             return
         except ConnectionClosed:
             return
-        if not self._authorized(hello):
+        payment = None
+        if self.payments is not None:
+            try:
+                payment = await self._authenticate_channel(ws, hello)
+            except (AuthenticationFailed, ProtocolError, TimeoutError) as exc:
+                log.warning("refused %s: %s", peer, exc)
+                await ws.close(CloseCode.UNAUTHORIZED, _reason(str(exc)))
+                return
+            except ConnectionClosed:
+                return
+        elif not self._authorized(hello):
             log.warning("refused %s: wrong dev token", peer)
             await ws.close(CloseCode.UNAUTHORIZED, "wrong dev token")
             return
-        lease = self._lease_for(hello)
+        lease = self._lease_for(hello, payment)
         if isinstance(lease, tuple):
             code, reason = lease
             log.warning("refused %s: %s", peer, reason)
@@ -211,11 +236,34 @@ class AgentServer:
         token = self.config.dev_token or ""
         return bool(token) and hmac.compare_digest(hello.token.encode(), token.encode())
 
-    def _lease_for(self, hello: control.Hello) -> Lease | tuple[int, str]:
+    async def _authenticate_channel(
+        self, ws: ServerConnection, hello: control.Hello
+    ) -> LeasePayment:
+        """Paid providers: the renter proves it holds the session key of an open channel."""
+        assert self.payments is not None
+        if hello.channel is None:
+            raise AuthenticationFailed(
+                "this provider is paid: open an escrow channel and send its id in the hello"
+            )
+        challenge = self.payments.challenge()
+        await ws.send(control.dump(challenge).decode())
+        raw = await asyncio.wait_for(ws.recv(), HELLO_TIMEOUT)
+        answer = control.parse_text(raw, paymsgs.AuthAnswer)
+        view = await self.payments.authenticate(hello.channel, challenge, answer)
+        return self.payments.lease(view)
+
+    def _lease_for(
+        self, hello: control.Hello, payment: LeasePayment | None = None
+    ) -> Lease | tuple[int, str]:
         if hello.lease is not None:
             lease = self.leases.get(hello.lease)
             if lease is None or lease.ended:
                 return CloseCode.UNKNOWN_LEASE, f"lease {hello.lease} is not on this provider"
+            if payment is not None and (
+                lease.payment is None
+                or lease.payment.channel.channel_id != payment.channel.channel_id
+            ):
+                return CloseCode.UNAUTHORIZED, "that lease is paid by another channel"
             return lease
         if len(self.leases) >= self.config.max_kernels:
             return CloseCode.CAPACITY, (
@@ -236,7 +284,10 @@ class AgentServer:
             slot=slot,
             client_grace=self.config.client_grace,
             on_end=self._lease_ended,
-            store=store_for(self.config.state_dir, hello.token),
+            store=store_for(
+                self.config.state_dir, payment.channel.renter if payment else hello.token
+            ),
+            payment=payment,
             max_frame_bytes=self.config.max_frame_bytes,
             replay_limit_bytes=self.config.replay_limit_bytes,
         )

@@ -24,8 +24,9 @@ SCRYPT_N = 2**18
 
 
 def keystore_path() -> Path:
-    """``$GPUMARKET_HOME/wallet.json``."""
-    return gpumarket_home() / "wallet.json"
+    """``$GPUMARKET_WALLET``, else ``$GPUMARKET_HOME/wallet.json``."""
+    wallet = os.environ.get("GPUMARKET_WALLET")
+    return Path(wallet).expanduser() if wallet else gpumarket_home() / "wallet.json"
 
 
 def create_keystore(

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_gpumarket.agent import isolation
-from jupyter_gpumarket.exceptions import ConfigError
+from jupyter_gpumarket.exceptions import ConfigError, GpuMarketError
 
 log = logging.getLogger("jupyter_gpumarket.provider")
 
@@ -39,6 +39,15 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     serve.add_argument(
         "--kernel-memory-mb", type=int, help="address-space limit per kernel (RLIMIT_AS)"
+    )
+    paid = serve.add_argument_group("paid provider (without --dev)")
+    paid.add_argument("--network", help="network profile name or path (default: the active one)")
+    paid.add_argument("--wallet", type=Path, help="keystore of the provider's wallet")
+    paid.add_argument("--price-per-hour", type=int, help="token base units per hour")
+    paid.add_argument("--region", default="local", help="region shown in the offer")
+    paid.add_argument("--voucher-interval", type=int, default=15, help="seconds between vouchers")
+    paid.add_argument(
+        "--payment-grace", type=float, default=60.0, help="seconds without vouchers before stop"
     )
     serve.add_argument("--max-frame-mb", type=int, default=256, help="largest message accepted")
     serve.add_argument(
@@ -75,20 +84,19 @@ def _serve(args: argparse.Namespace) -> int:
         max_kernels=args.max_kernels,
     )
     log.info("kernel isolation: %s", iso.reason)
+    inventory = detect_gpus()
+    paid = publisher = None
     if not args.dev:
         isolation.check_publishable(iso.sandbox is not None, args.unsafe_no_sandbox)
-        raise ConfigError(
-            "publishing offers on chain is not available yet: start the agent with --dev "
-            "(and --dev-token) to serve renters who have the token"
-        )
+        paid, publisher = _paid(args, inventory)
     token = args.dev_token or secrets.token_urlsafe(24)
-    inventory = detect_gpus()
     config = AgentConfig(
         state_dir=args.state_dir.expanduser(),
         host=args.host,
         port=args.port,
-        dev=True,
-        dev_token=token,
+        dev=args.dev,
+        dev_token=token if args.dev else None,
+        paid=paid,
         max_kernels=args.max_kernels,
         gpu_indices=tuple(g.index for g in inventory.gpus),
         gpus_per_kernel=args.gpus_per_kernel,
@@ -101,11 +109,52 @@ def _serve(args: argparse.Namespace) -> int:
         info={"gpus_detected": inventory.to_json(), **iso.info()},
     )
     log.info("GPUs: %s", "CPU only" if inventory.cpu_only else len(inventory.gpus))
-    _run(AgentServer(config), token, show_token=args.dev_token is None)
+    _run(
+        AgentServer(config),
+        token,
+        show_token=args.dev and args.dev_token is None,
+        publisher=publisher,
+    )
     return 0
 
 
-def _run(server: Any, token: str, *, show_token: bool) -> None:
+def _paid(args: argparse.Namespace, inventory: Any) -> tuple[Any, Any]:
+    """Payment terms and the offer publisher of a non-dev provider (chain + wallet)."""
+    import os
+
+    from jupyter_gpumarket.agent.payments import PaidTerms
+    from jupyter_gpumarket.agent.publish import OfferPublisher
+    from jupyter_gpumarket.chain.client import Contracts, connect
+    from jupyter_gpumarket.chain.keystore import load_account
+    from jupyter_gpumarket.chain.profiles import active_profile, load_profile
+
+    if args.price_per_hour is None:
+        raise ConfigError("a paid provider needs --price-per-hour (token base units per hour)")
+    profile = load_profile(args.network) if args.network else active_profile()
+    token, escrow, registry = profile.require_contracts()
+    password = os.environ.get("GPUMARKET_WALLET_PASSWORD")
+    if password is None:
+        raise ConfigError("set GPUMARKET_WALLET_PASSWORD to unlock the provider's wallet")
+    account = load_account(password, args.wallet.expanduser() if args.wallet else None)
+    terms = PaidTerms(
+        rpc_url=profile.rpc_url,
+        chain_id=profile.chain_id,
+        token=token,
+        escrow=escrow,
+        registry=registry,
+        account=account,
+        price_per_hour=args.price_per_hour,
+        interval=args.voucher_interval,
+        grace=args.payment_grace,
+    )
+    contracts = Contracts.at(connect(profile.rpc_url), token, escrow, registry)
+    publisher = OfferPublisher(
+        contracts, account, args.price_per_hour, args.region, inventory, args.gpus_per_kernel
+    )
+    return terms, publisher
+
+
+def _run(server: Any, token: str, *, show_token: bool, publisher: Any = None) -> None:
     try:
         import uvloop
 
@@ -121,10 +170,21 @@ def _run(server: Any, token: str, *, show_token: bool) -> None:
         await server.start()
         print(f"url {server.url}", flush=True)
         print(f"fingerprint {server.cert.fingerprint}", flush=True)
+        if publisher is not None:
+            offer_id = await asyncio.to_thread(
+                publisher.publish, server.url, server.cert.fingerprint
+            )
+            print(f"offer {offer_id}", flush=True)
+            server.write_ready_file(offer_id=offer_id)
         if show_token:
             print(f"dev-token {token}", flush=True)
         await stop.wait()
         log.info("stopping: ending %d lease(s)", len(server.leases))
+        if publisher is not None:
+            try:
+                await asyncio.to_thread(publisher.unpublish)
+            except GpuMarketError as exc:
+                log.warning("could not deactivate the offer: %s", exc)
         await server.stop()
 
     runner(main())

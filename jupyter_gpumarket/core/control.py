@@ -12,6 +12,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from jupyter_gpumarket.core import paymsgs
 from jupyter_gpumarket.exceptions import ProtocolError
 
 __all__ = [
@@ -97,9 +98,13 @@ class Hello:
     # A new renter process taking over a lease (Jupyter server restarted): it knows no
     # sequence numbers, so it adopts the agent's and gets every frame still unacknowledged.
     adopt: bool = False
+    # Paid providers: the escrow channel that pays for this lease (0x + 32 bytes of hex); the
+    # agent answers with a challenge that the lease's session key must sign.
+    channel: str | None = None
     op: str = field(default="hello", init=False, repr=False)
 
     def __post_init__(self) -> None:
+        _check(self.channel is None or paymsgs.is_b32_hex(self.channel), "hello.channel")
         _check(isinstance(self.adopt, bool), "hello.adopt must be a boolean")
         _check(not self.adopt or self.lease is not None, "hello.adopt needs a lease")
         _check(isinstance(self.token, str), "hello.token must be a string")
@@ -308,6 +313,9 @@ _AGENT_OPS: dict[str, type] = {
         PullRequest,
         PullManifest,
         FetchBlob,
+        paymsgs.Voucher,
+        paymsgs.VoucherAck,
+        paymsgs.PaymentNotice,
     )
 }
 
@@ -325,6 +333,14 @@ def parse_hello(data: str | bytes) -> Hello:
     obj = _obj(data, "hello")
     _check(obj.get("op") == "hello", "first message must be a hello")
     return _build(Hello, obj, "hello")
+
+
+def parse_text(data: str | bytes, cls: type) -> Any:
+    """A text message of the hello exchange that must be of class ``cls``."""
+    obj = _obj(data, cls.__name__)
+    expected = cls.__dataclass_fields__["op"].default
+    _check(obj.get("op") == expected, f"expected a {expected} message")
+    return _build(cls, obj, expected)
 
 
 def parse_welcome(data: str | bytes) -> Welcome:

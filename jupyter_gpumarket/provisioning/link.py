@@ -23,7 +23,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from jupyter_gpumarket.core import control
+from jupyter_gpumarket.core import control, paymsgs
 from jupyter_gpumarket.core.control import CloseCode
 from jupyter_gpumarket.core.frames import DEFAULT_MAX_FRAME_BYTES, Channel
 from jupyter_gpumarket.core.pinning import fingerprint, fingerprint_matches
@@ -75,9 +75,11 @@ def _client_ssl() -> ssl.SSLContext:
     return ctx
 
 
-def _closed_error(exc: ConnectionClosed, url: str) -> TunnelError:
+def _closed_error(exc: ConnectionClosed, url: str, paid: bool = False) -> TunnelError:
     rcvd = exc.rcvd
     code, reason = (rcvd.code, rcvd.reason) if rcvd else (1006, "connection lost")
+    if code == CloseCode.UNAUTHORIZED and paid:
+        return AuthenticationFailed(f"the provider at {url} refused this lease's channel: {reason}")
     if code == CloseCode.UNAUTHORIZED:
         return AuthenticationFailed(
             f"the provider at {url} refused the credentials ({reason}): check "
@@ -108,6 +110,7 @@ class RemoteLink:
         settings: LinkSettings | None = None,
         on_notice: Callable[[str], None] | None = None,
         adopt_lease: str | None = None,
+        paid: Any = None,
     ) -> None:
         self.target = target
         self.settings = settings or LinkSettings()
@@ -115,6 +118,7 @@ class RemoteLink:
         self.pipe = SessionPipe(self.session)
         self.lease: str | None = adopt_lease
         self._adopt = adopt_lease is not None
+        self.paid = paid  # provisioning.paid.PaidLease: answers the provider's challenge
         self.agent_info: dict[str, Any] = {}
         self.generation = 0
         self.exit_code: int | None = None
@@ -169,12 +173,17 @@ class RemoteLink:
                 lease=self.lease,
                 last_received=self.session.last_received,
                 adopt=self._adopt,
+                channel=self.paid.channel_hex if self.paid is not None else None,
             )
             await ws.send(control.dump(hello).decode())
             raw = await asyncio.wait_for(ws.recv(), timeout)
+            if self.paid is not None:
+                challenge = control.parse_text(raw, paymsgs.AuthChallenge)
+                await ws.send(control.dump(self.paid.answer(challenge)).decode())
+                raw = await asyncio.wait_for(ws.recv(), timeout)
             welcome = control.parse_welcome(raw)
         except ConnectionClosed as exc:
-            raise _closed_error(exc, url) from None
+            raise _closed_error(exc, url, self.paid is not None) from None
         except (TimeoutError, ProtocolError) as exc:
             await ws.close()
             raise ProviderRefused(f"the provider at {url} did not answer the hello: {exc}") from exc
@@ -307,6 +316,12 @@ class RemoteLink:
                 self.exit_code = msg.code
                 self.exit_reason = msg.reason
                 self._exited.set()
+        elif isinstance(msg, paymsgs.VoucherAck):
+            if self.paid is not None:
+                self.paid.on_ack(msg.amount)
+        elif isinstance(msg, paymsgs.PaymentNotice):
+            log.warning("provider: %s", msg.message)
+            self._on_notice(f"[gpumarket] provider: {msg.message}")
         elif isinstance(msg, control.Refused):
             log.error("provider refused %s: %s", msg.request, msg.message)
             for op, fut in list(self._waiters.items()):

@@ -22,9 +22,15 @@ from jupyter_client.provisioning import KernelProvisionerBase
 from traitlets import Bool, Float, Int, List, Unicode
 
 from jupyter_gpumarket.core.filesync import Manifest
+from jupyter_gpumarket.core.frames import Channel
 from jupyter_gpumarket.core.pinning import normalize_fingerprint
-from jupyter_gpumarket.exceptions import ConfigError, GpuMarketError, NoProviderSelected
-from jupyter_gpumarket.provisioning import files, records
+from jupyter_gpumarket.exceptions import (
+    ConfigError,
+    GpuMarketError,
+    NoProviderSelected,
+    PaymentError,
+)
+from jupyter_gpumarket.provisioning import files, paid, records
 from jupyter_gpumarket.provisioning.link import LinkSettings, ProviderTarget, RemoteLink
 from jupyter_gpumarket.provisioning.loop_thread import call, loop_thread
 from jupyter_gpumarket.provisioning.shim import ZmqShim
@@ -80,7 +86,15 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         True, config=True, help="bring files the kernel wrote back when it shuts down"
     )
 
+    network = Unicode("", config=True, help="network profile (env GPUMARKET_NETWORK wins)")
+    offer = Unicode(
+        "", config=True, help="offer id or filter like gpu=H100,max_price=2500000 (GPUMARKET_OFFER)"
+    )
+    budget = Int(10_000_000, config=True, help="most a lease may spend, token base units")
+    wallet = Unicode("", config=True, help="keystore path (env GPUMARKET_WALLET wins)")
+
     _link: RemoteLink | None = None
+    _paid: paid.PaidRun | None = None
     _cwd: Path | None = None
     _synced: Manifest | None = None
     last_push: files.PushResult | None = None
@@ -132,11 +146,20 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             record = records.load(self.kernel_id) if fresh else None
             if record is not None:
                 return await self._reattach(record)
+            if self._paid is not None and self._paid.lease.stopped_for_budget:
+                raise PaymentError(
+                    f"{self._paid.lease.stopped_for_budget}; raise GPUMARKET_BUDGET "
+                    "(or the provisioner's budget) and start a new kernel"
+                )
             if self._link is None or self._link.dead_reason:
                 await self._teardown(end_lease=True)
-                target = self._target()
                 self._key = secrets.token_hex(32)
-                await call(self._open(target))
+                if self._paid_selection():
+                    await self._open_paid()
+                else:
+                    await call(self._open(self._target()))
+            elif self._paid is not None:
+                self._paid.kernel_restarting()
             assert self._link is not None
             if self.sync_files and self._cwd is not None:
                 result = await call(
@@ -203,7 +226,41 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             "kernel_name": getattr(self.parent, "kernel_name", "gpumarket"),
         }
 
-    async def _open(self, target: ProviderTarget, adopt_lease: str | None = None) -> None:
+    def _paid_selection(self) -> bool:
+        """A market offer is selected (and no direct provider URL overrides it)."""
+        if self._setting("GPUMARKET_PROVIDER_URL", self.provider_url):
+            return False
+        return bool(self._setting("GPUMARKET_OFFER", self.offer))
+
+    async def _open_paid(self) -> None:
+        """Pick the offer, open the escrow channel (chain, in a thread), connect with it."""
+        password = self._setting("GPUMARKET_WALLET_PASSWORD", "")
+        budget = self._setting("GPUMARKET_BUDGET", str(self.budget))
+        if not password:
+            raise ConfigError("set GPUMARKET_WALLET_PASSWORD to unlock your wallet for this lease")
+        if not budget.isdigit() or int(budget) <= 0:
+            raise ConfigError(f"budget {budget!r} must be a positive number of token base units")
+        self._progress("opening an escrow channel")
+        lease = await asyncio.to_thread(
+            paid.open_paid_lease,
+            network=self._setting("GPUMARKET_NETWORK", self.network),
+            offer_spec=self._setting("GPUMARKET_OFFER", self.offer),
+            budget=int(budget),
+            wallet=self._setting("GPUMARKET_WALLET", self.wallet) or None,
+            password=password,
+        )
+        self._paid = paid.PaidRun(lease)
+        offer = lease.offer
+        target = ProviderTarget(offer.endpoint, normalize_fingerprint(offer.tls_fingerprint), "")
+        self._progress(f"connecting to offer {offer.offer_id} at {offer.endpoint}")
+        await call(self._open(target, paid_run=self._paid))
+
+    async def _open(
+        self,
+        target: ProviderTarget,
+        adopt_lease: str | None = None,
+        paid_run: paid.PaidRun | None = None,
+    ) -> None:
         """On the tunnel loop: shim + link, wired to each other."""
         settings = LinkSettings(
             connect_timeout=min(30.0, self.launch_timeout), link_grace=self.link_grace_seconds
@@ -216,13 +273,21 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             if shim is not None:
                 shim.notify(text, key)
 
+        def deliver(ch: Any, parts: Any) -> None:
+            if paid_run is not None and ch is Channel.SHELL:
+                paid_run.on_shell(parts)
+            shim.deliver(ch, parts)  # type: ignore[union-attr]
+
         link = RemoteLink(
             target,
-            lambda ch, parts: shim.deliver(ch, parts),  # type: ignore[union-attr]
+            deliver,
             settings,
             on_notice=notice,
             adopt_lease=adopt_lease,
+            paid=paid_run.lease if paid_run is not None else None,
         )
+        if paid_run is not None:
+            paid_run.bind(link, notice)
         shim = ZmqShim(link.send)
         try:
             await link.open()
@@ -278,6 +343,11 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
                     await self.pull_files()
                 except GpuMarketError as exc:
                     self.log.warning("files written by the remote kernel not pulled: %s", exc)
+            if self._paid is not None:
+                try:
+                    await call(self._paid.finish())
+                except GpuMarketError as exc:
+                    self.log.warning("the lease's last voucher or record failed: %s", exc)
             await self._teardown(end_lease=True)
             if self.kernel_id:
                 records.forget(self.kernel_id)

@@ -1,0 +1,222 @@
+"""Paid leases on the provider: channel authentication, voucher checks, settlement.
+
+``Payments`` is agent-wide (chain handles, the challenge issuer, the SQLite ledger);
+``LeasePayment`` follows one lease: its billing clock, the voucher state machine
+(core.lease_state) and the highest voucher, written to the ledger before it is acknowledged.
+Chain calls run in worker threads; the RPC being down never stops a running kernel: vouchers
+are checked off-chain and redemption is retried from the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jupyter_gpumarket.agent.ledger import ProviderLedger
+from jupyter_gpumarket.core import eip712, paymsgs
+from jupyter_gpumarket.core.auth_challenge import Challenge, ChallengeIssuer
+from jupyter_gpumarket.core.lease_state import (
+    DEFAULT_SLACK,
+    Event,
+    EventType,
+    LeaseMachine,
+    LeasePolicy,
+)
+from jupyter_gpumarket.core.metering import BillingClock
+from jupyter_gpumarket.core.voucher_check import (
+    ChannelView,
+    ProviderTerms,
+    SignedVoucher,
+    Verdict,
+    check_voucher,
+)
+from jupyter_gpumarket.exceptions import AuthenticationFailed, ChainError, GpuMarketError
+
+__all__ = ["LeasePayment", "PaidTerms", "Payments"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PaidTerms:
+    """What a paid provider sells and how it is paid."""
+
+    rpc_url: str
+    chain_id: int
+    token: str
+    escrow: str
+    registry: str
+    account: Any  # the provider's LocalAccount (receives the payments)
+    price_per_hour: int
+    interval: int = 15
+    grace: float = 60.0
+    redeem_every: float = 600.0
+
+
+class Payments:
+    def __init__(self, terms: PaidTerms, state_dir: Path) -> None:
+        from jupyter_gpumarket.chain.client import Contracts, connect
+        from jupyter_gpumarket.chain.leases import LeaseChain
+
+        self.terms = terms
+        self.provider = terms.account.address
+        self.domain = eip712.Domain(terms.chain_id, terms.escrow)
+        self.issuer = ChallengeIssuer(
+            self.domain, self.provider, price_per_hour=terms.price_per_hour, interval=terms.interval
+        )
+        self.provider_terms = ProviderTerms(
+            self.domain, self.provider, terms.price_per_hour, terms.interval
+        )
+        self.ledger = ProviderLedger(state_dir)
+        w3 = connect(terms.rpc_url)
+        self.chain = LeaseChain(Contracts.at(w3, terms.token, terms.escrow, terms.registry))
+        self._pending: dict[str, Challenge] = {}
+
+    # -- the hello ---------------------------------------------------------------------------
+    def challenge(self) -> paymsgs.AuthChallenge:
+        c = self.issuer.issue(time.monotonic())
+        return paymsgs.AuthChallenge(
+            nonce="0x" + c.nonce.hex(),
+            provider=c.provider,
+            chain_id=c.chain_id,
+            escrow=c.escrow,
+            ttl=self.issuer.ttl,
+            interval=self.terms.interval,
+        )
+
+    async def authenticate(
+        self, channel_hex: str, challenge: paymsgs.AuthChallenge, answer: paymsgs.AuthAnswer
+    ) -> ChannelView:
+        """The channel (read from the chain) when the answer proves its session key."""
+        channel_id = bytes.fromhex(channel_hex[2:])
+        try:
+            info = await asyncio.to_thread(self.chain.channel, channel_id)
+        except ChainError as exc:
+            raise AuthenticationFailed(f"cannot check channel {channel_hex}: {exc}") from exc
+        view = ChannelView.from_info(info)
+        self.issuer.verify(
+            nonce=bytes.fromhex(challenge.nonce[2:]),
+            channel=view,
+            signature=bytes.fromhex(answer.signature[2:]),
+            now=time.monotonic(),
+        )
+        self.ledger.upsert_channel(
+            channel_id,
+            renter=view.renter,
+            provider=view.provider,
+            token=info.token,
+            deposit=view.deposit,
+            price_per_hour=self.terms.price_per_hour,
+        )
+        return view
+
+    # -- settlement --------------------------------------------------------------------------
+    async def settle(self, channel_id: bytes) -> None:
+        """Close the channel with the highest voucher held (0 if none); retried if it fails."""
+        best = self.ledger.highest_voucher(channel_id)
+        amount = best.amount if best else 0
+        tx_id = self.ledger.begin_tx(channel_id, "settle", amount)
+        try:
+            result = await asyncio.to_thread(
+                self.chain.settle_highest,
+                self.terms.account,
+                channel_id,
+                (best.amount, best.signature) if best else None,
+            )
+        except GpuMarketError as exc:
+            self.ledger.tx_failed(tx_id, str(exc))
+            log.warning("settling channel 0x%s failed (will retry): %s", channel_id.hex(), exc)
+            return
+        self.ledger.tx_confirmed(tx_id, result.tx.tx_hash)
+        self.ledger.set_channel_state(channel_id, "settled")
+        log.info(
+            "settled channel 0x%s: paid %s, refunded %s (tx %s)",
+            channel_id.hex(),
+            result.paid,
+            result.refunded,
+            result.tx.tx_hash,
+        )
+
+    def lease(self, channel: ChannelView) -> LeasePayment:
+        return LeasePayment(self, channel)
+
+
+class LeasePayment:
+    """One paid lease: billing clock, voucher state machine, highest voucher."""
+
+    def __init__(self, payments: Payments, channel: ChannelView) -> None:
+        self.payments = payments
+        self.channel = channel
+        self.clock = BillingClock()
+        interval = payments.terms.interval
+        self.machine = LeaseMachine(
+            LeasePolicy(
+                interval=interval,
+                grace=payments.terms.grace,
+                slack=min(DEFAULT_SLACK, interval / 2),  # short intervals keep some slack
+            )
+        )
+        self.accepted = 0
+        self.settled = False
+
+    def kernel_ready(self) -> None:
+        now = time.monotonic()
+        self.clock.kernel_ready(now)
+        self.machine.handle(Event(EventType.KERNEL_READY), now)
+
+    def kernel_stopped(self) -> None:
+        self.clock.kernel_stopped(time.monotonic())
+
+    def on_voucher(self, msg: paymsgs.Voucher) -> list[Any]:
+        """Check a voucher; the messages to send back."""
+        now = time.monotonic()
+        billed = self.clock.billed_seconds(now)
+        decision = check_voucher(
+            SignedVoucher(self.channel.channel_id, msg.amount, bytes.fromhex(msg.signature[2:])),
+            channel=self.channel,
+            terms=self.payments.provider_terms,
+            last_accepted=self.accepted,
+            billed_seconds=billed,
+        )
+        if decision.verdict is Verdict.REJECT:
+            return [
+                paymsgs.PaymentNotice(level="warn", message=f"voucher refused: {decision.reason}")
+            ]
+        if decision.keep:
+            self.payments.ledger.save_voucher(  # durable before we acknowledge it
+                self.channel.channel_id, decision.amount, bytes.fromhex(msg.signature[2:])
+            )
+            self.accepted = max(self.accepted, decision.amount)
+        replies: list[Any] = [paymsgs.VoucherAck(amount=self.accepted, billed_seconds=billed)]
+        if decision.covers:
+            was_paused = not self.machine.executions_allowed
+            self.machine.handle(Event(EventType.VOUCHER_OK), now)
+            if was_paused and self.machine.executions_allowed:
+                replies.append(paymsgs.PaymentNotice(level="resume", message="vouchers caught up"))
+        elif decision.reason:
+            replies.append(paymsgs.PaymentNotice(level="warn", message=decision.reason))
+        return replies
+
+    def poll(self) -> tuple[str, str] | None:
+        """Advance the clock: ("warn"|"pause"|"stop", message) when something changed."""
+        now = time.monotonic()
+        event = self.machine.poll(now)
+        if event is None:
+            return None
+        self.machine.handle(event, now)
+        if event.type is EventType.GRACE_EXPIRED:
+            return "stop", (
+                f"no covering voucher for {self.payments.terms.grace:.0f} s: the provider "
+                "stops this kernel and settles the channel"
+            )
+        if self.machine.executions_allowed:
+            return "warn", f"voucher {event.late_by:.0f} s late: the renter's wallet must sign"
+        return "pause", "vouchers are overdue: new executions wait until one arrives"
+
+    @property
+    def executions_allowed(self) -> bool:
+        return self.machine.executions_allowed

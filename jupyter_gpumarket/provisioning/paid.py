@@ -1,0 +1,299 @@
+"""Renter side of paid leases: pick an offer, open the channel, stream vouchers, end the lease.
+
+Selection comes from provisioner traits or env: GPUMARKET_NETWORK (profile), GPUMARKET_OFFER
+(an offer id, or a filter such as ``gpu=H100,max_price=2500000,region=eu``), GPUMARKET_BUDGET
+(base units), GPUMARKET_WALLET (keystore) + GPUMARKET_WALLET_PASSWORD. Chain calls are
+blocking (web3): callers run them in a worker thread. The wallet key never leaves this process;
+the provider only ever sees the lease's session key signatures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jupyter_gpumarket.core import eip712, paymsgs
+from jupyter_gpumarket.core.auth_challenge import Challenge, sign_hello
+from jupyter_gpumarket.core.metering import BillingClock, VoucherSchedule
+from jupyter_gpumarket.core.pinning import normalize_fingerprint
+from jupyter_gpumarket.exceptions import ConfigError
+
+__all__ = ["OfferChoice", "PaidLease", "open_paid_lease", "parse_offer_spec", "pick_offer"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OfferChoice:
+    offer_id: int
+    provider: str
+    endpoint: str
+    tls_fingerprint: str
+    gpu_model: str
+    price_per_hour: int
+    region: str
+
+
+def parse_offer_spec(spec: str) -> int | dict[str, str]:
+    """``"7"`` -> 7; ``"gpu=H100,max_price=2500000"`` -> {"gpu": "H100", "max_price": ...}."""
+    spec = spec.strip()
+    if spec.isdigit():
+        return int(spec)
+    out: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or key not in ("gpu", "max_price", "region", "provider"):
+            raise ConfigError(
+                f"offer filter {part!r} is not understood: use an offer id, or keys gpu=, "
+                "max_price=, region=, provider= separated by commas"
+            )
+        out[key] = value
+    return out
+
+
+def _offers(registry: Any) -> list[OfferChoice]:
+    out = []
+    for offer_id in range(1, int(registry.functions.offer_count().call()) + 1):
+        raw = registry.functions.offers(offer_id).call()
+        if not raw[10]:
+            continue
+        out.append(
+            OfferChoice(
+                offer_id=offer_id,
+                provider=raw[0],
+                endpoint=raw[1],
+                tls_fingerprint="sha256:" + bytes(raw[2]).hex(),
+                gpu_model=raw[3],
+                price_per_hour=int(raw[6]),
+                region=raw[8],
+            )
+        )
+    return out
+
+
+def pick_offer(registry: Any, spec: str) -> OfferChoice:
+    """The offer with that id, or the cheapest active offer matching the filter."""
+    want = parse_offer_spec(spec)
+    offers = _offers(registry)
+    if isinstance(want, int):
+        for offer in offers:
+            if offer.offer_id == want:
+                return offer
+        raise ConfigError(f"offer {want} is not an active offer in the registry")
+    matching = [
+        o
+        for o in offers
+        if want.get("gpu", "").lower() in o.gpu_model.lower()
+        and o.price_per_hour <= int(want.get("max_price", str(2**255)))
+        and want.get("region", o.region) == o.region
+        and want.get("provider", o.provider).lower() == o.provider.lower()
+    ]
+    if not matching:
+        raise ConfigError(f"no active offer matches {spec!r}: widen the filter")
+    return min(matching, key=lambda o: (o.price_per_hour, o.offer_id))
+
+
+@dataclass
+class PaidLease:
+    """One paid lease in progress, renter side."""
+
+    offer: OfferChoice
+    channel_id: bytes
+    deposit: int
+    session_key: Any = field(repr=False)
+    domain: eip712.Domain
+    schedule: VoucherSchedule
+    chain: Any  # chain.leases.LeaseChain
+    renter: Any = field(repr=False)
+    ledger: Any  # chain.renter_ledger.RenterLedger
+    record_id: str
+    clock: BillingClock = field(default_factory=BillingClock)
+    acked: int = 0
+    stopped_for_budget: str | None = None
+    ack_event: asyncio.Event = field(default_factory=asyncio.Event)  # set on each VoucherAck
+
+    def on_ack(self, amount: int) -> None:
+        self.acked = max(self.acked, amount)
+        self.ack_event.set()
+
+    @property
+    def channel_hex(self) -> str:
+        return "0x" + self.channel_id.hex()
+
+    def answer(self, challenge: paymsgs.AuthChallenge) -> paymsgs.AuthAnswer:
+        """Sign the provider's hello challenge with the session key."""
+        c = Challenge(
+            nonce=bytes.fromhex(challenge.nonce[2:]),
+            provider=challenge.provider,
+            chain_id=challenge.chain_id,
+            escrow=challenge.escrow,
+            expires_at=0.0,
+        )
+        if (c.chain_id, c.escrow.lower()) != (
+            self.domain.chain_id,
+            self.domain.verifying_contract.lower(),
+        ):
+            raise ConfigError("the provider asks to sign for another chain or escrow: refused")
+        self.schedule.interval = challenge.interval  # vouchers as often as this provider wants
+        return paymsgs.AuthAnswer("0x" + sign_hello(self.session_key.key, c, self.channel_id).hex())
+
+    def voucher(self, amount: int) -> paymsgs.Voucher:
+        sig = eip712.sign_typed_data(
+            self.session_key.key, eip712.voucher(self.domain, self.channel_id, amount)
+        )
+        return paymsgs.Voucher(amount=amount, signature="0x" + sig.hex())
+
+    def tick(self) -> tuple[paymsgs.Voucher | None, str | None, str | None]:
+        """(voucher to send, warning, stop message) for now."""
+        t = self.schedule.tick(self.clock.billed_seconds(time.monotonic()))
+        # Nothing new to sign still sends the last voucher again: it tells the provider the
+        # renter is alive and paid up (a duplicate is harmless).
+        voucher = self.voucher(t.amount if t.amount else self.schedule.signed)
+        if t.stop:
+            self.stopped_for_budget = t.stop
+        return voucher, t.warn, t.stop
+
+    def final_voucher(self) -> paymsgs.Voucher | None:
+        now = time.monotonic()
+        self.clock.end(now)
+        amount = self.schedule.final(self.clock.billed_seconds(now))
+        return self.voucher(amount) if amount > self.acked else None
+
+    def record_end(self) -> None:
+        billed = self.clock.billed_seconds(time.monotonic())
+        spent = self.schedule.signed
+        self.ledger.update(
+            self.record_id,
+            state="stopped",
+            ended_at=time.time(),
+            billed_seconds=billed,
+            spent=spent,
+            refunded=max(0, self.deposit - spent),
+        )
+
+
+def open_paid_lease(
+    *, network: str, offer_spec: str, budget: int, wallet: str | None, password: str
+) -> PaidLease:
+    """Pick the offer, open a channel to its provider with a fresh session key (blocking)."""
+    from jupyter_gpumarket.chain.client import Contracts, connect
+    from jupyter_gpumarket.chain.keystore import load_account
+    from jupyter_gpumarket.chain.leases import LeaseChain
+    from jupyter_gpumarket.chain.profiles import active_profile, load_profile
+    from jupyter_gpumarket.chain.renter_ledger import RenterLedger
+
+    profile = load_profile(network) if network else active_profile()
+    token, escrow, registry = profile.require_contracts()
+    renter = load_account(password, Path(wallet).expanduser() if wallet else None)
+    contracts = Contracts.at(connect(profile.rpc_url), token, escrow, registry)
+    offer = pick_offer(contracts.registry, offer_spec)
+    normalize_fingerprint(offer.tls_fingerprint)
+    chain = LeaseChain(contracts)
+    opened = chain.open_for_offer(renter, offer.offer_id, budget=budget)
+    ledger = RenterLedger()
+    record = ledger.create(
+        provider=offer.provider,
+        channel_id=opened.channel_id,
+        network=network or profile.name,  # what finds the profile again (name or path)
+        renter=renter.address,
+        price_per_hour=offer.price_per_hour,
+        deposit=opened.deposit,
+        offer_id=offer.offer_id,
+        provider_url=offer.endpoint,
+        txs=[t.to_json() for t in opened.txs],
+    )
+    log.info(
+        "opened channel %s to %s for offer %s: deposit %s",
+        "0x" + opened.channel_id.hex(),
+        offer.provider,
+        offer.offer_id,
+        opened.deposit,
+    )
+    return PaidLease(
+        offer=offer,
+        channel_id=opened.channel_id,
+        deposit=opened.deposit,
+        session_key=opened.session_key,
+        domain=eip712.Domain(profile.chain_id, escrow),
+        schedule=VoucherSchedule(
+            price_per_hour=offer.price_per_hour, deposit=opened.deposit, budget=budget
+        ),
+        chain=chain,
+        renter=renter,
+        ledger=ledger,
+        record_id=record.id,
+    )
+
+
+async def stream_vouchers(lease: PaidLease, send: Any, notice: Any, stop: Any) -> None:
+    """Every interval: sign and send what is due; warn at 80 %; stop at the budget."""
+    while True:
+        await asyncio.sleep(lease.schedule.interval)
+        voucher, warn, stop_message = lease.tick()
+        if voucher is not None:
+            send(voucher)
+        if warn:
+            notice(f"[gpumarket] {warn}")
+        if stop_message:
+            notice(f"[gpumarket] {stop_message}")
+            stop()
+            return
+
+
+def is_kernel_info_reply(parts: Any) -> bool:
+    """Whether a shell message (ZMQ parts, identities first) is a kernel_info_reply."""
+    for i, part in enumerate(parts):
+        if bytes(part) == b"<IDS|MSG>":
+            return i + 2 < len(parts) and b'"kernel_info_reply"' in bytes(parts[i + 2])
+    return False
+
+
+class PaidRun:
+    """Glue between a PaidLease and its link, on the tunnel loop: billing starts at the first
+    kernel_info_reply, vouchers stream every interval, the last one goes out at the end."""
+
+    def __init__(self, lease: PaidLease) -> None:
+        self.lease = lease
+        self.link: Any = None
+        self._notice: Any = lambda text: None
+        self._waiting_ready = True
+        self._task: asyncio.Task[None] | None = None
+
+    def bind(self, link: Any, notice: Any) -> None:
+        self.link, self._notice = link, notice
+
+    def on_shell(self, parts: Any) -> None:
+        if self._waiting_ready and is_kernel_info_reply(parts):
+            self._waiting_ready = False
+            self.lease.clock.kernel_ready(time.monotonic())
+            if self._task is None:
+                self._task = asyncio.ensure_future(
+                    stream_vouchers(self.lease, self.link.send_agent, self._notice, self._stop)
+                )
+
+    def _stop(self) -> None:
+        self.link.stop_kernel()
+
+    def kernel_restarting(self) -> None:
+        """Between a kernel's exit and the next one's ready, nothing is billed."""
+        self.lease.clock.kernel_stopped(time.monotonic())
+        self._waiting_ready = True
+
+    async def finish(self, timeout: float = 5.0) -> None:
+        """Send the final voucher, wait (bounded) for the provider's ack, record the lease."""
+        if self._task is not None:
+            self._task.cancel()
+        voucher = self.lease.final_voucher()
+        if voucher is not None and self.link is not None and not self.link.dead_reason:
+            self.link.send_agent(voucher)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    while self.lease.acked < voucher.amount:
+                        self.lease.ack_event.clear()
+                        await self.lease.ack_event.wait()
+        await asyncio.to_thread(self.lease.record_end)

@@ -1,0 +1,270 @@
+"""Paid leases end to end on a devnet: a published offer, a channel, vouchers, settlement."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from jupyter_client.manager import KernelManager
+from nbclient import NotebookClient
+
+from agentproc import environ
+
+pytestmark = pytest.mark.slow
+
+PRICE = 3_600_000  # base units per hour: 1,000 per second
+PASSWORD = "correct horse"
+
+
+@dataclass
+class Market:
+    home: Path
+    profile: Path
+    devnet: Any
+    provider_proc: subprocess.Popen[bytes]
+    ready: dict[str, Any]
+    renter_env: dict[str, str]
+
+    def token_balance(self, address: str) -> int:
+        from jupyter_gpumarket.chain.client import Contracts, connect
+
+        p = self.devnet.profile
+        c = Contracts.at(connect(p.rpc_url), *p.require_contracts())
+        return int(c.token.functions.balanceOf(address).call())
+
+    def channel(self, channel_id: str) -> Any:
+        from jupyter_gpumarket.chain.client import Contracts, connect
+        from jupyter_gpumarket.chain.escrow import EscrowClient
+
+        p = self.devnet.profile
+        c = Contracts.at(connect(p.rpc_url), *p.require_contracts())
+        return EscrowClient(c).channel(bytes.fromhex(channel_id[2:]))
+
+
+@pytest.fixture
+def market(tmp_path: Path) -> Iterator[Market]:
+    from jupyter_gpumarket.chain.dev_accounts import dev_account
+    from jupyter_gpumarket.chain.devnet import start_devnet
+    from jupyter_gpumarket.chain.keystore import create_keystore
+
+    home = tmp_path / "home"
+    with (
+        environ({"GPUMARKET_HOME": str(home)}),
+        start_devnet(profile_path=tmp_path / "devnet.json", close_delay=60) as devnet,
+    ):
+        provider_ks, renter_ks = tmp_path / "provider.json", tmp_path / "renter.json"
+        create_keystore(PASSWORD, private_key=dev_account(1).key, path=provider_ks)
+        create_keystore(PASSWORD, private_key=dev_account(2).key, path=renter_ks)
+        ready = tmp_path / "ready.json"
+        env = {**os.environ, "GPUMARKET_HOME": str(home), "GPUMARKET_WALLET_PASSWORD": PASSWORD}
+        cmd = [
+            sys.executable, "-m", "jupyter_gpumarket.cli", "provider", "serve",
+            "--network", str(tmp_path / "devnet.json"), "--wallet", str(provider_ks),
+            "--price-per-hour", str(PRICE), "--region", "eu", "--state-dir",
+            str(tmp_path / "provider"), "--ready-file", str(ready), "--voucher-interval", "2",
+            "--payment-grace", "8", "--sandbox", "off", "--unsafe-no-sandbox",
+        ]  # fmt: skip
+        with (tmp_path / "provider.log").open("wb") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            deadline = time.monotonic() + 60
+            while not ready.exists():
+                assert proc.poll() is None, (tmp_path / "provider.log").read_text()
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            info = json.loads(ready.read_text())
+            renter_env = {
+                "GPUMARKET_HOME": str(home),
+                "GPUMARKET_NETWORK": str(tmp_path / "devnet.json"),
+                "GPUMARKET_OFFER": "region=eu,max_price=4000000",
+                "GPUMARKET_BUDGET": "10000000",
+                "GPUMARKET_WALLET": str(renter_ks),
+                "GPUMARKET_WALLET_PASSWORD": PASSWORD,
+            }
+            yield Market(home, tmp_path / "devnet.json", devnet, proc, info, renter_env)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+def _leases(market: Market) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        [sys.executable, "-m", "jupyter_gpumarket.cli", "leases", "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **market.renter_env},
+        check=True,
+        timeout=60,
+    )
+    return json.loads(out.stdout)
+
+
+def test_a_notebook_pays_exactly_for_the_seconds_it_ran(market: Market) -> None:
+    from jupyter_gpumarket.chain.dev_accounts import dev_account
+
+    renter, provider = dev_account(2).address, dev_account(1).address
+    escrow = market.devnet.profile.require_contracts()[1]
+    before = {a: market.token_balance(a) for a in (renter, provider, escrow)}
+    assert market.ready["offer_id"] >= 1
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("import time, os\nt0 = time.time()\ntime.sleep(6)"),
+        nbformat.v4.new_code_cell("print(os.environ.get('GPUMARKET_WALLET_PASSWORD'))"),
+    ]
+    with environ(market.renter_env):
+        NotebookClient(nb, kernel_name="gpumarket", timeout=120).execute()
+    assert nb.cells[1].outputs[0]["text"].strip() == "None"  # no wallet secret in the kernel
+
+    (lease,) = _leases(market)
+    assert lease["offer_id"] == market.ready["offer_id"]
+    assert lease["state"] == "stopped"
+    billed = lease["billed_seconds"]
+    assert 6 <= billed <= 30
+    deadline = time.monotonic() + 30
+    while not market.channel(lease["channel_id"]).state.startswith("closed") and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.5)
+    assert market.channel(lease["channel_id"]).state.startswith("closed")  # provider settled
+    after = {a: market.token_balance(a) for a in (renter, provider, escrow)}
+    paid = after[provider] - before[provider]
+    assert abs(paid - PRICE * billed // 3600) <= PRICE // 3600  # within 1 s of price
+    assert before[renter] - after[renter] == paid  # the rest came back
+    assert after[escrow] == before[escrow]
+    txs = [t["kind"] for t in lease["txs"]]
+    assert len([t for t in txs if t != "approve"]) <= 1  # the renter's side: one open
+
+
+def test_a_launch_without_a_wallet_password_says_what_to_do(
+    market: Market, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jupyter_gpumarket.exceptions import ConfigError
+
+    env = {**market.renter_env}
+    env.pop("GPUMARKET_WALLET_PASSWORD")
+    monkeypatch.delenv("GPUMARKET_WALLET_PASSWORD", raising=False)
+    km = KernelManager(kernel_name="gpumarket")
+    with environ(env), pytest.raises(ConfigError, match="GPUMARKET_WALLET_PASSWORD"):
+        km.start_kernel()
+
+
+def test_a_renter_that_stops_paying_is_paused_then_stopped(
+    market: Market, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jupyter_gpumarket.provisioning import paid
+
+    async def no_vouchers(*args: Any) -> None:  # a renter whose wallet never signs
+        return None
+
+    monkeypatch.setattr(paid, "stream_vouchers", no_vouchers)
+    km = KernelManager(kernel_name="gpumarket")
+    with environ(market.renter_env):
+        km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=30)
+        texts: list[str] = []
+        deadline = time.monotonic() + 40
+        while km.is_alive() and time.monotonic() < deadline:
+            try:
+                msg = kc.get_iopub_msg(timeout=0.5)
+            except Exception:  # queue.Empty
+                continue
+            if msg["msg_type"] == "stream":
+                texts.append(msg["content"]["text"])
+        assert not km.is_alive()  # the provider stopped the kernel after its payment grace
+        joined = "".join(texts)
+        assert "overdue" in joined or "late" in joined  # the notebook was told first
+        assert "stops this kernel" in joined
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    (lease,) = _leases(market)
+    deadline = time.monotonic() + 30
+    while not market.channel(lease["channel_id"]).state.startswith("closed") and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.5)
+    info = market.channel(lease["channel_id"])
+    assert info.state.startswith("closed")  # settled for what vouchers covered: nothing
+    assert info.redeemed == 0
+
+
+def test_a_forged_session_key_is_refused_on_connect(
+    market: Market, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eth_account import Account
+
+    from jupyter_gpumarket.exceptions import AuthenticationFailed
+    from jupyter_gpumarket.provisioning import paid
+
+    real_open = paid.open_paid_lease
+
+    def forged(**kw: Any) -> paid.PaidLease:
+        lease = real_open(**kw)
+        lease.session_key = Account.create()  # not the key registered in the channel
+        return lease
+
+    monkeypatch.setattr(paid, "open_paid_lease", forged)
+    km = KernelManager(kernel_name="gpumarket")
+    with environ(market.renter_env), pytest.raises(AuthenticationFailed, match="session key"):
+        km.start_kernel()
+    assert not km.has_kernel
+
+
+def test_provider_killed_mid_lease_the_renter_gets_the_deposit_back(market: Market) -> None:
+    from traitlets.config import Config
+
+    from jupyter_gpumarket.chain.client import connect
+    from jupyter_gpumarket.chain.dev_accounts import dev_account
+
+    renter = dev_account(2).address
+    before = market.token_balance(renter)
+    config = Config({"GpuMarketProvisioner": {"link_grace_seconds": 3.0}})
+    km = KernelManager(kernel_name="gpumarket", config=config)
+    with environ(market.renter_env):
+        km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=30)
+    time.sleep(3)  # a voucher or two
+    market.provider_proc.kill()
+    deadline = time.monotonic() + 20
+    while km.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not km.is_alive()  # reported dead within the link grace
+    kc.stop_channels()
+    with environ(market.renter_env):
+        km.shutdown_kernel(now=True)
+    (lease,) = _leases(market)
+
+    def close() -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "jupyter_gpumarket.cli", "leases", "close", lease["id"]],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **market.renter_env},
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    close()  # requestClose: the challenge period starts
+    assert market.channel(lease["channel_id"]).state == "closing"
+    w3 = connect(market.devnet.profile.rpc_url)
+    w3.provider.make_request("evm_increaseTime", [61])
+    w3.provider.make_request("evm_mine", [])
+    close()  # withdraw
+    assert market.channel(lease["channel_id"]).state.startswith("closed")
+    assert market.token_balance(renter) == before  # everything came back (nothing redeemed)
