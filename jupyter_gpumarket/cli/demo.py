@@ -1,7 +1,10 @@
-"""`gpumarket demo`: a local dev provider + JupyterLab whose `gpumarket` kernel runs on it.
+"""`gpumarket demo`: devnet + a paid local provider + JupyterLab whose kernel rents it.
 
-One command, Ctrl-C stops everything. The provider is this machine (labelled CPU only when it
-has no NVIDIA GPU); the kernel still goes through the real agent and tunnel.
+One command, Ctrl-C stops everything: a devnet chain (anvil, or the embedded chain) with the
+contracts, a provider agent that publishes its offer in the Registry, and JupyterLab whose
+`gpumarket` kernel opens an escrow channel to that offer and pays per second with vouchers.
+The provider is this machine (labelled CPU only when it has no NVIDIA GPU). `--dev` skips the
+chain: a dev provider with a token.
 """
 
 from __future__ import annotations
@@ -33,6 +36,10 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     demo.add_argument("--home", type=Path, default=DEFAULT_HOME, help="demo state folder")
     demo.add_argument("--no-lab", action="store_true", help="only run the provider")
+    demo.add_argument("--dev", action="store_true", help="no chain: a dev provider with a token")
+    demo.add_argument(
+        "--price-per-hour", type=int, default=1_800_000, help="the demo offer's price (base units)"
+    )
     demo.add_argument("--open-browser", action="store_true")
     demo.add_argument(
         "lab_args", nargs=argparse.REMAINDER, help="after --: more options for jupyter lab"
@@ -78,16 +85,78 @@ def _start_provider(home: Path, token: str) -> tuple[subprocess.Popen[bytes], di
     }
 
 
+DEMO_PASSWORD = "gpumarket-demo"  # demo wallets hold devnet tokens only
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], ready: Path, log: Path, key: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 90
+    while True:
+        if ready.exists():
+            info = json.loads(ready.read_text())
+            if key in info:
+                return info
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AgentError(f"the demo provider did not start; see {log}")
+        time.sleep(0.1)
+
+
+def _start_paid_provider(
+    home: Path, profile: Path, price: int
+) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    from jupyter_gpumarket.chain.dev_accounts import dev_account
+    from jupyter_gpumarket.chain.keystore import create_keystore
+
+    wallets = {"provider": (home / "provider-wallet.json", 1), "renter": (home / "wallet.json", 2)}
+    for path, index in wallets.values():
+        if not path.exists():
+            create_keystore(DEMO_PASSWORD, private_key=dev_account(index).key, path=path)
+    ready, log_path = home / "provider-ready.json", home / "provider.log"
+    ready.unlink(missing_ok=True)
+    base = {"GPUMARKET_HOME": str(home), "GPUMARKET_WALLET_PASSWORD": DEMO_PASSWORD}
+    cmd = [
+        sys.executable, "-m", "jupyter_gpumarket.cli", "provider", "serve",
+        "--network", str(profile), "--wallet", str(wallets["provider"][0]),
+        "--price-per-hour", str(price), "--region", "local",
+        "--state-dir", str(home / "provider"), "--ready-file", str(ready),
+        "--unsafe-no-sandbox",  # labelled unsandboxed where bubblewrap is missing
+    ]  # fmt: skip
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **base}
+        )
+    info = _wait_ready(proc, ready, log_path, "offer_id")
+    print(f"offer {info['offer_id']} at {info['url']} ({price} base units/h)", flush=True)
+    return proc, {
+        **base,
+        "GPUMARKET_NETWORK": str(profile),
+        "GPUMARKET_OFFER": str(info["offer_id"]),
+        "GPUMARKET_BUDGET": str(price * 2),
+        "GPUMARKET_WALLET": str(wallets["renter"][0]),
+    }
+
+
 def _demo(args: argparse.Namespace) -> int:
     home = args.home.expanduser()
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    token = secrets.token_urlsafe(16)
-    print("starting a local provider (dev mode) ...", flush=True)
-    provider, env = _start_provider(home, token)
-    procs = [provider]
+    devnet = None
+    procs: list[subprocess.Popen[bytes]] = []
     try:
-        print(f"provider {env['GPUMARKET_PROVIDER_URL']}", flush=True)
-        print(f"fingerprint {env['GPUMARKET_TLS_FINGERPRINT']}", flush=True)
+        if args.dev:
+            print("starting a local provider (dev mode) ...", flush=True)
+            provider, env = _start_provider(home, secrets.token_urlsafe(16))
+            print(f"provider {env['GPUMARKET_PROVIDER_URL']}", flush=True)
+        else:
+            from jupyter_gpumarket.chain.devnet import start_devnet
+
+            print("starting a devnet and deploying the contracts ...", flush=True)
+            profile = home / "networks" / "devnet.json"
+            os.environ["GPUMARKET_HOME"] = str(home)
+            devnet = start_devnet(profile_path=profile)
+            print(f"devnet ({devnet.kind}) at {devnet.profile.rpc_url}", flush=True)
+            print("starting a paid local provider and publishing its offer ...", flush=True)
+            provider, env = _start_paid_provider(home, profile, args.price_per_hour)
+        procs.append(provider)
         if not args.no_lab:
             procs.append(_start_lab(args, env))
         _wait(procs)
@@ -100,6 +169,8 @@ def _demo(args: argparse.Namespace) -> int:
                 proc.wait(30)
             if proc.poll() is None:
                 proc.kill()
+        if devnet is not None:
+            devnet.stop()
         print("demo stopped", flush=True)
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import signal
 import subprocess
@@ -45,6 +46,18 @@ def test_demo_runs_lab_with_the_remote_kernel_and_stops_on_ctrl_c(tmp_path: Path
         assert server.request("GET", f"/api/kernels/{kernel['id']}")["execution_state"]
         ready = json.loads((tmp_path / "home" / "provider-ready.json").read_text())
         assert ready["url"].startswith("wss://127.0.0.1:")
+        assert ready["offer_id"] >= 1  # a real offer in the devnet's Registry
+        server.request("DELETE", f"/api/kernels/{kernel['id']}")
+        leases = subprocess.run(
+            [sys.executable, "-m", "jupyter_gpumarket.cli", "leases", "--json"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "GPUMARKET_HOME": str(tmp_path / "home")},
+            check=True,
+        )
+        (lease,) = json.loads(leases.stdout)
+        assert lease["offer_id"] == ready["offer_id"]
+        assert lease["state"] == "stopped"  # paid for, ended
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(60)
