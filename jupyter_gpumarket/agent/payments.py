@@ -141,6 +141,40 @@ class Payments:
             result.tx.tx_hash,
         )
 
+    async def catch_up(self, active: set[bytes]) -> None:
+        """Redeem earned vouchers of running leases; settle those of leases that are over (a
+        settle that failed, or an agent that crashed). Failures stay in the ledger for later."""
+        for voucher in self.ledger.to_redeem():
+            channel_id = bytes(voucher.channel_id)
+            if channel_id not in active:
+                await self.settle(channel_id)
+                continue
+            tx_id = self.ledger.begin_tx(channel_id, "redeem", voucher.amount)
+            try:
+                result = await asyncio.to_thread(
+                    self.chain.redeem_highest,
+                    self.terms.account,
+                    channel_id,
+                    (voucher.amount, bytes(voucher.signature)),
+                )
+            except GpuMarketError as exc:
+                self.ledger.tx_failed(tx_id, str(exc))
+                log.warning("redeem of 0x%s failed (will retry): %s", channel_id.hex(), exc)
+                continue
+            if result is None:
+                self.ledger.tx_confirmed(tx_id)
+            else:
+                self.ledger.tx_confirmed(tx_id, result.tx.tx_hash)
+
+    async def redeem_loop(self, active: Any) -> None:
+        """Every ``redeem_every`` seconds (and once at start): :meth:`catch_up`."""
+        while True:
+            try:
+                await self.catch_up(active())
+            except GpuMarketError as exc:  # the RPC is down: vouchers wait in the ledger
+                log.warning("redemption deferred: %s", exc)
+            await asyncio.sleep(self.terms.redeem_every)
+
     def lease(self, channel: ChannelView) -> LeasePayment:
         return LeasePayment(self, channel)
 

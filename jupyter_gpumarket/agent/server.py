@@ -91,6 +91,7 @@ class AgentServer:
         self.cert: ProviderCertificate = ensure_certificate(config.state_dir)
         self.leases: dict[str, Lease] = {}
         self.payments: Payments | None = None
+        self._redeemer: asyncio.Future[None] | None = None
         self._gpus_in_use: set[int] = set()
         self._slots = (
             SlotPool.machine_wide(config.kernel_slots)
@@ -107,6 +108,7 @@ class AgentServer:
         cfg = self.config
         if cfg.paid is not None and self.payments is None:
             self.payments = await asyncio.to_thread(Payments, cfg.paid, cfg.state_dir)
+            self._redeemer = asyncio.ensure_future(self.payments.redeem_loop(self._paid_channels))
         self._context = zmq.asyncio.Context()
         self._server = await serve(
             self._handle,
@@ -137,8 +139,17 @@ class AgentServer:
         tmp.write_text(json.dumps(info))
         os.replace(tmp, path)
 
+    def _paid_channels(self) -> set[bytes]:
+        return {
+            lease.payment.channel.channel_id
+            for lease in self.leases.values()
+            if lease.payment is not None and not lease.ended
+        }
+
     async def stop(self) -> None:
         """Stop listening, end every lease (no orphan kernels), release the context."""
+        if self._redeemer is not None:
+            self._redeemer.cancel()
         if self._server is not None:
             self._server.close(close_connections=False)
         await asyncio.gather(*(lease.end() for lease in list(self.leases.values())))

@@ -49,6 +49,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     paid.add_argument(
         "--payment-grace", type=float, default=60.0, help="seconds without vouchers before stop"
     )
+    paid.add_argument(
+        "--redeem-every", type=float, default=600.0, help="seconds between on-chain redemptions"
+    )
     serve.add_argument("--max-frame-mb", type=int, default=256, help="largest message accepted")
     serve.add_argument(
         "--replay-buffer-mb",
@@ -146,6 +149,7 @@ def _paid(args: argparse.Namespace, inventory: Any) -> tuple[Any, Any]:
         price_per_hour=args.price_per_hour,
         interval=args.voucher_interval,
         grace=args.payment_grace,
+        redeem_every=args.redeem_every,
     )
     contracts = Contracts.at(connect(profile.rpc_url), token, escrow, registry)
     publisher = OfferPublisher(

@@ -1,0 +1,114 @@
+"""Kernel start with a paid lease (channel opening on a devnet) vs a dev-mode start, one run.
+
+    python benchmarks/lease_start.py [--starts 5]
+
+Starts a devnet, one paid provider (published offer) and one dev provider on this machine,
+then alternates kernel starts (until kernel_info_reply) on each. Reports the median extra time
+the chain adds (target <= 0.3 s), the lease's transactions and gas, and the billing error of a
+short lease. Writes benchmarks/results/lease_start.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.manager import KernelManager
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from agentproc import environ, running_agent  # noqa: E402
+
+PRICE = 3_600_000
+PASSWORD = "bench"
+
+
+def _start(env: dict[str, str]) -> tuple[KernelManager, float]:
+    km = KernelManager(kernel_name="gpumarket")
+    t0 = time.perf_counter()
+    with environ(env):
+        km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=60)
+    elapsed = time.perf_counter() - t0
+    kc.stop_channels()
+    return km, elapsed
+
+
+def main() -> None:
+    from jupyter_gpumarket.chain.dev_accounts import dev_account
+    from jupyter_gpumarket.chain.devnet import start_devnet
+    from jupyter_gpumarket.chain.keystore import create_keystore
+    from jupyter_gpumarket.chain.renter_ledger import RenterLedger
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--starts", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        home = tmp / "home"
+        with (
+            environ({"GPUMARKET_HOME": str(home)}),
+            start_devnet(profile_path=tmp / "devnet.json") as devnet,
+            running_agent(tmp / "dev") as dev_agent,
+        ):
+            create_keystore(PASSWORD, private_key=dev_account(1).key, path=tmp / "p.json")
+            create_keystore(PASSWORD, private_key=dev_account(2).key, path=tmp / "r.json")
+            ready = tmp / "ready.json"
+            env = {**os.environ, "GPUMARKET_WALLET_PASSWORD": PASSWORD}
+            cmd = [
+                sys.executable, "-m", "jupyter_gpumarket.cli", "provider", "serve",
+                "--network", str(tmp / "devnet.json"), "--wallet", str(tmp / "p.json"),
+                "--price-per-hour", str(PRICE), "--state-dir", str(tmp / "paid"),
+                "--ready-file", str(ready), "--sandbox", "off", "--unsafe-no-sandbox",
+            ]  # fmt: skip
+            with (tmp / "paid.log").open("wb") as log:
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+            try:
+                while "offer_id" not in (json.loads(ready.read_text()) if ready.exists() else {}):
+                    time.sleep(0.1)
+                offer = json.loads(ready.read_text())["offer_id"]
+                paid_env = {
+                    "GPUMARKET_NETWORK": str(tmp / "devnet.json"),
+                    "GPUMARKET_OFFER": str(offer),
+                    "GPUMARKET_BUDGET": "10000000",
+                    "GPUMARKET_WALLET": str(tmp / "r.json"),
+                    "GPUMARKET_WALLET_PASSWORD": PASSWORD,
+                }
+                times: dict[str, list[float]] = {"dev": [], "paid": []}
+                for _ in range(args.starts):
+                    for key, e in (("dev", dev_agent.env()), ("paid", paid_env)):
+                        km, dt = _start(e)
+                        times[key].append(dt)
+                        with environ(e):
+                            km.shutdown_kernel(now=True)
+                leases = RenterLedger().list()
+                gas = [sum(t["gas_used"] for t in r.to_json()["txs"]) for r in leases]
+            finally:
+                proc.terminate()
+                proc.wait(30)
+        result: dict[str, Any] = {
+            "starts": args.starts,
+            "devnet": devnet.kind,
+            "dev_start_s": statistics.median(times["dev"]),
+            "paid_start_s": statistics.median(times["paid"]),
+            "renter_gas_per_lease": statistics.median(gas) if gas else None,
+        }
+        result["chain_extra_s"] = result["paid_start_s"] - result["dev_start_s"]
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "lease_start.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
