@@ -13,6 +13,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+
 from netfault import FaultProxy, ThreadedProxy
 
 TIMEOUT = 5.0
