@@ -16,6 +16,7 @@ import ctypes
 import json
 import logging
 import os
+import resource
 import shutil
 import signal
 import sys
@@ -76,6 +77,8 @@ RENTER_ENV_DENY = frozenset(
 CHANNEL_PORTS = {"shell": 1, "iopub": 2, "stdin": 3, "control": 4, "hb": 5}
 
 _PR_SET_PDEATHSIG = 1
+# CUDA reserves address space for the GPU's memory: an H200 kernel failed at 8 GiB, ran at 32.
+_CUDA_MIN_AS = 32 << 30
 
 
 @dataclass(frozen=True)
@@ -212,15 +215,23 @@ class KernelProcess:
             await asyncio.to_thread(self._hand_over, self.slot.uid, self.slot.gid or 0)
         limits = self.settings.effective_limits
         if limits.any:
-            parent = cgroup_parent(limits)
-            if parent is not None:
+            found = cgroup_parent(limits)
+            if found is not None:
+                parent, controllers = found
+                name = f"gpm-{self.runtime.name}"
                 try:
-                    self._cgroup = KernelCgroup(parent, f"gpm-{self.runtime.name}", limits)
+                    self._cgroup = KernelCgroup(parent, name, limits, controllers)
                 except OSError as exc:
                     log.warning("no cgroup for the kernel (%s); limits fall back to rlimits", exc)
-        plan = rlimit_plan(limits, cgroup=self._cgroup is not None)
+        enforced = self._cgroup.controllers if self._cgroup is not None else frozenset()
+        plan = rlimit_plan(limits, cgroup=enforced)
+        if self.gpus and dict(plan).get(resource.RLIMIT_AS, _CUDA_MIN_AS) < _CUDA_MIN_AS:
+            log.warning(
+                "kernel memory limit is an address-space limit (no cgroup v2 here) below 32 GiB: "
+                "CUDA cannot initialize under it; raise --kernel-memory-mb or delegate a cgroup"
+            )
         cpus = None
-        if self._cgroup is None and self.slot is not None:
+        if "cpu" not in enforced and self.slot is not None:
             cpus = cpu_set(self.slot.index, limits.cpus, sorted(os.sched_getaffinity(0)))
         try:
             self.proc = await asyncio.create_subprocess_exec(

@@ -16,7 +16,7 @@ import contextlib
 import math
 import os
 import resource
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +35,7 @@ __all__ = [
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 _CPU_PERIOD_US = 100_000
+_AGENT_LEAF = "agent"  # where the agent's own processes go when it delegates its group
 
 
 @dataclass(frozen=True)
@@ -63,25 +64,27 @@ class KernelLimits:
         )
 
 
-def rlimit_plan(limits: KernelLimits, *, cgroup: bool) -> list[tuple[int, int]]:
+def rlimit_plan(limits: KernelLimits, *, cgroup: Collection[str] = ()) -> list[tuple[int, int]]:
     """(resource, limit) pairs to set in the kernel's process before exec.
 
-    With a cgroup, memory and process count are left to it (RLIMIT_AS breaks CUDA's large
-    virtual reservations, so it is only the fallback).
+    What the kernel's cgroup controllers (``cgroup``) enforce is left to them: RLIMIT_AS breaks
+    CUDA's large virtual reservations, so it is only the fallback for a missing memory one.
     """
     plan = [(resource.RLIMIT_CORE, 0)]
     if limits.disk_bytes is not None:
         plan.append((resource.RLIMIT_FSIZE, limits.disk_bytes))
-    if not cgroup:
-        if limits.memory_bytes is not None:
-            plan.append((resource.RLIMIT_AS, limits.memory_bytes))
-        if limits.pids is not None:
-            plan.append((resource.RLIMIT_NPROC, limits.pids))
+    if limits.memory_bytes is not None and "memory" not in cgroup:
+        plan.append((resource.RLIMIT_AS, limits.memory_bytes))
+    if limits.pids is not None and "pids" not in cgroup:
+        plan.append((resource.RLIMIT_NPROC, limits.pids))
     return plan
 
 
-def cgroup_files(limits: KernelLimits) -> dict[str, str]:
-    """The cgroup v2 interface files to write for ``limits`` (file name -> content)."""
+def cgroup_files(
+    limits: KernelLimits, controllers: Collection[str] | None = None
+) -> dict[str, str]:
+    """The cgroup v2 interface files to write for ``limits`` (file name -> content), only for
+    ``controllers`` when given."""
     files: dict[str, str] = {}
     if limits.memory_bytes is not None:
         files["memory.max"] = str(limits.memory_bytes)
@@ -90,6 +93,8 @@ def cgroup_files(limits: KernelLimits) -> dict[str, str]:
         files["pids.max"] = str(limits.pids)
     if limits.cpus is not None:
         files["cpu.max"] = f"{math.ceil(limits.cpus * _CPU_PERIOD_US)} {_CPU_PERIOD_US}"
+    if controllers is not None:
+        files = {k: v for k, v in files.items() if k.split(".")[0] in controllers}
     return files
 
 
@@ -109,34 +114,61 @@ def _controllers(group: Path) -> set[str]:
         return set()
 
 
-def cgroup_parent(limits: KernelLimits, root: Path = CGROUP_ROOT) -> Path | None:
-    """The cgroup v2 group under which kernel groups can be made, or None (use rlimits).
+def cgroup_parent(
+    limits: KernelLimits, root: Path = CGROUP_ROOT, own: str | None = None
+) -> tuple[Path, frozenset[str]] | None:
+    """The cgroup v2 group under which kernel groups can be made and the controllers of those
+    that ``limits`` use it can give them, or None (rlimits for everything).
 
-    Needs a unified hierarchy, the agent's own group writable, and the controllers that
-    ``limits`` use enabled for children.
+    Needs a unified hierarchy and the agent's own group writable (root, or systemd's
+    ``Delegate=yes``). A group holding processes cannot give controllers to children, so the
+    first time the agent moves its group's processes into a leaf ``agent`` and enables the
+    controllers it needs and has; kernel groups are then the leaf's siblings.
     """
-    try:
-        own = Path("/proc/self/cgroup").read_text()
-    except OSError:
-        return None
+    if own is None:
+        try:
+            own = Path("/proc/self/cgroup").read_text()
+        except OSError:
+            return None
     lines = [ln for ln in own.splitlines() if ln.startswith("0::")]
     if not lines or not (root / "cgroup.controllers").exists():
         return None  # cgroup v1 or hybrid without a usable unified tree
     group = root / lines[0][3:].lstrip("/")
     need = {name.split(".")[0] for name in cgroup_files(limits)}
-    if not need or not os.access(group, os.W_OK) or not need <= _controllers(group):
+    if group.name == _AGENT_LEAF and need & _controllers(group.parent):
+        return group.parent, frozenset(need & _controllers(group.parent))  # delegated before
+    if need and need <= _controllers(group):
+        return group, frozenset(need)  # the root group, or one whose processes live elsewhere
+    return _delegate(group, need) if need else None
+
+
+def _delegate(group: Path, need: set[str]) -> tuple[Path, frozenset[str]] | None:
+    try:
+        usable = need & set((group / "cgroup.controllers").read_text().split())
+        if not usable or not os.access(group, os.W_OK):
+            return None
+        leaf = group / _AGENT_LEAF
+        leaf.mkdir(exist_ok=True)
+        for pid in (group / "cgroup.procs").read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                (leaf / "cgroup.procs").write_text(pid)
+        (group / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in sorted(usable)))
+    except OSError:
         return None
-    return group
+    return group, frozenset(usable)
 
 
 class KernelCgroup:
     """One kernel's cgroup v2 group: made with its limits, joined by the child, removed after."""
 
-    def __init__(self, parent: Path, name: str, limits: KernelLimits) -> None:
+    def __init__(
+        self, parent: Path, name: str, limits: KernelLimits, controllers: Collection[str]
+    ) -> None:
         self.path = parent / name
+        self.controllers = frozenset(controllers)
         self.path.mkdir(exist_ok=True)
         try:
-            for fname, value in cgroup_files(limits).items():
+            for fname, value in cgroup_files(limits, controllers).items():
                 if fname == "memory.swap.max" and not (self.path / fname).exists():
                     continue  # no swap accounting: memory.max alone
                 (self.path / fname).write_text(value)

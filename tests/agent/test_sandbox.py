@@ -188,18 +188,21 @@ def test_argv_runs_and_hides_what_it_says(tmp_path: Path) -> None:
 # -- limits ------------------------------------------------------------------------------------
 def test_rlimit_plan_falls_back_without_cgroup() -> None:
     lim = KernelLimits(memory_bytes=1 << 30, pids=256, disk_bytes=50 << 20)
-    plan = dict(rlimit_plan(lim, cgroup=False))
+    plan = dict(rlimit_plan(lim))
     assert plan == {
         resource.RLIMIT_CORE: 0,
         resource.RLIMIT_FSIZE: 50 << 20,
         resource.RLIMIT_AS: 1 << 30,
         resource.RLIMIT_NPROC: 256,
     }
-    # with a cgroup, memory and pids are the cgroup's; the file-size cap stays
-    assert dict(rlimit_plan(lim, cgroup=True)) == {
+    # what the kernel's cgroup enforces is left to it; the file-size cap stays
+    assert dict(rlimit_plan(lim, cgroup={"memory", "pids"})) == {
         resource.RLIMIT_CORE: 0,
         resource.RLIMIT_FSIZE: 50 << 20,
     }
+    partial = dict(rlimit_plan(lim, cgroup={"memory"}))  # a group with only memory delegated
+    assert resource.RLIMIT_AS not in partial
+    assert partial[resource.RLIMIT_NPROC] == 256
 
 
 def test_cgroup_files_and_cpu_fallback() -> None:
@@ -211,6 +214,7 @@ def test_cgroup_files_and_cpu_fallback() -> None:
         "cpu.max": "150000 100000",
     }
     assert cgroup_files(KernelLimits()) == {}
+    assert cgroup_files(lim, {"memory"}) == {"memory.max": str(1 << 30), "memory.swap.max": "0"}
     assert cpu_set(0, 2, [0, 1, 2, 3]) == {0, 1}
     assert cpu_set(1, 1.5, [0, 1, 2, 3]) == {2, 3}
     assert cpu_set(3, 8, [0, 1]) == {0, 1}
@@ -220,6 +224,29 @@ def test_cgroup_files_and_cpu_fallback() -> None:
 def test_cgroup_parent_none_without_a_writable_unified_tree(tmp_path: Path) -> None:
     assert cgroup_parent(KernelLimits(pids=64), root=tmp_path) is None  # no cgroup.controllers
     assert cgroup_parent(KernelLimits(), root=Path("/sys/fs/cgroup")) is None  # nothing to limit
+
+
+def test_cgroup_parent_delegates_a_group_that_holds_processes(tmp_path: Path) -> None:
+    (tmp_path / "cgroup.controllers").write_text("cpu memory pids")
+    svc = tmp_path / "svc"
+    svc.mkdir()
+    (svc / "cgroup.controllers").write_text("cpu io memory pids")
+    (svc / "cgroup.subtree_control").write_text("")
+    (svc / "cgroup.procs").write_text("123\n")
+    lim = KernelLimits(memory_bytes=1 << 30, pids=100)
+    both = (svc, frozenset({"memory", "pids"}))
+    assert cgroup_parent(lim, root=tmp_path, own="0::/svc\n") == both
+    assert (svc / "agent" / "cgroup.procs").read_text() == "123"  # the agent moved to a leaf
+    assert (svc / "cgroup.subtree_control").read_text() == "+memory +pids"
+    (svc / "cgroup.subtree_control").write_text("memory pids")  # as cgroupfs reads it back
+    assert cgroup_parent(lim, root=tmp_path, own="0::/svc/agent\n") == both  # no nesting
+    assert cgroup_parent(KernelLimits(cpus=1), root=tmp_path, own="0::/svc/agent\n") is None
+    (svc / "cgroup.subtree_control").write_text("")
+    (svc / "cgroup.controllers").write_text("memory")  # only memory given to us (seen on GPUs)
+    only_memory = (svc, frozenset({"memory"}))
+    assert cgroup_parent(lim, root=tmp_path, own="0::/svc\n") == only_memory
+    (svc / "cgroup.controllers").write_text("cpu")
+    assert cgroup_parent(lim, root=tmp_path, own="0::/svc\n") is None
 
 
 @pytest.mark.parametrize(
