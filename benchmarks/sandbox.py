@@ -8,6 +8,7 @@ noise hits both alike:
   - backend start: the agent's KernelProcess.start() alone (spawn until the 5 ipc sockets exist)
   - client start: `gpumarket` kernel start through the tunnel until the first kernel_info_reply
   - execute('pass') -> execute_reply round trip (median, p99)
+  - bwrap's own cost: `true` with and without the sandbox (no kernel, so little noise)
 Writes benchmarks/results/sandbox.json. Targets (issue 6): start overhead < 150 ms, RTT within
 noise (ratio ~1.0).
 """
@@ -22,6 +23,7 @@ import platform
 import secrets
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +38,12 @@ sys.path.insert(0, str(HERE))
 from tunnel import pct, rtts, start, stop  # noqa: E402
 
 from jupyter_gpumarket.agent.kernels import KernelProcess, KernelSettings  # noqa: E402
-from jupyter_gpumarket.agent.sandbox import default_policy, sandbox_available  # noqa: E402
+from jupyter_gpumarket.agent.sandbox import (  # noqa: E402
+    SandboxMounts,
+    build_bwrap_argv,
+    default_policy,
+    sandbox_available,
+)
 from jupyter_gpumarket.agent.slots import find_slot_users  # noqa: E402
 
 from agentproc import environ, running_agent  # noqa: E402
@@ -66,6 +73,31 @@ async def backend_start(tmp: Path, sandboxed: bool) -> float:
     kernel.cleanup()
     shutil.rmtree(work.parent, ignore_errors=True)
     return dt
+
+
+def bare_setup_ms(tmp: Path, n: int = 40) -> dict[str, float]:
+    """`true` with and without the kernel's sandbox around it: bwrap's own cost, noise-free."""
+    slots = find_slot_users() if os.geteuid() == 0 else ()
+    work, run = tmp / "bare" / "work", tmp / "bare" / "run"
+    work.mkdir(parents=True)
+    run.mkdir()
+    uid = slots[-1].uid if slots else None
+    gid = slots[-1].gid if slots else None
+    if uid is not None and gid is not None:
+        os.chown(work, uid, gid)
+    mounts = SandboxMounts(str(work), str(run), uid=uid, gid=gid)
+    argv = build_bwrap_argv(default_policy(tmp / "state"), mounts, ["true"])
+
+    def median_ms(cmd: list[str]) -> float:
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True)
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times) * 1e3
+
+    plain, boxed = median_ms(["true"]), median_ms(argv)
+    return {"true_ms": plain, "sandboxed_true_ms": boxed, "setup_ms": boxed - plain}
 
 
 async def main(args: argparse.Namespace, agents: dict[str, Any], tmp: Path) -> dict[str, Any]:
@@ -109,6 +141,7 @@ async def main(args: argparse.Namespace, agents: dict[str, Any], tmp: Path) -> d
             "sandbox": sandbox_available()[1],
         },
         "params": vars(args),
+        "bwrap_alone": bare_setup_ms(tmp),
         "unsandboxed": off,
         "sandboxed": on,
         "overhead": {
@@ -149,3 +182,4 @@ if __name__ == "__main__":
             f"p99 {r['rtt_p99_ms']:.3f} ms"
         )
     print("overhead:", json.dumps({k: round(v, 3) for k, v in result["overhead"].items()}))
+    print("bwrap alone:", json.dumps({k: round(v, 2) for k, v in result["bwrap_alone"].items()}))
