@@ -23,6 +23,7 @@ from jupyter_gpumarket.agent.sandbox import (
     sandbox_available,
 )
 from jupyter_gpumarket.agent.slots import KernelSlot, find_slot_users, setup_commands
+from jupyter_gpumarket.chain.keystore import keystore_path
 from jupyter_gpumarket.exceptions import ConfigError
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "add_arguments",
     "check_publishable",
     "decide_sandbox",
+    "limits_from_args",
     "resolve_isolation",
     "setup_slots",
 ]
@@ -113,6 +115,7 @@ def resolve_isolation(
     limits: KernelLimits,
     state_dir: Path,
     hidden: tuple[str, ...],
+    masked: tuple[str, ...] = (),
     max_kernels: int,
     probe: Callable[[], tuple[bool, str]] = sandbox_available,
 ) -> Isolation:
@@ -135,7 +138,13 @@ def resolve_isolation(
             raise ConfigError(f"--egress none needs the kernel sandbox, and there is {reason}")
         return Isolation(None, limits, (), reason)
     tmp_bytes = limits.disk_bytes or _DEFAULT_TMP_BYTES
-    policy = default_policy(state_dir, egress=egress, tmp_bytes=tmp_bytes, extra_hidden=hidden)
+    policy = default_policy(
+        state_dir,
+        egress=egress,
+        tmp_bytes=tmp_bytes,
+        extra_hidden=hidden,
+        masked=(str(keystore_path()), *masked),
+    )
     return Isolation(policy, limits, slots if is_root else (), reason)
 
 

@@ -66,12 +66,14 @@ class SandboxPolicy:
 
     ``hidden``: paths covered by an empty tmpfs (the state dir, homes, daemon sockets).
     ``expose``: paths bound read-only again after hiding (the Python the kernel runs on).
+    ``masked``: files replaced by an empty one (the wallet, wherever its path points).
     ``tmp_bytes``: size of the kernel's private ``/tmp`` (tmpfs), None = the kernel's default.
     """
 
     egress: str = "full"
     hidden: tuple[str, ...] = SYSTEM_HIDDEN
     expose: tuple[str, ...] = ()
+    masked: tuple[str, ...] = ()
     tmp_bytes: int | None = None
     bwrap: str = "bwrap"
     setpriv: str = "setpriv"
@@ -81,6 +83,7 @@ class SandboxPolicy:
             raise ConfigError(f"egress must be one of {', '.join(EGRESS_MODES)}: {self.egress!r}")
         object.__setattr__(self, "hidden", tuple(_abs(p, "sandbox hidden") for p in self.hidden))
         object.__setattr__(self, "expose", tuple(_abs(p, "sandbox expose") for p in self.expose))
+        object.__setattr__(self, "masked", tuple(_abs(p, "sandbox masked") for p in self.masked))
         if "/" in self.hidden:
             raise ConfigError("the sandbox cannot hide /: hide the private dirs instead")
         if self.tmp_bytes is not None and (
@@ -166,6 +169,9 @@ def build_bwrap_argv(
     for path in hidden:
         if path != "/tmp" and any(_under(path, e) and path != e for e in policy.expose):
             argv += ["--tmpfs", path]
+    for path in policy.masked:
+        if not any(_under(path, r) for r in tmpfs_roots):  # else already gone
+            argv += ["--ro-bind", "/dev/null", path]
     bind("--bind", mounts.runtime)
     bind("--bind", mounts.workdir)
     for dev in mounts.devices:
@@ -199,8 +205,10 @@ def default_policy(
     tmp_bytes: int | None = None,
     python: str = sys.executable,
     extra_hidden: Sequence[str] = (),
+    masked: Sequence[str] = (),
 ) -> SandboxPolicy:
-    """The provider's policy: hide the system's private dirs, the state dir and the agent's home."""
+    """The provider's policy: hide the system's private dirs, the state dir and the agent's home,
+    mask the secret files in ``masked`` that exist."""
     hidden = {*SYSTEM_HIDDEN, *extra_hidden, str(state_dir.resolve()), str(Path.home().resolve())}
     hidden.discard("/")
     # bwrap cannot mount over a symlink (/var/run -> /run) or a missing dir.
@@ -209,6 +217,7 @@ def default_policy(
         egress=egress,
         hidden=tuple(sorted(hidden)),
         expose=python_paths(python),
+        masked=tuple(sorted({os.path.realpath(p) for p in masked if os.path.isfile(p)})),
         tmp_bytes=tmp_bytes,
         bwrap=shutil.which("bwrap") or "bwrap",
         setpriv=shutil.which("setpriv") or "setpriv",

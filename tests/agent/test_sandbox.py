@@ -122,6 +122,17 @@ def test_exposed_python_comes_back_and_hidden_paths_inside_it_stay_hidden() -> N
     assert _index(argv, "--tmpfs", "/root/py/secrets") > _index(argv, "--ro-bind", "/root/py")
 
 
+def test_secret_files_are_masked_unless_already_hidden(tmp_path: Path) -> None:
+    policy = SandboxPolicy(hidden=("/root",), masked=("/etc/gpm/wallet.json", "/root/w.json"))
+    argv = build_bwrap_argv(policy, MOUNTS, CMD)
+    assert _index(argv, "--ro-bind", "/dev/null", "/etc/gpm/wallet.json") < argv.index("--")
+    assert "/root/w.json" not in argv  # /root is an empty tmpfs already
+    wallet = tmp_path / "wallet.json"
+    wallet.write_text("{}")
+    made = default_policy(tmp_path / "state", masked=(str(wallet), str(tmp_path / "none")))
+    assert made.masked == (str(wallet.resolve()),)  # a missing file cannot be a mount point
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [

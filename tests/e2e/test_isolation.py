@@ -29,6 +29,7 @@ from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager, start_new_kernel
 
 from jupyter_gpumarket.agent.sandbox import sandbox_available
+from jupyter_gpumarket.chain.keystore import create_keystore
 
 from agentproc import AgentProcess, environ, running_agent, start_agent
 
@@ -36,7 +37,7 @@ pytestmark = pytest.mark.slow
 
 MB = 1024 * 1024
 LIMITS = {"memory_mb": 1024, "pids": 64, "disk_mb": 50}
-WALLET_SECRET = "KEYSTORE-" + secrets.token_hex(16)  # made here: in no file but the wallet
+WALLET_KEY = "0x" + secrets.token_hex(32)  # the agent's wallet key: in no file but the keystore
 
 
 def _ensure_sandbox() -> None:
@@ -66,9 +67,7 @@ def sandboxed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess
     tmp = tmp_path_factory.mktemp("iso")
     home = tmp / "gpmhome"
     home.mkdir(mode=0o700)
-    wallet = home / "wallet.json"
-    wallet.write_text(json.dumps({"secret": WALLET_SECRET}))
-    wallet.chmod(0o600)
+    create_keystore("pw", private_key=WALLET_KEY, path=home / "wallet.json")  # the real writer
     with environ({"GPUMARKET_HOME": str(home)}):
         agent = start_agent(
             tmp,
@@ -181,10 +180,10 @@ print(json.dumps({{"uid": os.getuid(), "env": dict(os.environ), "state": sorted(
     assert info["uid"] not in (0, os.getuid()) or os.geteuid() != 0
     assert "tls-key.pem" not in info["state"]  # the state dir is an empty tmpfs in the sandbox
     assert "GPUMARKET_AGENT_SECRET" not in info["env"]
-    assert not any(WALLET_SECRET in v for v in info["env"].values())
+    assert not any(WALLET_KEY[2:] in v or v == "pw" for v in info["env"].values())
     for path in (state / "tls-key.pem", state / "tls-cert.pem", Path("/proc/1/environ")):
         res = _run(kc, _attempt(f"open({str(path)!r}).read()"))
-        assert WALLET_SECRET not in res
+        assert "ciphertext" not in res
         assert "PRIVATE KEY" not in res
         assert "GPUMARKET_AGENT_SECRET" not in res
     assert (state / "tls-key.pem").stat().st_mode & 0o077 == 0
@@ -195,7 +194,9 @@ def test_agent_keystore_is_hidden(sandboxed: AgentProcess, kernels: list[Any]) -
     home = Path(sandboxed.log_path).parent / "gpmhome"
     res = _run(kc, _attempt(f"open({str(home / 'wallet.json')!r}).read()"))
     assert res.startswith("FileNotFoundError"), res
-    assert (home / "wallet.json").stat().st_mode & 0o077 == 0
+    st = (home / "wallet.json").stat()
+    assert st.st_mode & 0o077 == 0  # 0600
+    assert st.st_uid == os.getuid()  # the agent's user, not a kernel's
 
 
 SCAN = """
@@ -227,7 +228,8 @@ def test_no_agent_secret_in_any_file_the_kernel_can_read(
 ) -> None:
     kc = _start(kernels)
     key_body = (sandboxed.state_dir / "tls-key.pem").read_text().splitlines()[1]
-    markers = [WALLET_SECRET, sandboxed.token, key_body]
+    wallet = json.loads((sandboxed.log_path.parent / "gpmhome" / "wallet.json").read_text())
+    markers = [wallet["crypto"]["ciphertext"], sandboxed.token, key_body]
     code = SCAN.format(markers=markers, state=str(sandboxed.state_dir))
     files, hits = _run(kc, code, timeout=120)
     assert files > 100  # it did read the system's files
