@@ -38,7 +38,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="seconds a kernel survives without its renter before it is stopped",
     )
     serve.add_argument(
-        "--kernel-memory-mb", type=int, help="address-space limit per kernel (RLIMIT_AS)"
+        "--kernel-memory-mb",
+        type=int,
+        help="memory per kernel (a cgroup v2 memory.max where possible, else RLIMIT_AS)",
     )
     paid = serve.add_argument_group("paid provider (without --dev)")
     paid.add_argument("--network", help="network profile name or path (default: the active one)")
@@ -84,6 +86,7 @@ def _serve(args: argparse.Namespace) -> int:
         limits=isolation.limits_from_args(args),
         state_dir=args.state_dir.expanduser(),
         hidden=(str(gpumarket_home()),),
+        masked=(str(args.wallet.expanduser()),) if args.wallet else (),
         max_kernels=args.max_kernels,
     )
     log.info("kernel isolation: %s", iso.reason)
