@@ -177,6 +177,21 @@ class PaidLease:
         )
 
 
+_UNLOCKED: dict[tuple[str, str], Any] = {}
+
+
+def _unlocked(wallet: str | None, password: str, load_account: Any) -> Any:
+    """The wallet's account, decrypted once per process: scrypt takes about a second, and a
+    Jupyter server starts many kernels (the key already lives in this process either way)."""
+    import hashlib
+
+    path = Path(wallet).expanduser() if wallet else None
+    key = (str(path), hashlib.sha256(password.encode()).hexdigest())
+    if key not in _UNLOCKED:
+        _UNLOCKED[key] = load_account(password, path)
+    return _UNLOCKED[key]
+
+
 def open_paid_lease(
     *, network: str, offer_spec: str, budget: int, wallet: str | None, password: str
 ) -> PaidLease:
@@ -189,7 +204,7 @@ def open_paid_lease(
 
     profile = load_profile(network) if network else active_profile()
     token, escrow, registry = profile.require_contracts()
-    renter = load_account(password, Path(wallet).expanduser() if wallet else None)
+    renter = _unlocked(wallet, password, load_account)
     contracts = Contracts.at(connect(profile.rpc_url), token, escrow, registry)
     offer = pick_offer(contracts.registry, offer_spec)
     normalize_fingerprint(offer.tls_fingerprint)
