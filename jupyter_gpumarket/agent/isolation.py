@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +117,7 @@ def resolve_isolation(
     state_dir: Path,
     hidden: tuple[str, ...],
     masked: tuple[str, ...] = (),
+    python: str = sys.executable,
     max_kernels: int,
     probe: Callable[[], tuple[bool, str]] = sandbox_available,
 ) -> Isolation:
@@ -144,6 +146,7 @@ def resolve_isolation(
         tmp_bytes=tmp_bytes,
         extra_hidden=hidden,
         masked=(str(keystore_path()), *masked),
+        python=python,
     )
     return Isolation(policy, limits, slots if is_root else (), reason)
 

@@ -194,6 +194,8 @@ def build_bwrap_argv(
 def python_paths(python: str = sys.executable) -> tuple[str, ...]:
     """The trees a kernel's Python needs (prefixes and the interpreter's real location)."""
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    # the venv the kernel's Python sits in, and the interpreter its symlink points to
+    paths.add(os.path.dirname(os.path.dirname(os.path.abspath(python))))
     paths.add(str(Path(python).resolve().parent.parent))
     return tuple(sorted(os.path.normpath(p) for p in paths))
 

@@ -6,6 +6,7 @@ import os
 import pwd
 import resource
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from jupyter_gpumarket.agent.sandbox import (
     build_bwrap_argv,
     default_policy,
     gpu_device_nodes,
+    python_paths,
     sandbox_available,
 )
 from jupyter_gpumarket.agent.slots import KernelSlot, SlotPool, find_slot_users, setup_commands
@@ -120,6 +122,15 @@ def test_exposed_python_comes_back_and_hidden_paths_inside_it_stay_hidden() -> N
     assert _index(argv, "--ro-bind", "/root/py", "/root/py") > _index(argv, "--tmpfs", "/root")
     assert _pairs(argv, "--tmpfs")[-1] == "/root/py/secrets"
     assert _index(argv, "--tmpfs", "/root/py/secrets") > _index(argv, "--ro-bind", "/root/py")
+
+
+def test_python_paths_cover_a_venv_and_its_interpreter(tmp_path: Path) -> None:
+    venv = tmp_path / "venv" / "bin"
+    venv.mkdir(parents=True)
+    (venv / "python").symlink_to(sys.executable)
+    paths = python_paths(str(venv / "python"))
+    assert str(tmp_path / "venv") in paths
+    assert str(Path(sys.executable).resolve().parent.parent) in paths
 
 
 def test_secret_files_are_masked_unless_already_hidden(tmp_path: Path) -> None:
