@@ -7,6 +7,7 @@ import asyncio
 import logging
 import secrets
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     paid.add_argument(
         "--redeem-every", type=float, default=600.0, help="seconds between on-chain redemptions"
+    )
+    serve.add_argument(
+        "--kernel-python",
+        default=sys.executable,
+        help="Python that runs the kernels (needs ipykernel; default: the agent's)",
     )
     serve.add_argument("--max-frame-mb", type=int, default=256, help="largest message accepted")
     serve.add_argument(
@@ -110,7 +116,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_frame_bytes=args.max_frame_mb * 1024 * 1024,
         replay_limit_bytes=args.replay_buffer_mb * 1024 * 1024,
         ready_file=args.ready_file,
-        kernel=KernelSettings(sandbox=iso.sandbox, limits=iso.limits),
+        kernel=KernelSettings(python=args.kernel_python, sandbox=iso.sandbox, limits=iso.limits),
         kernel_slots=iso.slots,
         info={"gpus_detected": inventory.to_json(), **iso.info()},
     )

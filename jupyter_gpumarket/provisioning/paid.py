@@ -164,6 +164,11 @@ class PaidLease:
         amount = self.schedule.final(self.clock.billed_seconds(now))
         return self.voucher(amount) if amount > self.acked else None
 
+    def record_launch_failure(self, reason: str) -> None:
+        self.ledger.update(
+            self.record_id, state="stopped", ended_at=time.time(), error=reason[:500]
+        )
+
     def record_end(self) -> None:
         billed = self.clock.billed_seconds(time.monotonic())
         spent = self.schedule.signed
@@ -260,17 +265,12 @@ async def stream_vouchers(lease: PaidLease, send: Any, notice: Any, stop: Any) -
             return
 
 
-def is_kernel_info_reply(parts: Any) -> bool:
-    """Whether a shell message (ZMQ parts, identities first) is a kernel_info_reply."""
-    for i, part in enumerate(parts):
-        if bytes(part) == b"<IDS|MSG>":
-            return i + 2 < len(parts) and b'"kernel_info_reply"' in bytes(parts[i + 2])
-    return False
-
-
 class PaidRun:
-    """Glue between a PaidLease and its link, on the tunnel loop: billing starts at the first
-    kernel_info_reply, vouchers stream every interval, the last one goes out at the end."""
+    """Glue between a PaidLease and its link, on the tunnel loop: billing starts when the
+    provider reports the kernel started (its sockets are up and it answers kernel_info; the
+    provider's clock starts at the same moment, so both sides count the same seconds, even
+    when no front end connects for a while), vouchers stream every interval, the last one goes
+    out at the end."""
 
     def __init__(self, lease: PaidLease) -> None:
         self.lease = lease
@@ -279,11 +279,16 @@ class PaidRun:
         self._waiting_ready = True
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def ever_ready(self) -> bool:
+        """Whether a kernel of this lease ever answered (billing started)."""
+        return self._task is not None
+
     def bind(self, link: Any, notice: Any) -> None:
         self.link, self._notice = link, notice
 
-    def on_shell(self, parts: Any) -> None:
-        if self._waiting_ready and is_kernel_info_reply(parts):
+    def kernel_started(self) -> None:
+        if self._waiting_ready:
             self._waiting_ready = False
             self.lease.clock.kernel_ready(time.monotonic())
             if self._task is None:

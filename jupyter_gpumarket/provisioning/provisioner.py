@@ -9,6 +9,7 @@ who calls it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
@@ -22,7 +23,6 @@ from jupyter_client.provisioning import KernelProvisionerBase
 from traitlets import Bool, Float, Int, List, Unicode
 
 from jupyter_gpumarket.core.filesync import Manifest
-from jupyter_gpumarket.core.frames import Channel
 from jupyter_gpumarket.core.pinning import normalize_fingerprint
 from jupyter_gpumarket.exceptions import (
     ConfigError,
@@ -173,8 +173,15 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
                 )
                 self._synced, self.last_push = result.manifest, result
             await call(self._link.start_kernel(self._key, env, self.launch_timeout))
-        except BaseException:
+            if self._paid is not None:
+                loop_thread().loop.call_soon_threadsafe(self._paid.kernel_started)
+        except BaseException as exc:
             await self._teardown(end_lease=True)
+            if self._paid is not None and not self._paid.ever_ready:
+                # nothing ran, nothing is owed; the provider settles at 0 if it saw the lease,
+                # else `gpumarket leases close` gets the deposit back
+                with contextlib.suppress(GpuMarketError):
+                    await asyncio.to_thread(self._paid.lease.record_launch_failure, str(exc))
             raise
         self._save_record()
         return self._connection_info()
@@ -273,14 +280,9 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             if shim is not None:
                 shim.notify(text, key)
 
-        def deliver(ch: Any, parts: Any) -> None:
-            if paid_run is not None and ch is Channel.SHELL:
-                paid_run.on_shell(parts)
-            shim.deliver(ch, parts)  # type: ignore[union-attr]
-
         link = RemoteLink(
             target,
-            deliver,
+            lambda ch, parts: shim.deliver(ch, parts),  # type: ignore[union-attr]
             settings,
             on_notice=notice,
             adopt_lease=adopt_lease,

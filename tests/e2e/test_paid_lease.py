@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -50,8 +51,9 @@ class Market:
         return EscrowClient(c).channel(bytes.fromhex(channel_id[2:]))
 
 
-@pytest.fixture
-def market(tmp_path: Path) -> Iterator[Market]:
+@contextlib.contextmanager
+def running_market(tmp_path: Path, *provider_args: str) -> Iterator[Market]:
+    """Devnet + a paid provider (published offer) + a renter's env, all on loopback."""
     from jupyter_gpumarket.chain.dev_accounts import dev_account
     from jupyter_gpumarket.chain.devnet import start_devnet
     from jupyter_gpumarket.chain.keystore import create_keystore
@@ -72,7 +74,7 @@ def market(tmp_path: Path) -> Iterator[Market]:
             "--price-per-hour", str(PRICE), "--region", "eu", "--state-dir",
             str(tmp_path / "provider"), "--ready-file", str(ready), "--voucher-interval", "2",
             "--payment-grace", "8", "--redeem-every", "2", "--sandbox", "off",
-            "--unsafe-no-sandbox",
+            "--unsafe-no-sandbox", *provider_args,
         ]  # fmt: skip
         with (tmp_path / "provider.log").open("wb") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -95,6 +97,12 @@ def market(tmp_path: Path) -> Iterator[Market]:
         finally:
             proc.terminate()
             proc.wait(30)
+
+
+@pytest.fixture
+def market(tmp_path: Path) -> Iterator[Market]:
+    with running_market(tmp_path) as m:
+        yield m
 
 
 def _leases(market: Market) -> list[dict[str, Any]]:
@@ -275,3 +283,55 @@ def test_provider_killed_mid_lease_the_renter_gets_the_deposit_back(market: Mark
     # the unspent deposit came back; the provider keeps what it had redeemed
     assert before - market.token_balance(renter) == market.channel(lease["channel_id"]).redeemed
     assert market.channel(lease["channel_id"]).redeemed >= redeemed
+
+
+def test_a_kernel_that_cannot_start_costs_nothing(tmp_path: Path) -> None:
+    from jupyter_gpumarket.chain.dev_accounts import dev_account
+    from jupyter_gpumarket.exceptions import KernelLaunchError
+
+    with running_market(tmp_path, "--kernel-python", "/nonexistent/python3") as m:
+        renter, provider = dev_account(2).address, dev_account(1).address
+        before = {a: m.token_balance(a) for a in (renter, provider)}
+        km = KernelManager(kernel_name="gpumarket")
+        with environ(m.renter_env), pytest.raises(KernelLaunchError, match="could not start"):
+            km.start_kernel()
+        assert not km.has_kernel
+        (lease,) = _leases(m)
+        assert "could not start" in lease["error"]
+        deadline = time.monotonic() + 30
+        while not m.channel(lease["channel_id"]).state.startswith("closed") and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.5)
+        assert m.channel(lease["channel_id"]).state.startswith("closed")  # settled at 0
+        assert {a: m.token_balance(a) for a in (renter, provider)} == before  # nobody paid
+
+
+def test_a_vanished_renter_costs_the_provider_at_most_one_interval(tmp_path: Path) -> None:
+    from jupyter_gpumarket.chain.dev_accounts import dev_account
+
+    from jupyterproc import start_jupyter
+
+    with running_market(tmp_path, "--client-grace", "3") as m:
+        provider = dev_account(1).address
+        before = m.token_balance(provider)
+        server = start_jupyter(tmp_path / "jupyter", m.renter_env)
+        kernel = server.request("POST", "/api/kernels", {"name": "gpumarket"})
+        assert kernel["name"] == "gpumarket"
+        time.sleep(7)  # a few vouchers at the 2 s interval
+        (lease,) = _leases(m)
+        server.proc.kill()  # the renter's Jupyter server vanishes
+        server.proc.wait(10)
+        killed = time.monotonic()
+        deadline = killed + 40
+        while not m.channel(lease["channel_id"]).state.startswith("closed") and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.5)
+        assert m.channel(lease["channel_id"]).state.startswith("closed")  # provider settled
+        paid = m.token_balance(provider) - before
+        ran = time.monotonic() - killed + 7  # an upper bound on the seconds the kernel ran
+        assert paid > 0
+        assert paid <= PRICE * ran // 3600
+        # what the provider could not collect is at most the grace plus one voucher interval
+        assert paid >= PRICE * (7 - 2 - 1) // 3600
