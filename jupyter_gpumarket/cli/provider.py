@@ -93,6 +93,7 @@ def _serve(args: argparse.Namespace) -> int:
         state_dir=args.state_dir.expanduser(),
         hidden=(str(gpumarket_home()),),
         masked=(str(args.wallet.expanduser()),) if args.wallet else (),
+        python=args.kernel_python,
         max_kernels=args.max_kernels,
     )
     log.info("kernel isolation: %s", iso.reason)

@@ -316,6 +316,8 @@ class RemoteLink:
                 self.exit_code = msg.code
                 self.exit_reason = msg.reason
                 self._exited.set()
+                if msg.reason:  # the provider stopped it (disk quota, payment, ...): say why
+                    self._on_notice(f"[gpumarket] the provider stopped the kernel: {msg.reason}")
         elif isinstance(msg, paymsgs.VoucherAck):
             if self.paid is not None:
                 self.paid.on_ack(msg.amount)

@@ -8,6 +8,7 @@ the previous one. Needs a working bubblewrap (installed here when missing and we
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -283,6 +284,13 @@ def test_disk_filler_is_stopped_and_only_its_kernel(
         time.sleep(0.2)
     assert not km.is_alive()
     assert "over its disk quota" in sandboxed.log()
+    told = []  # the notebook is told why, not just that the kernel died
+    with contextlib.suppress(Exception):  # queue.Empty ends the drain
+        while True:
+            msg = kc.get_iopub_msg(timeout=1)
+            if msg["msg_type"] == "stream":
+                told.append(msg["content"]["text"])
+    assert any("disk quota" in t for t in told), told
     healthy(other)
     assert sandboxed.proc.poll() is None
 
