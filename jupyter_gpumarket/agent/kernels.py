@@ -21,7 +21,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -41,6 +41,8 @@ from jupyter_gpumarket.agent.sandbox import (
 )
 from jupyter_gpumarket.agent.slots import KernelSlot
 from jupyter_gpumarket.exceptions import KernelLaunchError
+
+DISK_WARN_FRACTION = 0.8  # tell the notebook before the quota stops the kernel
 
 __all__ = [
     "AGENT_ENV_ALLOW",
@@ -175,8 +177,10 @@ class KernelProcess:
         settings: KernelSettings,
         slot: KernelSlot | None = None,
         gpus: tuple[int, ...] = (),
+        on_warning: Callable[[str], None] | None = None,
     ) -> None:
         self.workdir = workdir
+        self._on_warning = on_warning or (lambda text: None)
         self.settings = settings
         self.slot = slot
         self.gpus = gpus
@@ -292,9 +296,17 @@ class KernelProcess:
 
     async def _watch_disk(self, quota: int) -> None:
         mb = 1024 * 1024
+        warned = False
         while self.proc is not None and self.proc.returncode is None:
             await asyncio.sleep(self.settings.disk_check_interval)
             used = await asyncio.to_thread(dir_usage, self.workdir)
+            if not warned and used > quota * DISK_WARN_FRACTION:
+                warned = True
+                self._on_warning(
+                    f"the kernel's working dir uses {used // mb} MB of its {quota // mb} MB disk "
+                    "quota; past the quota the provider stops the kernel: delete files you no "
+                    "longer need"
+                )
             if used > quota:
                 self.stop_reason = (
                     f"the kernel's working dir used {used // mb} MB, over its disk quota of "

@@ -192,6 +192,9 @@ class Lease:
             settings=self._settings,
             slot=self.slot,
             gpus=self.gpus,
+            on_warning=lambda text: self.send_control(
+                paymsgs.PaymentNotice(level="warn", message=text)  # a provider notice
+            ),
         )
         try:
             await kernel.start()

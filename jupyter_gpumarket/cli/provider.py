@@ -101,7 +101,7 @@ def _serve(args: argparse.Namespace) -> int:
     paid = publisher = None
     if not args.dev:
         isolation.check_publishable(iso.sandbox is not None, args.unsafe_no_sandbox)
-        paid, publisher = _paid(args, inventory)
+        paid, publisher = _paid(args, inventory, sandboxed=iso.sandbox is not None)
     token = args.dev_token or secrets.token_urlsafe(24)
     config = AgentConfig(
         state_dir=args.state_dir.expanduser(),
@@ -131,7 +131,7 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _paid(args: argparse.Namespace, inventory: Any) -> tuple[Any, Any]:
+def _paid(args: argparse.Namespace, inventory: Any, *, sandboxed: bool) -> tuple[Any, Any]:
     """Payment terms and the offer publisher of a non-dev provider (chain + wallet)."""
     import os
 
@@ -163,7 +163,14 @@ def _paid(args: argparse.Namespace, inventory: Any) -> tuple[Any, Any]:
     )
     contracts = Contracts.at(connect(profile.rpc_url), token, escrow, registry)
     publisher = OfferPublisher(
-        contracts, account, args.price_per_hour, args.region, inventory, args.gpus_per_kernel
+        contracts,
+        account,
+        args.price_per_hour,
+        args.region,
+        inventory,
+        args.gpus_per_kernel,
+        # renters see it wherever the offer appears; an unsandboxed offer is labelled so
+        metadata_uri="gpumarket:isolation=" + ("sandboxed" if sandboxed else "unsandboxed"),
     )
     return terms, publisher
 

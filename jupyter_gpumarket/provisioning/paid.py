@@ -37,6 +37,12 @@ class OfferChoice:
     gpu_model: str
     price_per_hour: int
     region: str
+    metadata: str = ""
+
+    @property
+    def unsandboxed(self) -> bool:
+        """The provider runs renters' kernels without its sandbox (it said so when publishing)."""
+        return "isolation=sandboxed" not in self.metadata
 
 
 def parse_offer_spec(spec: str) -> int | dict[str, str]:
@@ -71,6 +77,7 @@ def _offers(registry: Any) -> list[OfferChoice]:
                 gpu_model=raw[3],
                 price_per_hour=int(raw[6]),
                 region=raw[8],
+                metadata=raw[9],
             )
         )
     return out
@@ -213,6 +220,12 @@ def open_paid_lease(
     contracts = Contracts.at(connect(profile.rpc_url), token, escrow, registry)
     offer = pick_offer(contracts.registry, offer_spec)
     normalize_fingerprint(offer.tls_fingerprint)
+    if offer.unsandboxed:
+        log.warning(
+            "offer %s is UNSANDBOXED: the provider runs kernels without isolation from its "
+            "other renters; do not put secrets in this kernel",
+            offer.offer_id,
+        )
     chain = LeaseChain(contracts)
     opened = chain.open_for_offer(renter, offer.offer_id, budget=budget)
     ledger = RenterLedger()

@@ -290,7 +290,11 @@ def test_disk_filler_is_stopped_and_only_its_kernel(
             msg = kc.get_iopub_msg(timeout=1)
             if msg["msg_type"] == "stream":
                 told.append(msg["content"]["text"])
-    assert any("disk quota" in t for t in told), told
+    warned = [i for i, t in enumerate(told) if "of its 50 MB disk quota" in t]
+    stopped = [i for i, t in enumerate(told) if "stopped the kernel" in t and "disk" in t]
+    assert warned, told  # a warning first ...
+    assert stopped, told  # ... then why it stopped
+    assert warned[0] < stopped[0]
     healthy(other)
     assert sandboxed.proc.poll() is None
 

@@ -335,3 +335,14 @@ def test_a_vanished_renter_costs_the_provider_at_most_one_interval(tmp_path: Pat
         assert paid <= PRICE * ran // 3600
         # what the provider could not collect is at most the grace plus one voucher interval
         assert paid >= PRICE * (7 - 2 - 1) // 3600
+
+
+def test_an_unsandboxed_offer_is_labelled_on_chain(market: Market) -> None:
+    from jupyter_gpumarket.chain.client import Contracts, connect
+    from jupyter_gpumarket.provisioning.paid import pick_offer
+
+    p = market.devnet.profile
+    registry = Contracts.at(connect(p.rpc_url), *p.require_contracts()).registry
+    offer = pick_offer(registry, str(market.ready["offer_id"]))
+    assert offer.metadata == "gpumarket:isolation=unsandboxed"  # started with --sandbox off
+    assert offer.unsandboxed
