@@ -10,8 +10,6 @@ Parts travel untouched: signatures are the renter's, made with the key the kerne
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
@@ -19,6 +17,7 @@ import zmq
 import zmq.asyncio
 
 from jupyter_gpumarket.core.frames import Channel
+from jupyter_gpumarket.zmqpump import SocketPumps
 
 __all__ = ["KernelBridge"]
 
@@ -46,7 +45,6 @@ class KernelBridge:
         endpoint: Callable[[str], str],
         on_message: Callable[[Channel, list[zmq.Frame]], None],
     ) -> None:
-        self._on_message = on_message
         self._sockets: dict[Channel, zmq.asyncio.Socket] = {}
         for channel, (name, kind) in _SOCKET_TYPES.items():
             sock = context.socket(kind)
@@ -57,10 +55,7 @@ class KernelBridge:
                 sock.setsockopt(zmq.SUBSCRIBE, b"")
             sock.connect(endpoint(name))
             self._sockets[channel] = sock
-        self._tasks = [
-            asyncio.ensure_future(self._pump(channel, sock))
-            for channel, sock in self._sockets.items()
-        ]
+        self._pumps = SocketPumps(self._sockets, on_message, name="kernel")
 
     def send(self, channel: Channel, parts: Sequence[bytes]) -> None:
         """Queue a message from the renter to the kernel (never blocks the loop)."""
@@ -73,23 +68,5 @@ class KernelBridge:
         except zmq.Again:
             log.warning("kernel %s queue full; dropping one message", channel.name)
 
-    async def _pump(self, channel: Channel, sock: zmq.asyncio.Socket) -> None:
-        on_message = self._on_message
-        try:
-            while True:
-                parts = await sock.recv_multipart(copy=False)
-                on_message(channel, parts)
-        except (asyncio.CancelledError, zmq.ContextTerminated):
-            pass
-        except zmq.ZMQError as exc:  # socket closed under us
-            log.debug("kernel %s socket stopped: %s", channel.name, exc)
-
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for sock in self._sockets.values():
-            sock.close(linger=0)
-        self._sockets.clear()
+        await self._pumps.close()

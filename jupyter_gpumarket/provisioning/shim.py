@@ -8,8 +8,6 @@ part), IOPub is a PUB.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
@@ -18,6 +16,7 @@ import zmq.asyncio
 from jupyter_client.session import Session
 
 from jupyter_gpumarket.core.frames import Channel
+from jupyter_gpumarket.zmqpump import SocketPumps
 
 __all__ = ["ZmqShim"]
 
@@ -36,7 +35,6 @@ class ZmqShim:
     """Binds the local sockets; ``forward(channel, parts)`` receives what clients send."""
 
     def __init__(self, forward: Callable[[Channel, list[zmq.Frame]], None]) -> None:
-        self._forward = forward
         self._context = zmq.asyncio.Context()
         self._sockets: dict[Channel, zmq.asyncio.Socket] = {}
         self.ports: dict[str, int] = {}
@@ -50,11 +48,7 @@ class ZmqShim:
                 sock.router_handover = 1
             self.ports[port_name] = sock.bind_to_random_port("tcp://127.0.0.1")
             self._sockets[channel] = sock
-        self._tasks = [
-            asyncio.ensure_future(self._pump(channel, sock))
-            for channel, sock in self._sockets.items()
-            if channel is not Channel.IOPUB
-        ]
+        self._pumps = SocketPumps(self._sockets, forward, skip=(Channel.IOPUB,), name="shim")
 
     def notify(self, text: str, key: bytes) -> None:
         """Tell every local client something on IOPub (stderr stream), signed with ``key``."""
@@ -79,22 +73,6 @@ class ZmqShim:
         except zmq.ZMQError as exc:  # e.g. ROUTER with an empty identity part
             log.warning("local %s socket refused a message: %s", channel.name, exc)
 
-    async def _pump(self, channel: Channel, sock: zmq.asyncio.Socket) -> None:
-        forward = self._forward
-        try:
-            while True:
-                forward(channel, await sock.recv_multipart(copy=False))
-        except (asyncio.CancelledError, zmq.ContextTerminated):
-            pass
-        except zmq.ZMQError as exc:
-            log.debug("shim %s socket stopped: %s", channel.name, exc)
-
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for sock in self._sockets.values():
-            sock.close(linger=0)
+        await self._pumps.close()
         self._context.term()
