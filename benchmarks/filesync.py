@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from jupyter_gpumarket.agent.filestore import BlobStore
-from jupyter_gpumarket.core.filesync import Manifest, UploadPlan, plan_upload, read_chunks, scan
+from jupyter_gpumarket.core.filesync import Manifest, UploadPlan, plan_upload
+from jupyter_gpumarket.filescan import read_chunks, scan
 
 T = TypeVar("T")
 SMALL_FILES = 1000

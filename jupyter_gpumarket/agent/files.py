@@ -15,8 +15,9 @@ from typing import Any
 
 from jupyter_gpumarket.agent.filestore import BlobStore, collect
 from jupyter_gpumarket.core import control
-from jupyter_gpumarket.core.filesync import Manifest, read_chunks
+from jupyter_gpumarket.core.filesync import Manifest
 from jupyter_gpumarket.exceptions import ProtocolError
+from jupyter_gpumarket.filescan import read_chunks
 
 __all__ = ["FILE_OPS", "LeaseFiles", "store_for"]
 

@@ -18,15 +18,9 @@ import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from jupyter_gpumarket.core.filesync import (
-    DEFAULT_CAP_BYTES,
-    Manifest,
-    is_sha256_hex,
-    resolve_inside,
-    scan,
-    write_atomic_verified,
-)
+from jupyter_gpumarket.core.filesync import DEFAULT_CAP_BYTES, Manifest, is_sha256_hex
 from jupyter_gpumarket.exceptions import AgentError, ProtocolError
+from jupyter_gpumarket.filescan import resolve_inside, scan, write_atomic_verified
 
 __all__ = ["BlobStore", "collect"]
 

@@ -13,16 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jupyter_gpumarket.core import control
-from jupyter_gpumarket.core.filesync import (
-    Manifest,
-    PullPlan,
-    format_bytes,
-    plan_pull,
-    plan_upload,
-    read_chunks,
-    scan,
-    write_verified,
-)
+from jupyter_gpumarket.core.filesync import Manifest, PullPlan, format_bytes, plan_pull, plan_upload
+from jupyter_gpumarket.filescan import read_chunks, scan, write_verified
 from jupyter_gpumarket.provisioning.link import RemoteLink
 
 __all__ = ["PushResult", "pull", "push"]

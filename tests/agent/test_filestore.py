@@ -8,16 +8,9 @@ from pathlib import Path
 import pytest
 
 from jupyter_gpumarket.agent.filestore import BlobStore, collect
-from jupyter_gpumarket.core.filesync import (
-    FileEntry,
-    Manifest,
-    plan_pull,
-    plan_upload,
-    read_chunks,
-    scan,
-    write_verified,
-)
+from jupyter_gpumarket.core.filesync import FileEntry, Manifest, plan_pull, plan_upload
 from jupyter_gpumarket.exceptions import AgentError, ProtocolError, UnsafePath
+from jupyter_gpumarket.filescan import read_chunks, scan, write_verified
 
 
 def sha(data: bytes) -> str:

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from jupyter_gpumarket import filescan
 from jupyter_gpumarket.core import filesync
 from jupyter_gpumarket.core.filesync import (
     FileEntry,
@@ -19,11 +20,7 @@ from jupyter_gpumarket.core.filesync import (
     format_bytes,
     plan_pull,
     plan_upload,
-    read_chunks,
-    resolve_inside,
     safe_relpath,
-    scan,
-    write_verified,
 )
 from jupyter_gpumarket.exceptions import (
     ConfigError,
@@ -32,6 +29,7 @@ from jupyter_gpumarket.exceptions import (
     SyncTooLarge,
     UnsafePath,
 )
+from jupyter_gpumarket.filescan import read_chunks, resolve_inside, scan, write_verified
 
 
 def sha(data: bytes) -> str:
@@ -400,8 +398,8 @@ def test_scan_reuses_hashes_of_unchanged_files(
         os.utime(write(tmp_path, name, name.encode()), ns=(10**18, 10**18))  # long settled
     first = scan(tmp_path)
     hashed: list[str] = []
-    real_hash = filesync.hash_file
-    monkeypatch.setattr(filesync, "hash_file", lambda p: hashed.append(str(p)) or real_hash(p))
+    real_hash = filescan.hash_file
+    monkeypatch.setattr(filescan, "hash_file", lambda p: hashed.append(str(p)) or real_hash(p))
     assert scan(tmp_path, previous=first) == first
     assert hashed == []
     write(tmp_path, "b.txt", b"bigger")
