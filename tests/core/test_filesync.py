@@ -11,7 +11,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jupyter_gpumarket import filescan
-from jupyter_gpumarket.core import filesync
 from jupyter_gpumarket.core.filesync import (
     FileEntry,
     Manifest,
