@@ -80,6 +80,19 @@ def check_publishable(sandbox_ok: bool, unsafe_no_sandbox: bool) -> str:
     )
 
 
+def check_port_guard(*, egress: str, sandboxed: bool, can_guard: bool, unsafe: bool) -> None:
+    """A published provider's kernels must never reach its own port: with ``egress=full``
+    that takes the nftables guard (root + nft); without it, refuse (``egress=none`` puts the
+    kernels in their own network, which needs no guard)."""
+    if not sandboxed or egress != "full" or can_guard or unsafe:
+        return
+    raise ConfigError(
+        "--egress full lets kernels reach this agent's port unless the agent, as root with "
+        "nftables (apt-get install nftables), blocks them: run it so, use --egress none, or "
+        "pass --unsafe-no-sandbox to publish anyway (labelled unsandboxed)"
+    )
+
+
 @dataclass(frozen=True)
 class Isolation:
     """What `provider serve` settled on: the kernel sandbox, limits, slots, and the label."""

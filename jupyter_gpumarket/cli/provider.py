@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import secrets
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -101,6 +103,12 @@ def _serve(args: argparse.Namespace) -> int:
     paid = publisher = None
     if not args.dev:
         isolation.check_publishable(iso.sandbox is not None, args.unsafe_no_sandbox)
+        isolation.check_port_guard(
+            egress=args.egress,
+            sandboxed=iso.sandbox is not None,
+            can_guard=os.geteuid() == 0 and shutil.which("nft") is not None,
+            unsafe=args.unsafe_no_sandbox,
+        )
         paid, publisher = _paid(args, inventory, sandboxed=iso.sandbox is not None)
     token = args.dev_token or secrets.token_urlsafe(24)
     config = AgentConfig(

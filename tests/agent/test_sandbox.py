@@ -369,3 +369,27 @@ def test_port_guard_rules_reject_only_slot_users_to_the_agent_port() -> None:
         nft_ruleset([0], 41925)
     with pytest.raises(ConfigError, match="TCP port"):
         nft_ruleset([993], 0)
+
+
+@pytest.mark.parametrize(
+    ("egress", "sandboxed", "can_guard", "unsafe", "refused"),
+    [
+        ("full", True, False, False, True),  # kernels could reach the agent's port
+        ("full", True, True, False, False),  # nftables guard
+        ("none", True, False, False, False),  # own network namespace
+        ("full", False, False, False, False),  # unsandboxed: check_publishable decides
+        ("full", True, False, True, False),  # explicitly unsafe
+    ],
+)
+def test_published_agents_keep_kernels_off_their_port(
+    egress: str, sandboxed: bool, can_guard: bool, unsafe: bool, refused: bool
+) -> None:
+    from jupyter_gpumarket.agent.isolation import check_port_guard
+    from jupyter_gpumarket.exceptions import ConfigError
+
+    kw = {"egress": egress, "sandboxed": sandboxed, "can_guard": can_guard, "unsafe": unsafe}
+    if refused:
+        with pytest.raises(ConfigError, match="--egress none"):
+            check_port_guard(**kw)
+    else:
+        check_port_guard(**kw)
