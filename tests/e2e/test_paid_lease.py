@@ -19,6 +19,7 @@ from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
 from agentproc import environ
+from netfault import ThreadedProxy
 
 pytestmark = pytest.mark.slow
 
@@ -52,8 +53,12 @@ class Market:
 
 
 @contextlib.contextmanager
-def running_market(tmp_path: Path, *provider_args: str) -> Iterator[Market]:
-    """Devnet + a paid provider (published offer) + a renter's env, all on loopback."""
+def running_market(
+    tmp_path: Path, *provider_args: str, provider_rpc: ThreadedProxy | None = None
+) -> Iterator[Market]:
+    """Devnet + a paid provider (published offer) + a renter's env, all on loopback.
+
+    ``provider_rpc``: a fault proxy (not started) the provider's RPC traffic goes through."""
     from jupyter_gpumarket.chain.dev_accounts import dev_account
     from jupyter_gpumarket.chain.devnet import start_devnet
     from jupyter_gpumarket.chain.keystore import create_keystore
@@ -68,9 +73,17 @@ def running_market(tmp_path: Path, *provider_args: str) -> Iterator[Market]:
         create_keystore(PASSWORD, private_key=dev_account(2).key, path=renter_ks)
         ready = tmp_path / "ready.json"
         env = {**os.environ, "GPUMARKET_HOME": str(home), "GPUMARKET_WALLET_PASSWORD": PASSWORD}
+        provider_profile = tmp_path / "devnet.json"
+        if provider_rpc is not None:
+            rpc_port = int(devnet.profile.rpc_url.rsplit(":", 1)[1].strip("/"))
+            provider_rpc.set_target(rpc_port)
+            proxied = json.loads(provider_profile.read_text())
+            proxied["rpc_url"] = f"http://127.0.0.1:{provider_rpc.start()}"
+            provider_profile = tmp_path / "provider-devnet.json"
+            provider_profile.write_text(json.dumps(proxied))
         cmd = [
             sys.executable, "-m", "jupyter_gpumarket.cli", "provider", "serve",
-            "--network", str(tmp_path / "devnet.json"), "--wallet", str(provider_ks),
+            "--network", str(provider_profile), "--wallet", str(provider_ks),
             "--price-per-hour", str(PRICE), "--region", "eu", "--state-dir",
             str(tmp_path / "provider"), "--ready-file", str(ready), "--voucher-interval", "2",
             "--payment-grace", "8", "--redeem-every", "2", "--sandbox", "off",
@@ -346,3 +359,50 @@ def test_an_unsandboxed_offer_is_labelled_on_chain(market: Market) -> None:
     offer = pick_offer(registry, str(market.ready["offer_id"]))
     assert offer.metadata == "gpumarket:isolation=unsandboxed"  # started with --sandbox off
     assert offer.unsandboxed
+
+
+class LateProxy(ThreadedProxy):
+    """A fault proxy whose target (the devnet's RPC port) is known only once the chain runs."""
+
+    def __init__(self) -> None:
+        super().__init__("127.0.0.1", 1)
+
+    def set_target(self, port: int) -> None:
+        self._args = ("127.0.0.1", port, "127.0.0.1")
+
+
+def test_the_kernel_keeps_running_while_the_rpc_is_down_and_redemption_catches_up(
+    tmp_path: Path,
+) -> None:
+    rpc = LateProxy()
+    with running_market(tmp_path, provider_rpc=rpc) as m:
+        try:
+            km = KernelManager(kernel_name="gpumarket")
+            with environ(m.renter_env):
+                km.start_kernel()
+            kc = km.client()
+            kc.start_channels()
+            kc.wait_for_ready(timeout=30)
+            rpc.refuse()
+            rpc.reset()  # the provider's RPC is gone (before its first voucher is due)
+            (lease,) = _leases(m)
+            time.sleep(12)  # longer than the payment grace: vouchers need no chain
+            assert km.is_alive()
+            out: list[str] = []
+            kc.execute_interactive(
+                "print('still computing')",
+                timeout=30,
+                output_hook=lambda msg: out.append(msg["content"].get("text", "")),
+            )
+            assert "still computing" in "".join(out)
+            assert m.channel(lease["channel_id"]).redeemed == 0  # nothing reached the chain
+            rpc.restore()
+            deadline = time.monotonic() + 30
+            while m.channel(lease["channel_id"]).redeemed == 0 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert m.channel(lease["channel_id"]).redeemed > 0  # redemption caught up
+            kc.stop_channels()
+            with environ(m.renter_env):
+                km.shutdown_kernel()
+        finally:
+            rpc.stop()
