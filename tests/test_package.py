@@ -56,3 +56,17 @@ def test_cli_help_runs() -> None:
         check=True,
     )
     assert "gpumarket" in out.stdout
+
+
+def test_dev_mode_needs_no_ethereum_stack() -> None:
+    """A dev provider and a dev kernel import no web3/eth-* (GPU hosts may lack them)."""
+    code = (
+        "import sys\n"
+        "for m in ('eth_abi', 'eth_utils', 'eth_account', 'web3', 'vyper'): sys.modules[m] = None\n"
+        "import jupyter_gpumarket.agent.server, jupyter_gpumarket.provisioning\n"
+        "import jupyter_gpumarket.cli.provider, jupyter_gpumarket.cli\n"
+        "jupyter_gpumarket.cli.build_parser()\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ok"

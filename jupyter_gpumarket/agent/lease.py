@@ -13,7 +13,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.asyncio
@@ -24,13 +24,15 @@ from jupyter_gpumarket.agent.files import FILE_OPS, LeaseFiles
 from jupyter_gpumarket.agent.filestore import BlobStore
 from jupyter_gpumarket.agent.gpu import gpu_env
 from jupyter_gpumarket.agent.kernels import KernelProcess, KernelSettings, build_kernel_env
-from jupyter_gpumarket.agent.payments import LeasePayment
 from jupyter_gpumarket.agent.slots import KernelSlot
 from jupyter_gpumarket.core import control, paymsgs
 from jupyter_gpumarket.core.frames import Channel
 from jupyter_gpumarket.core.session import TunnelSession
 from jupyter_gpumarket.exceptions import GpuMarketError
 from jupyter_gpumarket.wire import SessionPipe
+
+if TYPE_CHECKING:
+    from jupyter_gpumarket.agent.payments import LeasePayment
 
 __all__ = ["Lease"]
 

@@ -16,7 +16,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq.asyncio
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -27,13 +27,15 @@ from jupyter_gpumarket.agent.egress import PortGuard
 from jupyter_gpumarket.agent.files import store_for
 from jupyter_gpumarket.agent.kernels import KernelSettings
 from jupyter_gpumarket.agent.lease import Lease
-from jupyter_gpumarket.agent.payments import LeasePayment, PaidTerms, Payments
 from jupyter_gpumarket.agent.slots import KernelSlot, SlotPool
 from jupyter_gpumarket.agent.tls import ProviderCertificate, ensure_certificate, server_ssl_context
 from jupyter_gpumarket.core import control, paymsgs
 from jupyter_gpumarket.core.control import CloseCode
 from jupyter_gpumarket.core.frames import DEFAULT_MAX_FRAME_BYTES
 from jupyter_gpumarket.exceptions import AgentError, AuthenticationFailed, ProtocolError
+
+if TYPE_CHECKING:  # the payment stack (web3, eth-*) loads only for paid agents
+    from jupyter_gpumarket.agent.payments import LeasePayment, PaidTerms, Payments
 
 __all__ = ["AgentConfig", "AgentServer"]
 
@@ -107,6 +109,8 @@ class AgentServer:
     async def start(self) -> None:
         cfg = self.config
         if cfg.paid is not None and self.payments is None:
+            from jupyter_gpumarket.agent.payments import Payments  # web3 only for paid agents
+
             self.payments = await asyncio.to_thread(Payments, cfg.paid, cfg.state_dir)
             self._redeemer = asyncio.ensure_future(self.payments.redeem_loop(self._paid_channels))
         self._context = zmq.asyncio.Context()

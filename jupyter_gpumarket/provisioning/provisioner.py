@@ -15,7 +15,7 @@ import secrets
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from jupyter_client.connect import KernelConnectionInfo
@@ -30,10 +30,13 @@ from jupyter_gpumarket.exceptions import (
     NoProviderSelected,
     PaymentError,
 )
-from jupyter_gpumarket.provisioning import files, paid, records
+from jupyter_gpumarket.provisioning import files, records
 from jupyter_gpumarket.provisioning.link import LinkSettings, ProviderTarget, RemoteLink
 from jupyter_gpumarket.provisioning.loop_thread import call, loop_thread
 from jupyter_gpumarket.provisioning.shim import ZmqShim
+
+if TYPE_CHECKING:  # the payment stack (web3, eth-*) loads only for paid kernels
+    from jupyter_gpumarket.provisioning import paid
 
 __all__ = ["GpuMarketProvisioner", "forwarded_env"]
 
@@ -247,6 +250,8 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             raise ConfigError("set GPUMARKET_WALLET_PASSWORD to unlock your wallet for this lease")
         if not budget.isdigit() or int(budget) <= 0:
             raise ConfigError(f"budget {budget!r} must be a positive number of token base units")
+        from jupyter_gpumarket.provisioning import paid  # web3 only for paid kernels
+
         self._progress("opening an escrow channel")
         lease = await asyncio.to_thread(
             paid.open_paid_lease,
