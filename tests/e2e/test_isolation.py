@@ -22,11 +22,11 @@ from urllib.parse import urlparse
 import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager, start_new_kernel
-from sandboxkit import attempt, ensure_sandbox, healthy, host_pids_of, run_code
 
 from jupyter_gpumarket.chain.keystore import create_keystore
 
 from agentproc import AgentProcess, environ, start_agent
+from sandboxkit import attempt, ensure_sandbox, healthy, host_pids_of, run_code
 
 pytestmark = pytest.mark.slow
 

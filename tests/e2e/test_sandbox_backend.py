@@ -18,9 +18,9 @@ from urllib.parse import urlparse
 import pytest
 import test_conformance as conformance
 from jupyter_client.manager import start_new_kernel
-from sandboxkit import attempt, descendants, ensure_sandbox, host_pids_of, run_code
 
 from agentproc import AgentProcess, environ, running_agent, start_agent
+from sandboxkit import attempt, descendants, ensure_sandbox, host_pids_of, run_code
 
 pytestmark = pytest.mark.slow
 
