@@ -1,6 +1,6 @@
 """Gas per Escrow/Registry entry point, cold and warm, written to benchmarks/results/gas.json.
 
-cold = the first lease of a fresh renter (its token nonce, allowance and escrow nonce slots are
+cold = the first lease of a fresh renter (its token permit nonce and allowance slots are
 new); warm = the second lease of the same renter. Providers, relayers and pool admins are
 established operators that already hold tokens. Another renter keeps a channel open the whole
 time (a live escrow always holds deposits); ``empty_escrow`` repeats the plain lease with
@@ -127,7 +127,6 @@ class Bench:
 
     def relayed_lease(self, renter, provider, relayer) -> dict[str, int]:
         e, session, deadline = self.c.escrow.functions, Account.create(), self.deadline()
-        nonce = e.nonces(renter.address).call()
         open_sig = eip712.sign_typed_data(
             renter.key,
             eip712.open_channel(
@@ -138,7 +137,6 @@ class Bench:
                 deposit=5 * USD,
                 session_key=session.address,
                 relay_fee=10_000,
-                nonce=nonce,
                 deadline=deadline,
             ),
         )
@@ -220,7 +218,6 @@ class Bench:
                 deposit=2 * USD,
                 session_key=session2.address,
                 relay_fee=5_000,
-                nonce=e.nonces(student.address).call(),
                 deadline=deadline,
             ),
         )

@@ -33,7 +33,6 @@ exports: (
     escrow_tokens.token_index,
     escrow_tokens.tokens,
     escrow_tokens.token_count,
-    escrow_sigs.nonces,
     escrow_pools.pools,
     escrow_pools.pool_count,
     escrow_pools.grant_spent,

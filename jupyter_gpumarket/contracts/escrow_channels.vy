@@ -82,7 +82,7 @@ def _create(renter: address, provider: address, token: address, deposit: uint256
     assert deposit != 0, "escrow: deposit is zero"
     assert deposit <= MAX_AMOUNT, "escrow: deposit above 2**88-1 base units"
     cid: bytes32 = keccak256(abi_encode(renter, session_key))
-    assert self._payee[cid] == 0, "escrow: channel for this session key exists; use a fresh session key"
+    assert self._payee[cid] == 0, "escrow: a channel for this session key exists (OpenChannel signatures are single-use); use a fresh session key"
     self._head[cid] = convert(renter, uint256) | (deposit << 160) | (escrow_tokens._token_idx(token) << 248)
     self._payee[cid] = convert(provider, uint256) | (OPEN << 248) | (flags << 252)
     log ChannelOpened(channel_id=cid, renter=renter, provider=provider, token=token, deposit=deposit, session_key=session_key)

@@ -23,6 +23,7 @@ __all__ = [
     "grant",
     "grant_hash",
     "open_channel",
+    "open_channel_nonce",
     "permit",
     "recover_signer",
     "sign_typed_data",
@@ -147,10 +148,13 @@ def open_channel(
     deposit: int,
     session_key: str,
     relay_fee: int,
-    nonce: int,
     deadline: int,
 ) -> dict[str, Any]:
-    """``OpenChannel(...)`` the renter signs so a relayer can call ``openFor``."""
+    """``OpenChannel(...)`` the renter signs so a relayer can call ``openFor``.
+
+    Its ``nonce`` is :func:`open_channel_nonce` of the session key: a session key opens one
+    channel ever, so the signature is single-use without an on-chain counter.
+    """
     if relay_fee >= deposit:
         raise PaymentError(f"relay_fee ({relay_fee}) must be below the deposit ({deposit})")
     return _message(
@@ -164,10 +168,15 @@ def open_channel(
             "deposit": _uint("deposit", deposit),
             "sessionKey": _address("session_key", session_key),
             "relayFee": _uint("relay_fee", relay_fee),
-            "nonce": _uint("nonce", nonce),
+            "nonce": open_channel_nonce(session_key),
             "deadline": _uint("deadline", deadline),
         },
     )
+
+
+def open_channel_nonce(session_key: str) -> int:
+    """The OpenChannel ``nonce`` the Escrow expects: the session key's address as a number."""
+    return int(_address("session_key", session_key), 16)
 
 
 def grant(

@@ -194,7 +194,7 @@ def test_attest_rules(channel, accounts):
         send(c.w3, renter, c.escrow.functions.attest(unpaid, 50, 0))
 
 
-def _open_for_args(c, renter, provider, session, deposit, nonce, deadline, fee=1000):
+def _open_for_args(c, renter, provider, session, deposit, deadline, fee=1000):
     sig = eip712.sign_typed_data(
         renter.key,
         eip712.open_channel(
@@ -205,7 +205,6 @@ def _open_for_args(c, renter, provider, session, deposit, nonce, deadline, fee=1
             deposit=deposit,
             session_key=session.address,
             relay_fee=fee,
-            nonce=nonce,
             deadline=deadline,
         ),
     )
@@ -228,11 +227,33 @@ def test_replayed_open_channel_signature(contracts, accounts):
     c, renter, provider, relayer = contracts, accounts[1], accounts[2], accounts[3]
     session = Account.create()
     send(c.w3, renter, c.token.functions.approve(c.escrow.address, 10 * USD))
-    args = _open_for_args(c, renter, provider, session, 2 * USD, 0, now(c) + 600)
+    args = _open_for_args(c, renter, provider, session, 2 * USD, now(c) + 600)
     send(c.w3, relayer, c.escrow.functions.openFor(*args))
-    with reverts("OpenChannel not signed by the renter, or its nonce was already used"):
+    with reverts("OpenChannel signatures are single-use"):
         send(c.w3, relayer, c.escrow.functions.openFor(*args))
-    expired = _open_for_args(c, renter, provider, Account.create(), 2 * USD, 1, now(c) - 1)
+    # The same signature replayed after the channel closed: still refused.
+    cid = eip712.channel_id_for(renter.address, session.address)
+    send(c.w3, provider, c.escrow.functions.settle(cid, 0, b""))
+    with reverts("OpenChannel signatures are single-use"):
+        send(c.w3, relayer, c.escrow.functions.openFor(*args))
+    # A signature over another nonce than the session key's is not the renter's OpenChannel.
+    other = Account.create()
+    forged = list(_open_for_args(c, renter, provider, other, 2 * USD, now(c) + 600))
+    typed = eip712.open_channel(
+        escrow_domain(c),
+        renter=renter.address,
+        provider=provider.address,
+        token=c.token.address,
+        deposit=2 * USD,
+        session_key=other.address,
+        relay_fee=1000,
+        deadline=forged[6],
+    )
+    typed["message"]["nonce"] = 7
+    forged[7] = eip712.sign_typed_data(renter.key, typed)
+    with reverts("OpenChannel not signed by the renter"):
+        send(c.w3, relayer, c.escrow.functions.openFor(*forged))
+    expired = _open_for_args(c, renter, provider, Account.create(), 2 * USD, now(c) - 1)
     with reverts("OpenChannel signature expired"):
         send(c.w3, relayer, c.escrow.functions.openFor(*expired))
 

@@ -130,7 +130,6 @@ def test_relayed_open_for_renter_without_gas(contracts, accounts):
             deposit=deposit,
             session_key=session.address,
             relay_fee=fee,
-            nonce=0,
             deadline=deadline,
         ),
     )
@@ -167,7 +166,6 @@ def test_relayed_open_for_renter_without_gas(contracts, accounts):
     assert c.escrow.functions.channels(cid).call()[4] == deposit - fee
     assert balance(c, relayer) == relayer_before + fee
     assert c.w3.eth.get_balance(renter.address) == 0
-    assert c.escrow.functions.nonces(renter.address).call() == 1
 
 
 def test_rotated_session_key_signs_new_vouchers(contracts, accounts):

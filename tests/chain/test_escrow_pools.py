@@ -55,7 +55,6 @@ def test_gasless_student_opens_through_a_relayer(contracts, accounts):
             deposit=deposit,
             session_key=session.address,
             relay_fee=fee,
-            nonce=0,
             deadline=deadline,
         ),
     )

@@ -80,9 +80,9 @@ def test_open_channel_and_grant_types():
         deposit=10,
         session_key=B,
         relay_fee=1,
-        nonce=0,
         deadline=99,
     )
+    assert typed["message"]["nonce"] == int(B, 16) == eip712.open_channel_nonce(B)
     assert [f["name"] for f in typed["types"]["OpenChannel"]] == [
         "renter",
         "provider",
@@ -112,7 +112,6 @@ def test_open_channel_and_grant_types():
                 deposit=2,
                 session_key=B,
                 relay_fee=1,
-                nonce=0,
                 deadline=1,
             ),
             "renter",
@@ -126,7 +125,6 @@ def test_open_channel_and_grant_types():
                 deposit=2,
                 session_key=B,
                 relay_fee=2,
-                nonce=0,
                 deadline=1,
             ),
             "relay_fee",
