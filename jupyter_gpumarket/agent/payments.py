@@ -27,6 +27,7 @@ from jupyter_gpumarket.core.lease_state import (
     LeasePolicy,
 )
 from jupyter_gpumarket.core.metering import BillingClock
+from jupyter_gpumarket.core.offer_meta import DEFAULT_RELAY_FEE
 from jupyter_gpumarket.core.voucher_check import (
     ChannelView,
     ProviderTerms,
@@ -55,6 +56,7 @@ class PaidTerms:
     interval: int = 15
     grace: float = 60.0
     redeem_every: float = 600.0
+    relay_fee: int = DEFAULT_RELAY_FEE  # what relaying a renter's gasless openFor costs it
 
 
 class Payments:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_gpumarket.agent import isolation
+from jupyter_gpumarket.core.offer_meta import DEFAULT_RELAY_FEE
 from jupyter_gpumarket.exceptions import ConfigError, GpuMarketError
 
 log = logging.getLogger("jupyter_gpumarket.provider")
@@ -56,6 +57,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     paid.add_argument(
         "--redeem-every", type=float, default=600.0, help="seconds between on-chain redemptions"
+    )
+    paid.add_argument(
+        "--relay-fee",
+        type=int,
+        default=DEFAULT_RELAY_FEE,
+        help="token base units a renter without gas pays this provider for relaying its "
+        "channel opening (openFor); published in the offer",
     )
     serve.add_argument(
         "--kernel-python",
@@ -148,6 +156,7 @@ def _paid(args: argparse.Namespace, inventory: Any, *, sandboxed: bool) -> tuple
     from jupyter_gpumarket.chain.client import Contracts, connect
     from jupyter_gpumarket.chain.keystore import load_account
     from jupyter_gpumarket.chain.profiles import active_profile, load_profile
+    from jupyter_gpumarket.core.offer_meta import offer_metadata
 
     if args.price_per_hour is None:
         raise ConfigError("a paid provider needs --price-per-hour (token base units per hour)")
@@ -168,6 +177,7 @@ def _paid(args: argparse.Namespace, inventory: Any, *, sandboxed: bool) -> tuple
         interval=args.voucher_interval,
         grace=args.payment_grace,
         redeem_every=args.redeem_every,
+        relay_fee=args.relay_fee,
     )
     contracts = Contracts.at(connect(profile.rpc_url), token, escrow, registry)
     publisher = OfferPublisher(
@@ -178,7 +188,9 @@ def _paid(args: argparse.Namespace, inventory: Any, *, sandboxed: bool) -> tuple
         inventory,
         args.gpus_per_kernel,
         # renters see it wherever the offer appears; an unsandboxed offer is labelled so
-        metadata_uri="gpumarket:isolation=" + ("sandboxed" if sandboxed else "unsandboxed"),
+        metadata_uri=offer_metadata(
+            isolation="sandboxed" if sandboxed else "unsandboxed", relay_fee=args.relay_fee
+        ),
     )
     return terms, publisher
 
