@@ -162,6 +162,10 @@ class Lease:
                         )
                 elif isinstance(msg, paymsgs.Voucher):
                     self._on_voucher(msg)
+                elif isinstance(msg, paymsgs.DepositChanged):
+                    if self.payment is None:
+                        raise GpuMarketError("this provider is in dev mode: it has no channels")
+                    await self.payment.refresh_deposit()
                 elif isinstance(msg, control.StartKernel):
                     await self._start_kernel(msg)
                 elif isinstance(msg, control.Signal):

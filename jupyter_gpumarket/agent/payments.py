@@ -10,6 +10,7 @@ are checked off-chain and redemption is retried from the ledger.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -35,7 +36,12 @@ from jupyter_gpumarket.core.voucher_check import (
     Verdict,
     check_voucher,
 )
-from jupyter_gpumarket.exceptions import AuthenticationFailed, ChainError, GpuMarketError
+from jupyter_gpumarket.exceptions import (
+    AuthenticationFailed,
+    ChainError,
+    GpuMarketError,
+    PaymentError,
+)
 
 __all__ = ["LeasePayment", "PaidTerms", "Payments"]
 
@@ -77,6 +83,7 @@ class Payments:
         w3 = connect(terms.rpc_url)
         self.chain = LeaseChain(Contracts.at(w3, terms.token, terms.escrow, terms.registry))
         self._pending: dict[str, Challenge] = {}
+        self._tx_lock = asyncio.Lock()  # one provider transaction at a time (account nonce)
 
     # -- the hello ---------------------------------------------------------------------------
     def challenge(self) -> paymsgs.AuthChallenge:
@@ -116,6 +123,41 @@ class Payments:
         )
         return view
 
+    # -- relaying gasless openings ----------------------------------------------------------
+    async def relay_open(self, req: paymsgs.RelayOpen) -> paymsgs.RelayResult:
+        """Open the channel a renter without gas signed (the escrow checks the signatures;
+        a forged or replayed one reverts in gas estimation, so nothing is spent on it)."""
+        from jupyter_gpumarket.chain.relay import submit_relay_request
+        from jupyter_gpumarket.core.relay_check import relay_refusal
+
+        t = self.terms
+        now = await asyncio.to_thread(self.chain.now)
+        reason = relay_refusal(
+            req,
+            provider=self.provider,
+            token=t.token,
+            relay_fee=t.relay_fee,
+            price_per_hour=t.price_per_hour,
+            interval=t.interval,
+            now=now,
+        )
+        if reason is not None:
+            raise PaymentError(f"relay refused: {reason}")
+        async with self._tx_lock:
+            channel_id, tx = await asyncio.to_thread(
+                submit_relay_request, self.chain, t.account, req
+            )
+        log.info(
+            "relayed channel 0x%s for %s: deposit %s, fee %s (tx %s, gas %s)",
+            channel_id.hex(),
+            req.renter,
+            req.deposit - req.relay_fee,
+            req.relay_fee,
+            tx.tx_hash,
+            tx.gas_used,
+        )
+        return paymsgs.RelayResult(channel="0x" + channel_id.hex(), tx_hash=tx.tx_hash)
+
     # -- settlement --------------------------------------------------------------------------
     async def settle(self, channel_id: bytes) -> None:
         """Close the channel with the highest voucher held (0 if none); retried if it fails."""
@@ -123,12 +165,13 @@ class Payments:
         amount = best.amount if best else 0
         tx_id = self.ledger.begin_tx(channel_id, "settle", amount)
         try:
-            result = await asyncio.to_thread(
-                self.chain.settle_highest,
-                self.terms.account,
-                channel_id,
-                (best.amount, best.signature) if best else None,
-            )
+            async with self._tx_lock:
+                result = await asyncio.to_thread(
+                    self.chain.settle_highest,
+                    self.terms.account,
+                    channel_id,
+                    (best.amount, best.signature) if best else None,
+                )
         except GpuMarketError as exc:
             self.ledger.tx_failed(tx_id, str(exc))
             log.warning("settling channel 0x%s failed (will retry): %s", channel_id.hex(), exc)
@@ -153,12 +196,13 @@ class Payments:
                 continue
             tx_id = self.ledger.begin_tx(channel_id, "redeem", voucher.amount)
             try:
-                result = await asyncio.to_thread(
-                    self.chain.redeem_highest,
-                    self.terms.account,
-                    channel_id,
-                    (voucher.amount, bytes(voucher.signature)),
-                )
+                async with self._tx_lock:
+                    result = await asyncio.to_thread(
+                        self.chain.redeem_highest,
+                        self.terms.account,
+                        channel_id,
+                        (voucher.amount, bytes(voucher.signature)),
+                    )
             except GpuMarketError as exc:
                 self.ledger.tx_failed(tx_id, str(exc))
                 log.warning("redeem of 0x%s failed (will retry): %s", channel_id.hex(), exc)
@@ -198,6 +242,27 @@ class LeasePayment:
         )
         self.accepted = 0
         self.settled = False
+
+    async def refresh_deposit(self) -> None:
+        """The renter topped up: read the channel again (the chain is the truth, not the
+        message); a deposit never shrinks here, so a stale read cannot undo a top-up."""
+        cid = self.channel.channel_id
+        try:
+            info = await asyncio.to_thread(self.payments.chain.channel, cid)
+        except ChainError as exc:
+            log.warning("cannot re-read channel 0x%s after a top-up: %s", cid.hex(), exc)
+            return
+        if info.deposit > self.channel.deposit and info.renter == self.channel.renter:
+            log.info("channel 0x%s topped up: deposit %s", cid.hex(), info.deposit)
+            self.channel = dataclasses.replace(self.channel, deposit=info.deposit)
+            self.payments.ledger.upsert_channel(
+                cid,
+                renter=self.channel.renter,
+                provider=self.channel.provider,
+                token=info.token,
+                deposit=info.deposit,
+                price_per_hour=self.payments.terms.price_per_hour,
+            )
 
     def kernel_ready(self) -> None:
         now = time.monotonic()

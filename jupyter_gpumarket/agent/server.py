@@ -32,7 +32,12 @@ from jupyter_gpumarket.agent.tls import ProviderCertificate, ensure_certificate,
 from jupyter_gpumarket.core import control, paymsgs
 from jupyter_gpumarket.core.control import CloseCode
 from jupyter_gpumarket.core.frames import DEFAULT_MAX_FRAME_BYTES
-from jupyter_gpumarket.exceptions import AgentError, AuthenticationFailed, ProtocolError
+from jupyter_gpumarket.exceptions import (
+    AgentError,
+    AuthenticationFailed,
+    GpuMarketError,
+    ProtocolError,
+)
 
 if TYPE_CHECKING:  # the payment stack (web3, eth-*) loads only for paid agents
     from jupyter_gpumarket.agent.payments import LeasePayment, PaidTerms, Payments
@@ -174,7 +179,7 @@ class AgentServer:
         peer = ws.remote_address
         try:
             raw = await asyncio.wait_for(ws.recv(), HELLO_TIMEOUT)
-            hello = control.parse_hello(raw)
+            hello = control.parse_first(raw)
         except TimeoutError:
             await ws.close(CloseCode.PROTOCOL, "no hello within 10 s")
             return
@@ -183,6 +188,9 @@ class AgentServer:
             await ws.close(CloseCode.PROTOCOL, _reason(f"bad hello: {exc}"))
             return
         except ConnectionClosed:
+            return
+        if isinstance(hello, paymsgs.RelayOpen):
+            await self._relay(ws, hello)
             return
         payment = None
         if self.payments is not None:
@@ -266,6 +274,24 @@ class AgentServer:
         answer = control.parse_text(raw, paymsgs.AuthAnswer)
         view = await self.payments.authenticate(hello.channel, challenge, answer)
         return self.payments.lease(view)
+
+    async def _relay(self, ws: ServerConnection, req: paymsgs.RelayOpen) -> None:
+        """Open a channel for a renter without gas (its signed opening), answer, close."""
+        peer = ws.remote_address
+        if self.payments is None:
+            await ws.close(CloseCode.RELAY_REFUSED, "a dev provider relays no channel openings")
+            return
+        try:
+            result = await self.payments.relay_open(req)
+        except GpuMarketError as exc:
+            log.warning("relay for %s refused: %s", peer, exc)
+            with contextlib.suppress(ConnectionClosed):
+                await ws.close(CloseCode.RELAY_REFUSED, _reason(str(exc)))
+            return
+        log.info("relayed channel %s for %s", result.channel, req.renter)
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(control.dump(result).decode())
+            await ws.close()
 
     def _lease_for(
         self, hello: control.Hello, payment: LeasePayment | None = None

@@ -200,11 +200,11 @@ class LeaseChain:
         (the approval is skipped when the allowance already covers the deposit)."""
         if isinstance(deposit, bool) or not isinstance(deposit, int) or deposit <= 0:
             raise PaymentError(f"deposit must be a positive int of base units, got {deposit!r}")
-        self._check_balance(renter.address, deposit)
+        self.check_balance(renter.address, deposit)
         key = session_key or new_session_key()
         token, escrow = self.c.token, self.c.escrow
         approvals: tuple[TxInfo, ...] = ()
-        permit_args = self._permit(renter, deposit) if method in ("auto", "permit") else None
+        permit_args = self.permit_args(renter, deposit) if method in ("auto", "permit") else None
         if permit_args is None and method == "permit":
             raise ChainError(
                 f"token {token.address} does not support EIP-2612 permit: use method='approve'"
@@ -238,7 +238,7 @@ class LeaseChain:
             approvals=approvals,
         )
 
-    def _check_balance(self, address: str, amount: int) -> None:
+    def check_balance(self, address: str, amount: int) -> None:
         have = call(self.c.token.functions.balanceOf(address), what="token.balanceOf")
         if have < amount:
             raise PaymentError(
@@ -246,7 +246,9 @@ class LeaseChain:
                 f"{amount}: fund it (devnet: `gpumarket wallet fund`) or lower the budget"
             )
 
-    def _permit(self, owner: LocalAccount, value: int) -> tuple[int, int, bytes, bytes] | None:
+    def permit_args(
+        self, owner: LocalAccount, value: int, deadline: int | None = None
+    ) -> tuple[int, int, bytes, bytes] | None:
         """(deadline, v, r, s) of an EIP-2612 permit for the escrow, or None without permit."""
         token = self.c.token
         try:
@@ -255,7 +257,7 @@ class LeaseChain:
         except (TransactionReverted, ChainError):
             return None  # no EIP-5267/2612 on this token: approve + open
         _fields, name, version, chain_id, verifying = info[:5]
-        deadline = self.now() + PERMIT_WINDOW
+        deadline = deadline or self.now() + PERMIT_WINDOW
         domain = eip712.Domain(chain_id, verifying, name=name, version=version)
         typed = eip712.permit(
             domain,
@@ -270,7 +272,7 @@ class LeaseChain:
 
     def top_up(self, renter: LocalAccount, channel_id: bytes, amount: int) -> tuple[TxInfo, ...]:
         """approve + topUp (auto top-up); the transactions."""
-        self._check_balance(renter.address, amount)
+        self.check_balance(renter.address, amount)
         token, escrow = self.c.token, self.c.escrow
         r1 = send(self.w3, renter, token.functions.approve(escrow.address, amount), what="approve")
         r2 = send(self.w3, renter, escrow.functions.topUp(channel_id, amount), what="Escrow.topUp")

@@ -55,6 +55,7 @@ class CloseCode:
     CAPACITY = 4003  # max kernels reached
     SHUTDOWN = 4004  # agent is stopping
     REPLACED = 4005  # a newer connection took over this lease
+    RELAY_REFUSED = 4006  # a relayed channel opening was refused or reverted (reason says why)
 
 
 def _obj(
@@ -314,6 +315,7 @@ _AGENT_OPS: dict[str, type] = {
         PullManifest,
         FetchBlob,
         paymsgs.Voucher,
+        paymsgs.DepositChanged,
         paymsgs.VoucherAck,
         paymsgs.PaymentNotice,
     )
@@ -331,6 +333,15 @@ def _build(cls: type, obj: dict[str, Any], what: str) -> Any:
 
 def parse_hello(data: str | bytes) -> Hello:
     obj = _obj(data, "hello")
+    _check(obj.get("op") == "hello", "first message must be a hello")
+    return _build(Hello, obj, "hello")
+
+
+def parse_first(data: str | bytes) -> Hello | paymsgs.RelayOpen:
+    """The first message of a connection: a hello, or a request to relay a channel opening."""
+    obj = _obj(data, "first message")
+    if obj.get("op") == "relay_open":
+        return _build(paymsgs.RelayOpen, obj, "relay_open")
     _check(obj.get("op") == "hello", "first message must be a hello")
     return _build(Hello, obj, "hello")
 

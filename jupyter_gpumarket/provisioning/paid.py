@@ -38,6 +38,7 @@ class OfferChoice:
     price_per_hour: int
     region: str
     metadata: str = ""
+    token: str = ""
 
     @property
     def unsandboxed(self) -> bool:
@@ -78,6 +79,7 @@ def _offers(registry: Any) -> list[OfferChoice]:
                 price_per_hour=int(raw[6]),
                 region=raw[8],
                 metadata=raw[9],
+                token=raw[7],
             )
         )
     return out
@@ -155,15 +157,29 @@ class PaidLease:
         )
         return paymsgs.Voucher(amount=amount, signature="0x" + sig.hex())
 
-    def tick(self) -> tuple[paymsgs.Voucher | None, str | None, str | None]:
-        """(voucher to send, warning, stop message) for now."""
+    def tick(self) -> tuple[paymsgs.Voucher | None, str | None, str | None, int]:
+        """(voucher to send, warning, stop message, amount to top up) for now."""
         t = self.schedule.tick(self.clock.billed_seconds(time.monotonic()))
         # Nothing new to sign still sends the last voucher again: it tells the provider the
         # renter is alive and paid up (a duplicate is harmless).
         voucher = self.voucher(t.amount if t.amount else self.schedule.signed)
         if t.stop:
             self.stopped_for_budget = t.stop
-        return voucher, t.warn, t.stop
+        return voucher, t.warn, t.stop, t.top_up
+
+    def top_up(self, amount: int) -> str:
+        """Add ``amount`` to the channel (blocking: approve + topUp); the topUp tx hash."""
+        try:
+            txs = self.chain.top_up(self.renter, self.channel_id, amount)
+        except Exception:
+            self.schedule.top_up_failed()
+            raise
+        self.schedule.deposit_added(amount)
+        self.deposit += amount
+        self.ledger.update(self.record_id, deposit=self.deposit)
+        for tx in txs:
+            self.ledger.add_tx(self.record_id, tx.to_json())
+        return txs[-1].tx_hash
 
     def final_voucher(self) -> paymsgs.Voucher | None:
         now = time.monotonic()
@@ -205,14 +221,26 @@ def _unlocked(wallet: str | None, password: str, load_account: Any) -> Any:
 
 
 def open_paid_lease(
-    *, network: str, offer_spec: str, budget: int, wallet: str | None, password: str
+    *,
+    network: str,
+    offer_spec: str,
+    budget: int,
+    wallet: str | None,
+    password: str,
+    grant: str = "",
+    auto_top_up: bool = False,
+    initial_hours: float = 1.0,
 ) -> PaidLease:
-    """Pick the offer, open a channel to its provider with a fresh session key (blocking)."""
+    """Pick the offer, open a channel to its provider with a fresh session key (blocking):
+    from the wallet, relayed by the provider when the wallet has no gas, or from a credit pool
+    when ``grant`` (a grant code) is given (see provisioning.paid_open)."""
     from jupyter_gpumarket.chain.client import Contracts, connect
     from jupyter_gpumarket.chain.keystore import load_account
     from jupyter_gpumarket.chain.leases import LeaseChain
     from jupyter_gpumarket.chain.profiles import active_profile, load_profile
     from jupyter_gpumarket.chain.renter_ledger import RenterLedger
+    from jupyter_gpumarket.core.grant_code import GrantCode
+    from jupyter_gpumarket.provisioning.paid_open import open_channel_for_offer
 
     profile = load_profile(network) if network else active_profile()
     token, escrow, registry = profile.require_contracts()
@@ -226,8 +254,18 @@ def open_paid_lease(
             "other renters; do not put secrets in this kernel",
             offer.offer_id,
         )
+    grant_code = GrantCode.decode(grant) if grant else None
     chain = LeaseChain(contracts)
-    opened = chain.open_for_offer(renter, offer.offer_id, budget=budget)
+    opened, how = open_channel_for_offer(
+        chain, renter, offer, budget=budget, grant=grant_code, initial_hours=initial_hours
+    )
+    if auto_top_up and how != "own":
+        log.warning(
+            "auto top-up needs a wallet with gas and a channel it funded itself (this one: %s): "
+            "the lease stops cleanly when its deposit is spent",
+            how,
+        )
+        auto_top_up = False
     ledger = RenterLedger()
     record = ledger.create(
         provider=offer.provider,
@@ -241,10 +279,11 @@ def open_paid_lease(
         txs=[t.to_json() for t in opened.txs],
     )
     log.info(
-        "opened channel %s to %s for offer %s: deposit %s",
+        "opened channel %s to %s for offer %s (%s): deposit %s",
         "0x" + opened.channel_id.hex(),
         offer.provider,
         offer.offer_id,
+        how,
         opened.deposit,
     )
     return PaidLease(
@@ -254,7 +293,10 @@ def open_paid_lease(
         session_key=opened.session_key,
         domain=eip712.Domain(profile.chain_id, escrow),
         schedule=VoucherSchedule(
-            price_per_hour=offer.price_per_hour, deposit=opened.deposit, budget=budget
+            price_per_hour=offer.price_per_hour,
+            deposit=opened.deposit,
+            budget=budget,
+            auto_top_up=auto_top_up,
         ),
         chain=chain,
         renter=renter,
@@ -263,11 +305,30 @@ def open_paid_lease(
     )
 
 
+async def _top_up(lease: PaidLease, amount: int, send: Any, notice: Any) -> None:
+    from jupyter_gpumarket.exceptions import GpuMarketError
+
+    notice(f"[gpumarket] topping up the channel by {amount} base units (auto top-up)")
+    try:
+        tx_hash = await asyncio.to_thread(lease.top_up, amount)
+    except GpuMarketError as exc:
+        notice(f"[gpumarket] top-up failed (retried at the next voucher): {exc}")
+        return
+    send(paymsgs.DepositChanged(tx_hash=tx_hash))
+    notice(f"[gpumarket] channel topped up: deposit now {lease.deposit} base units")
+
+
 async def stream_vouchers(lease: PaidLease, send: Any, notice: Any, stop: Any) -> None:
-    """Every interval: sign and send what is due; warn at 80 %; stop at the budget."""
+    """Every interval: sign and send what is due; top up when allowed and low; warn at 80 %;
+    stop at the budget."""
+    top_ups: set[asyncio.Task[None]] = set()
     while True:
         await asyncio.sleep(lease.schedule.interval)
-        voucher, warn, stop_message = lease.tick()
+        voucher, warn, stop_message, top_up = lease.tick()
+        if top_up:
+            task = asyncio.ensure_future(_top_up(lease, top_up, send, notice))
+            top_ups.add(task)
+            task.add_done_callback(top_ups.discard)
         if voucher is not None:
             send(voucher)
         if warn:

@@ -95,6 +95,20 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     )
     budget = Int(10_000_000, config=True, help="most a lease may spend, token base units")
     wallet = Unicode("", config=True, help="keystore path (env GPUMARKET_WALLET wins)")
+    grant = Unicode(
+        "", config=True, help="credit-pool grant code: the pool pays the lease (GPUMARKET_GRANT)"
+    )
+    initial_hours = Float(
+        1.0,
+        config=True,
+        help="deposit = min(budget, price x this many hours) (GPUMARKET_INITIAL_HOURS)",
+    )
+    auto_top_up = Bool(
+        False,
+        config=True,
+        help="top the channel up (from the wallet, up to the budget) instead of stopping when "
+        "its deposit runs low (GPUMARKET_AUTO_TOP_UP=1)",
+    )
 
     _link: RemoteLink | None = None
     _paid: paid.PaidRun | None = None
@@ -250,6 +264,15 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             raise ConfigError("set GPUMARKET_WALLET_PASSWORD to unlock your wallet for this lease")
         if not budget.isdigit() or int(budget) <= 0:
             raise ConfigError(f"budget {budget!r} must be a positive number of token base units")
+        hours_text = self._setting("GPUMARKET_INITIAL_HOURS", str(self.initial_hours))
+        try:
+            initial_hours = float(hours_text)
+        except ValueError:
+            initial_hours = -1.0
+        if not 0 < initial_hours < 10_000:
+            raise ConfigError(
+                f"initial hours {hours_text!r} must be a positive number of hours of deposit"
+            )
         from jupyter_gpumarket.provisioning import paid  # web3 only for paid kernels
 
         self._progress("opening an escrow channel")
@@ -260,6 +283,12 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             budget=int(budget),
             wallet=self._setting("GPUMARKET_WALLET", self.wallet) or None,
             password=password,
+            grant=self._setting("GPUMARKET_GRANT", self.grant),
+            auto_top_up=self._setting(
+                "GPUMARKET_AUTO_TOP_UP", "1" if self.auto_top_up else ""
+            ).lower()
+            in ("1", "true", "yes"),
+            initial_hours=initial_hours,
         )
         self._paid = paid.PaidRun(lease)
         offer = lease.offer

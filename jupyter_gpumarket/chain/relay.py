@@ -1,0 +1,203 @@
+"""Channel openings a renter cannot pay gas for, and openings paid by a credit pool.
+
+Renter side: :func:`relay_request` signs everything the provider needs to open the channel for
+it (OpenChannel + an EIP-2612 permit, or OpenChannel + a pool grant) — no transaction, only
+reads. Relayer side (the provider agent): :func:`submit_relay_request` sends ``openFor`` or
+``openFromPoolFor`` and takes the signed relay fee out of the deposit. A renter that holds gas
+and a grant opens from the pool itself with :func:`open_from_pool`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from jupyter_gpumarket.chain.client import call, send
+from jupyter_gpumarket.chain.errors import rpc_errors
+from jupyter_gpumarket.chain.leases import PERMIT_WINDOW, LeaseChain, TxInfo
+from jupyter_gpumarket.core import eip712, paymsgs
+from jupyter_gpumarket.core.grant_code import GrantCode
+from jupyter_gpumarket.exceptions import ChainError, ConfigError, PaymentError
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
+__all__ = [
+    "grant_room",
+    "has_gas_for_open",
+    "open_from_pool",
+    "pool_token",
+    "relay_request",
+    "submit_relay_request",
+]
+
+OPEN_GAS = 250_000  # an open with permit uses ~125k; leave room for a busy chain
+
+
+def has_gas_for_open(chain: LeaseChain, address: str) -> bool:
+    """Whether ``address`` can pay for opening a channel itself."""
+    with rpc_errors("eth_getBalance"):
+        balance = chain.w3.eth.get_balance(address)
+        price = chain.w3.eth.gas_price
+    return balance >= OPEN_GAS * max(price, 1)
+
+
+def pool_token(chain: LeaseChain, grant: GrantCode) -> str:
+    admin, token, _balance = call(
+        chain.c.escrow.functions.pools(bytes.fromhex(grant.pool_id[2:])), what="Escrow.pools"
+    )
+    if int(admin, 16) == 0:
+        raise ConfigError(f"the grant's pool {grant.pool_id} does not exist on this network")
+    return token
+
+
+def grant_room(chain: LeaseChain, grant: GrantCode) -> int:
+    """How much of the grant is left to spend: min(cap - spent, the pool's balance)."""
+    gh = eip712.grant_hash(
+        pool_id=bytes.fromhex(grant.pool_id[2:]),
+        student=grant.student,
+        cap=grant.cap,
+        expiry=grant.expiry,
+        provider=grant.provider,
+    )
+    spent = call(chain.c.escrow.functions.grant_spent(gh), what="Escrow.grant_spent")
+    _admin, _token, balance = call(
+        chain.c.escrow.functions.pools(bytes.fromhex(grant.pool_id[2:])), what="Escrow.pools"
+    )
+    return max(0, min(grant.cap - int(spent), int(balance)))
+
+
+def _check_grant(chain: LeaseChain, grant: GrantCode, student: str, provider: str) -> None:
+    grant.check_for(
+        chain_id=chain.w3.eth.chain_id,
+        escrow=chain.c.escrow.address,
+        student=student,
+        provider=provider,
+    )
+    if grant.expiry < chain.now():
+        raise ConfigError("this grant has expired: ask your course admin for a new one")
+
+
+def relay_request(
+    chain: LeaseChain,
+    renter: LocalAccount,
+    *,
+    provider: str,
+    deposit: int,
+    relay_fee: int,
+    session_key: LocalAccount,
+    grant: GrantCode | None = None,
+    window: int = PERMIT_WINDOW,
+) -> paymsgs.RelayOpen:
+    """Sign an opening the provider relays; ``deposit`` includes ``relay_fee``."""
+    if relay_fee >= deposit:
+        raise PaymentError(f"relay fee {relay_fee} is not below the deposit {deposit}")
+    deadline = chain.now() + window
+    permit = ""
+    if grant is not None:
+        _check_grant(chain, grant, renter.address, provider)
+        token = pool_token(chain, grant)
+    else:
+        token = chain.c.token.address
+        chain.check_balance(renter.address, deposit)
+        args = chain.permit_args(renter, deposit, deadline)
+        if args is None:
+            raise ChainError(
+                f"token {token} has no EIP-2612 permit, so a wallet without gas cannot open a "
+                "channel: send the wallet a little gas"
+            )
+        _deadline, v, r, s = args
+        permit = "0x" + (r + s + bytes([v])).hex()
+    typed = eip712.open_channel(
+        eip712.Domain(chain.w3.eth.chain_id, chain.c.escrow.address),
+        renter=renter.address,
+        provider=provider,
+        token=token,
+        deposit=deposit,
+        session_key=session_key.address,
+        relay_fee=relay_fee,
+        deadline=deadline,
+    )
+    open_sig = eip712.sign_typed_data(renter.key, typed)
+    return paymsgs.RelayOpen(
+        renter=renter.address,
+        provider=typed["message"]["provider"],
+        token=token,
+        deposit=deposit,
+        session_key=session_key.address,
+        relay_fee=relay_fee,
+        deadline=deadline,
+        open_sig="0x" + open_sig.hex(),
+        permit=permit,
+        grant=grant.encode() if grant else "",
+    )
+
+
+def submit_relay_request(
+    chain: LeaseChain, relayer: LocalAccount, req: paymsgs.RelayOpen
+) -> tuple[bytes, TxInfo]:
+    """Send the relayed opening (the relayer pays gas, gets ``relay_fee``); (channel id, tx)."""
+    escrow = chain.c.escrow.functions
+    open_sig = bytes.fromhex(req.open_sig[2:])
+    if req.grant:
+        g = GrantCode.decode(req.grant)
+        fn = escrow.openFromPoolFor(
+            bytes.fromhex(g.pool_id[2:]),
+            g.student,
+            g.cap,
+            g.expiry,
+            g.provider,
+            bytes.fromhex(g.signature[2:]),
+            req.provider,
+            req.deposit,
+            req.session_key,
+            req.relay_fee,
+            req.deadline,
+            open_sig,
+        )
+        if g.student.lower() != req.renter.lower():
+            raise PaymentError("the grant is for another wallet than the one that signed")
+        kind = "Escrow.openFromPoolFor"
+    else:
+        p = bytes.fromhex(req.permit[2:]) if req.permit else b""
+        v, r, s = (p[64], p[:32], p[32:64]) if p else (0, b"\0" * 32, b"\0" * 32)
+        fn = escrow.openFor(
+            req.renter,
+            req.provider,
+            req.token,
+            req.deposit,
+            req.session_key,
+            req.relay_fee,
+            req.deadline,
+            open_sig,
+            v,
+            r,
+            s,
+        )
+        kind = "Escrow.openFor"
+    receipt = send(chain.w3, relayer, fn, what=kind)
+    return eip712.channel_id_for(req.renter, req.session_key), TxInfo.of("open", receipt)
+
+
+def open_from_pool(
+    chain: LeaseChain,
+    student: LocalAccount,
+    *,
+    grant: GrantCode,
+    provider: str,
+    deposit: int,
+    session_key: LocalAccount,
+) -> TxInfo:
+    """The student opens from the pool itself (it holds gas): ``openFromPool``."""
+    _check_grant(chain, grant, student.address, provider)
+    fn = chain.c.escrow.functions.openFromPool(
+        bytes.fromhex(grant.pool_id[2:]),
+        grant.student,
+        grant.cap,
+        grant.expiry,
+        grant.provider,
+        bytes.fromhex(grant.signature[2:]),
+        provider,
+        deposit,
+        session_key.address,
+    )
+    return TxInfo.of("open", send(chain.w3, student, fn, what="Escrow.openFromPool"))

@@ -1,0 +1,59 @@
+"""Ask a provider to open the renter's channel for it (the renter holds no gas).
+
+One short wss connection, pinned like the tunnel: send the signed ``relay_open``, wait for the
+mined channel (``relay_result``) or a close with the provider's reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from jupyter_gpumarket.core import control, paymsgs
+from jupyter_gpumarket.core.pinning import fingerprint, fingerprint_matches
+from jupyter_gpumarket.exceptions import (
+    PaymentError,
+    ProtocolError,
+    ProviderUnreachable,
+    TlsFingerprintMismatch,
+)
+from jupyter_gpumarket.provisioning.link import _client_ssl
+
+__all__ = ["request_relay"]
+
+
+async def request_relay(
+    url: str, tls_fingerprint: str, req: paymsgs.RelayOpen, *, timeout: float = 90.0
+) -> paymsgs.RelayResult:
+    """The provider's answer: the channel it opened, or PaymentError with its reason."""
+    try:
+        ws = await connect(url, ssl=_client_ssl(), open_timeout=min(timeout, 30.0))
+    except (OSError, TimeoutError, InvalidHandshake) as exc:
+        raise ProviderUnreachable(
+            f"cannot reach the provider at {url} to relay the channel opening: {exc}"
+        ) from exc
+    async with ws:
+        der = ws.transport.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        if not fingerprint_matches(der, tls_fingerprint):
+            raise TlsFingerprintMismatch(
+                f"the provider at {url} presented certificate {fingerprint(der)}, not the "
+                f"{tls_fingerprint} of its offer: not sending it the signed opening"
+            )
+        try:
+            await ws.send(control.dump(req).decode())
+            async with asyncio.timeout(timeout):
+                raw = await ws.recv()
+        except TimeoutError:
+            raise ProviderUnreachable(
+                f"the provider at {url} did not relay the opening within {timeout:.0f} s; the "
+                "signatures expire unused, nothing was spent — try again or fund the wallet"
+            ) from None
+        except ConnectionClosed as exc:
+            reason = exc.rcvd.reason if exc.rcvd else "connection lost"
+            raise PaymentError(f"the provider did not open the channel: {reason}") from None
+    try:
+        return control.parse_text(raw, paymsgs.RelayResult)
+    except ProtocolError as exc:
+        raise PaymentError(f"the provider answered the relay request oddly: {exc}") from None
