@@ -107,9 +107,12 @@ class BillingClock:
     """Counts the seconds a lease's kernels were ready. Times are monotonic seconds (floats)
     passed in by the caller (``time.monotonic()`` in the shell, plain numbers in tests)."""
 
-    def __init__(self) -> None:
+    def __init__(self, carried: float = 0.0) -> None:
+        """``carried``: seconds already billed before this clock (a re-adopted lease)."""
+        if not isinstance(carried, int | float) or not 0 <= carried < math.inf:
+            raise PaymentError(f"carried must be a non-negative number of seconds: {carried!r}")
         self.state = ClockState.WAITING
-        self._total = 0.0
+        self._total = float(carried)
         self._since: float | None = None
         self._last = -math.inf
 

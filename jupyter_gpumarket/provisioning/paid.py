@@ -22,8 +22,16 @@ from jupyter_gpumarket.core.auth_challenge import Challenge, sign_hello
 from jupyter_gpumarket.core.metering import BillingClock, VoucherSchedule
 from jupyter_gpumarket.core.pinning import normalize_fingerprint
 from jupyter_gpumarket.exceptions import ConfigError
+from jupyter_gpumarket.provisioning.paid_state import encrypt_session_key
 
-__all__ = ["OfferChoice", "PaidLease", "open_paid_lease", "parse_offer_spec", "pick_offer"]
+__all__ = [
+    "OfferChoice",
+    "PaidLease",
+    "open_paid_lease",
+    "parse_offer_spec",
+    "pick_offer",
+    "resume_paid_lease",
+]
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +133,10 @@ class PaidLease:
     acked: int = 0
     stopped_for_budget: str | None = None
     ack_event: asyncio.Event = field(default_factory=asyncio.Event)  # set on each VoucherAck
+    network: str = ""
+    sealed_key: dict[str, Any] | None = field(default=None, repr=False)  # encrypted session key
+    persist: Any = None  # called after each tick / top-up (a re-adoptable kernel's state)
+    resumed: bool = False  # re-adopted after a Jupyter server restart
 
     def on_ack(self, amount: int) -> None:
         self.acked = max(self.acked, amount)
@@ -165,7 +177,42 @@ class PaidLease:
         voucher = self.voucher(t.amount if t.amount else self.schedule.signed)
         if t.stop:
             self.stopped_for_budget = t.stop
+        self.persist_now()
         return voucher, t.warn, t.stop, t.top_up
+
+    def persist_now(self) -> None:
+        if self.persist is not None:
+            try:
+                self.persist()
+            except OSError as exc:  # a full disk must not stop the payments
+                log.warning("could not save the lease's state for re-adoption: %s", exc)
+
+    def snapshot(self, kernel_id: str) -> Any:
+        """This lease as a provisioning.paid_state.PaidState (for re-adoption)."""
+        import dataclasses
+
+        from jupyter_gpumarket.provisioning.paid_state import PaidState
+
+        assert self.sealed_key is not None
+        now = time.monotonic()
+        return PaidState(
+            kernel_id=kernel_id,
+            network=self.network,
+            offer=dataclasses.asdict(self.offer),
+            channel_id=self.channel_hex,
+            chain_id=self.domain.chain_id,
+            escrow=self.domain.verifying_contract,
+            deposit=self.deposit,
+            budget=self.schedule.budget,
+            auto_top_up=self.schedule.auto_top_up,
+            record_id=self.record_id,
+            renter=self.renter.address if self.renter is not None else "",
+            session_key=self.sealed_key,
+            signed=self.schedule.signed,
+            billed_seconds=self.clock.running_seconds(now),
+            billing=self.clock.state.value == "billing",
+            saved_at=time.time(),
+        )
 
     def top_up(self, amount: int) -> str:
         """Add ``amount`` to the channel (blocking: approve + topUp); the topUp tx hash."""
@@ -179,6 +226,7 @@ class PaidLease:
         self.ledger.update(self.record_id, deposit=self.deposit)
         for tx in txs:
             self.ledger.add_tx(self.record_id, tx.to_json())
+        self.persist_now()
         return txs[-1].tx_hash
 
     def final_voucher(self) -> paymsgs.Voucher | None:
@@ -302,6 +350,57 @@ def open_paid_lease(
         renter=renter,
         ledger=ledger,
         record_id=record.id,
+        network=network or profile.name,
+        sealed_key=encrypt_session_key(bytes(opened.session_key.key), password),
+    )
+
+
+def resume_paid_lease(state: Any, password: str) -> PaidLease:
+    """A lease from its saved state (a restarted Jupyter server re-adopting its kernel): same
+    channel and session key; billing carries on from the seconds billed so far. Works with the
+    RPC down (vouchers need none); only auto top-up needs the chain."""
+    from jupyter_gpumarket.chain.client import Contracts, connect
+    from jupyter_gpumarket.chain.leases import LeaseChain
+    from jupyter_gpumarket.chain.profiles import active_profile, load_profile
+    from jupyter_gpumarket.chain.renter_ledger import RenterLedger
+    from jupyter_gpumarket.exceptions import GpuMarketError
+    from jupyter_gpumarket.provisioning.paid_state import decrypt_session_key
+
+    key = decrypt_session_key(state, password)
+    chain = None
+    auto_top_up = False  # the wallet stays locked after a re-adoption: vouchers only
+    if state.auto_top_up:
+        log.warning("re-adopted lease %s: auto top-up is off until a new lease", state.channel_id)
+    try:
+        profile = load_profile(state.network) if state.network else active_profile()
+        token, escrow, registry = profile.require_contracts()
+        chain = LeaseChain(Contracts.at(connect(profile.rpc_url), token, escrow, registry))
+    except GpuMarketError as exc:  # vouchers need no RPC; the ledger write-back does not care
+        log.warning("re-adopted lease without the chain (%s)", exc)
+    schedule = VoucherSchedule(
+        price_per_hour=state.offer["price_per_hour"],
+        deposit=state.deposit,
+        budget=state.budget,
+        auto_top_up=auto_top_up,
+    )
+    schedule.signed = state.signed
+    schedule.warned = state.signed * 100 >= schedule.limit * 80
+    return PaidLease(
+        offer=OfferChoice(**state.offer),
+        channel_id=bytes.fromhex(state.channel_id[2:]),
+        deposit=state.deposit,
+        session_key=key,
+        domain=eip712.Domain(state.chain_id, state.escrow),
+        schedule=schedule,
+        chain=chain,
+        renter=None,  # the wallet stays locked: a re-adopted lease only signs vouchers
+        ledger=RenterLedger(),
+        record_id=state.record_id,
+        clock=BillingClock(carried=state.billed_now()),
+        acked=state.signed,
+        network=state.network,
+        sealed_key=state.session_key,
+        resumed=True,
     )
 
 
@@ -322,8 +421,11 @@ async def stream_vouchers(lease: PaidLease, send: Any, notice: Any, stop: Any) -
     """Every interval: sign and send what is due; top up when allowed and low; warn at 80 %;
     stop at the budget."""
     top_ups: set[asyncio.Task[None]] = set()
+    pay_now = lease.resumed  # a re-adopted kernel's vouchers are late already: catch up first
     while True:
-        await asyncio.sleep(lease.schedule.interval)
+        if not pay_now:
+            await asyncio.sleep(lease.schedule.interval)
+        pay_now = False
         voucher, warn, stop_message, top_up = lease.tick()
         if top_up:
             task = asyncio.ensure_future(_top_up(lease, top_up, send, notice))
@@ -365,6 +467,7 @@ class PaidRun:
         if self._waiting_ready:
             self._waiting_ready = False
             self.lease.clock.kernel_ready(time.monotonic())
+            self.lease.persist_now()  # billing runs: a re-adopting server must know from when
             if self._task is None:
                 self._task = asyncio.ensure_future(
                     stream_vouchers(self.lease, self.link.send_agent, self._notice, self._stop)
@@ -377,6 +480,7 @@ class PaidRun:
         """Between a kernel's exit and the next one's ready, nothing is billed."""
         self.lease.clock.kernel_stopped(time.monotonic())
         self._waiting_ready = True
+        self.lease.persist_now()
 
     async def finish(self, timeout: float = 5.0) -> None:
         """Send the final voucher, wait (bounded) for the provider's ack, record the lease."""

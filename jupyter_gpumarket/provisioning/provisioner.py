@@ -30,7 +30,7 @@ from jupyter_gpumarket.exceptions import (
     NoProviderSelected,
     PaymentError,
 )
-from jupyter_gpumarket.provisioning import files, records
+from jupyter_gpumarket.provisioning import files, paid_state, records
 from jupyter_gpumarket.provisioning.link import LinkSettings, ProviderTarget, RemoteLink
 from jupyter_gpumarket.provisioning.loop_thread import call, loop_thread
 from jupyter_gpumarket.provisioning.shim import ZmqShim
@@ -204,25 +204,53 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         return self._connection_info()
 
     async def _reattach(self, record: records.KernelRecord) -> KernelConnectionInfo:
-        """A restarted Jupyter server takes over a remote kernel that kept running."""
+        """A restarted Jupyter server takes over a remote kernel that kept running (a paid
+        one keeps paying from the same channel, with its saved session key)."""
         target = ProviderTarget(record.provider_url, record.tls_fingerprint, record.token)
         self._key = record.key
         if record.cwd:
             self._cwd = Path(record.cwd)
         try:
-            await call(self._open(target, adopt_lease=record.lease))
+            state = paid_state.load(self.kernel_id)
+            if state is not None:
+                await self._resume_paid(state)
+            await call(self._open(target, adopt_lease=record.lease, paid_run=self._paid))
         except BaseException:
             await self._teardown(end_lease=False)
             records.forget(self.kernel_id)
+            paid_state.forget(self.kernel_id)
             raise
+        if self._paid is not None:  # the kernel kept running (and billing) all along
+            loop_thread().loop.call_soon_threadsafe(self._paid.kernel_started)
         self.log.info("re-adopted remote kernel %s (lease %s)", self.kernel_id, record.lease)
         self._save_record()
         return self._connection_info()
+
+    async def _resume_paid(self, state: paid_state.PaidState) -> None:
+        password = self._setting("GPUMARKET_WALLET_PASSWORD", "")
+        if not password:
+            raise ConfigError(
+                "set GPUMARKET_WALLET_PASSWORD so the restarted server can keep paying for "
+                f"kernel {self.kernel_id} (its lease's deposit comes back with `gpumarket "
+                "leases close` otherwise)"
+            )
+        from jupyter_gpumarket.provisioning import paid  # web3 only for paid kernels
+
+        lease = await asyncio.to_thread(paid.resume_paid_lease, state, password)
+        self._paid = paid.PaidRun(lease)
+        self._bind_persist(lease)
+
+    def _bind_persist(self, lease: Any) -> None:
+        kernel_id = self.kernel_id
+        if kernel_id:
+            lease.persist = lambda: paid_state.save(lease.snapshot(kernel_id))
 
     def _save_record(self) -> None:
         link = self._link
         if link is None or not self.kernel_id or link.lease is None:
             return
+        if self._paid is not None:
+            self._paid.lease.persist_now()
         records.save(
             records.KernelRecord(
                 kernel_id=self.kernel_id,
@@ -291,6 +319,7 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             initial_hours=initial_hours,
         )
         self._paid = paid.PaidRun(lease)
+        self._bind_persist(lease)
         offer = lease.offer
         target = ProviderTarget(offer.endpoint, normalize_fingerprint(offer.tls_fingerprint), "")
         self._progress(f"connecting to offer {offer.offer_id} at {offer.endpoint}")
@@ -387,6 +416,7 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             await self._teardown(end_lease=True)
             if self.kernel_id:
                 records.forget(self.kernel_id)
+                paid_state.forget(self.kernel_id)
 
     # -- files -------------------------------------------------------------------------------
     def _progress(self, text: str) -> None:

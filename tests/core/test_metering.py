@@ -212,3 +212,12 @@ def test_billing_error_is_below_one_second_of_price(price, parts):
     exact = Fraction(price * total_ms, 3600 * 1000)
     assert exact - charged >= 0
     assert exact - charged < Fraction(price, 3600) + 1
+
+
+def test_a_clock_carries_seconds_billed_before_it():
+    clock = BillingClock(carried=100.5)
+    assert clock.billed_seconds(0.0) == 100
+    clock.kernel_ready(10.0)
+    assert clock.billed_seconds(20.0) == 110
+    with pytest.raises(PaymentError, match="carried"):
+        BillingClock(carried=-1)
