@@ -1,4 +1,4 @@
-"""`gpumarket provider serve | info`: run the provider agent, show the GPUs it would rent out."""
+"""`gpumarket provider serve | stop | info | setup`: run or stop a provider agent, list GPUs."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from jupyter_gpumarket.agent import isolation
 from jupyter_gpumarket.core.offer_meta import DEFAULT_RELAY_FEE
-from jupyter_gpumarket.exceptions import ConfigError, GpuMarketError
+from jupyter_gpumarket.exceptions import AgentError, ConfigError, GpuMarketError
 
 log = logging.getLogger("jupyter_gpumarket.provider")
 
@@ -65,6 +65,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="token base units a renter without gas pays this provider for relaying its "
         "channel opening (openFor); published in the offer",
     )
+    paid.add_argument(
+        "--unpublish",
+        action="store_true",
+        help="deactivate the offer remembered in --state-dir and exit (serves nothing)",
+    )
     serve.add_argument(
         "--kernel-python",
         default=sys.executable,
@@ -78,7 +83,16 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="kernel output kept per lease while its renter is disconnected",
     )
     isolation.add_arguments(serve)
-    serve.set_defaults(func=_serve)
+    serve.set_defaults(func=_serve_or_unpublish)
+
+    stop = psub.add_parser(
+        "stop", help="stop the agent serving from a state dir (it ends its leases, unpublishes)"
+    )
+    stop.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    stop.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for the agent to exit"
+    )
+    stop.set_defaults(func=_stop)
 
     info = psub.add_parser("info", help="print the GPUs this machine would rent out")
     info.add_argument("--json", action="store_true")
@@ -88,6 +102,10 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     setup.add_argument("--slots", type=int, default=4, help="as many as --max-kernels")
     setup.add_argument("--dry-run", action="store_true", help="print the commands only")
     setup.set_defaults(func=_setup)
+
+
+def _serve_or_unpublish(args: argparse.Namespace) -> int:
+    return _unpublish(args) if args.unpublish else _serve(args)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -191,11 +209,71 @@ def _paid(args: argparse.Namespace, inventory: Any, *, sandboxed: bool) -> tuple
         metadata_uri=offer_metadata(
             isolation="sandboxed" if sandboxed else "unsandboxed", relay_fee=args.relay_fee
         ),
+        state_dir=args.state_dir.expanduser(),  # remembers the offer: a restart reuses it
     )
     return terms, publisher
 
 
+def _unpublish(args: argparse.Namespace) -> int:
+    """`provider serve --unpublish`: deactivate the remembered offer, serve nothing."""
+    from jupyter_gpumarket.agent.pidfile import running_pid
+    from jupyter_gpumarket.agent.publish import unpublish_remembered
+    from jupyter_gpumarket.chain.client import Contracts, connect
+    from jupyter_gpumarket.chain.keystore import load_account
+    from jupyter_gpumarket.chain.profiles import active_profile, load_profile
+
+    if args.dev:
+        raise ConfigError("--unpublish is for paid providers: a --dev provider publishes nothing")
+    state_dir = args.state_dir.expanduser()
+    profile = load_profile(args.network) if args.network else active_profile()
+    token, escrow, registry = profile.require_contracts()
+    password = os.environ.get("GPUMARKET_WALLET_PASSWORD")
+    if password is None:
+        raise ConfigError("set GPUMARKET_WALLET_PASSWORD to unlock the provider's wallet")
+    account = load_account(password, args.wallet.expanduser() if args.wallet else None)
+    contracts = Contracts.at(connect(profile.rpc_url), token, escrow, registry)
+    print(unpublish_remembered(contracts, account, state_dir), flush=True)
+    pid = running_pid(state_dir)
+    if pid is not None:
+        print(
+            f"the agent (pid {pid}) still serves its current leases from {state_dir}; "
+            f"`gpumarket provider stop --state-dir {state_dir}` ends it",
+            flush=True,
+        )
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    """`provider stop`: SIGTERM the agent of --state-dir and wait until it has exited."""
+    from jupyter_gpumarket.agent.pidfile import StopOutcome, stop_agent
+
+    state_dir = args.state_dir.expanduser()
+    outcome, found = stop_agent(
+        state_dir, timeout=args.timeout, progress=lambda line: print(line, flush=True)
+    )
+    if outcome is StopOutcome.NOT_RUNNING:
+        raise AgentError(
+            f"no provider agent is running from {state_dir} (no {found.path}); "
+            "pass the --state-dir it was started with"
+        )
+    if outcome is StopOutcome.STALE:
+        raise AgentError(
+            f"no provider agent is running from {state_dir}: removed the stale {found.path} "
+            f"(pid {found.pid} ended without removing it; its offer may still be published: "
+            "`gpumarket provider serve --unpublish` takes it down)"
+        )
+    if outcome is StopOutcome.STILL_RUNNING:
+        raise AgentError(
+            f"the agent (pid {found.pid}) is still running after {args.timeout:g} s; run "
+            f"`gpumarket provider stop` again to wait longer, or `kill -KILL {found.pid}`"
+        )
+    print(f"provider agent (pid {found.pid}) stopped", flush=True)
+    return 0
+
+
 def _run(server: Any, token: str, *, show_token: bool, publisher: Any = None) -> None:
+    from jupyter_gpumarket.agent.pidfile import hold_pid_file
+
     try:
         import uvloop
 
@@ -208,6 +286,11 @@ def _run(server: Any, token: str, *, show_token: bool, publisher: Any = None) ->
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        # `provider stop` finds the agent through this file (removed when we exit)
+        with hold_pid_file(server.config.state_dir):
+            await serve_until(stop)
+
+    async def serve_until(stop: asyncio.Event) -> None:
         await server.start()
         print(f"url {server.url}", flush=True)
         print(f"fingerprint {server.cert.fingerprint}", flush=True)
@@ -216,7 +299,7 @@ def _run(server: Any, token: str, *, show_token: bool, publisher: Any = None) ->
                 publisher.publish, server.url, server.cert.fingerprint
             )
             print(f"offer {offer_id}", flush=True)
-            server.write_ready_file(offer_id=offer_id)
+            server.write_ready_file(offer_id=offer_id, offer_action=publisher.plan.action.value)
         if show_token:
             print(f"dev-token {token}", flush=True)
         await stop.wait()
