@@ -103,12 +103,16 @@ class JupyterServer:
 
 
 def start_jupyter(
-    tmp: Path, env: dict[str, str], *extra: str, timeout: float = 60
+    tmp: Path, env: dict[str, str], *extra: str, timeout: float = 60, token: str | None = None
 ) -> JupyterServer:
-    """Start `jupyter server` in ``tmp`` with ``env`` added; wait until /api/status answers."""
+    """Start `jupyter server` in ``tmp`` with ``env`` added; wait until /api/status answers.
+
+    ``token=""``: no authentication (loopback only), for clients that cannot send a token on
+    websockets, like jupyter_server's own GatewayKernelManager used by nbclient."""
     root = tmp / "notebooks"
     root.mkdir(parents=True, exist_ok=True)
-    port, token = free_port(), secrets.token_hex(16)
+    port = free_port()
+    token = secrets.token_hex(16) if token is None else token
     log_path = tmp / f"jupyter-{port}.log"
     full_env = {
         **os.environ,

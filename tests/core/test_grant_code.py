@@ -18,7 +18,8 @@ def _code(**kw):
 def test_round_trip_and_the_signature_is_the_admins():
     grant, admin, student = _code()
     text = grant.encode()
-    assert text.startswith("gpmgrant1.") and "=" not in text
+    assert text.startswith("gpmgrant1.")
+    assert "=" not in text
     back = GrantCode.decode(text)
     assert back == grant
     typed = eip712.grant(

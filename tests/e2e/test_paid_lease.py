@@ -78,6 +78,54 @@ def test_a_notebook_pays_exactly_for_the_seconds_it_ran(market: Market) -> None:
     assert len([t for t in txs if t != "approve"]) <= 1  # the renter's side: one open
 
 
+def test_nbclient_through_a_jupyter_server_pays_exactly_and_the_escrow_returns_to_before(
+    market: Market, tmp_path: Path
+) -> None:
+    """The acceptance run: devnet + a paid provider + a Jupyter server; nbclient executes the
+    notebook on the server's `gpumarket` kernel (jupyter_server's GatewayKernelManager); the
+    balances on chain afterwards are exactly the billed seconds' price."""
+    from jupyter_server.gateway.gateway_client import GatewayClient
+    from jupyter_server.gateway.managers import GatewayKernelManager
+
+    from jupyter_gpumarket.chain.dev_accounts import dev_account
+
+    from jupyterproc import start_jupyter
+
+    renter, provider = dev_account(2).address, dev_account(1).address
+    escrow = market.devnet.profile.require_contracts()[1]
+    before = {a: market.token_balance(a) for a in (renter, provider, escrow)}
+    # the gateway client sends no token on its websocket: a loopback server without one
+    server = start_jupyter(
+        tmp_path, market.renter_env, "--ServerApp.disable_check_xsrf=True", token=""
+    )
+    GatewayClient.instance(url=server.url)
+    try:
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [
+            nbformat.v4.new_code_cell("import time; time.sleep(4); x = 6 * 7"),
+            nbformat.v4.new_code_cell("print(x)"),
+        ]
+        client = NotebookClient(
+            nb, kernel_name="gpumarket", kernel_manager_class=GatewayKernelManager, timeout=120
+        )
+        client.execute(kernel_name="gpumarket")  # the gateway manager reads it from here
+    finally:
+        GatewayClient.clear_instance()
+        server.stop()
+    assert nb.cells[1].outputs[0]["text"].strip() == "42"
+    (lease,) = _leases(market)
+    deadline = time.monotonic() + 30
+    while not market.channel(lease["channel_id"]).state.startswith("closed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    after = {a: market.token_balance(a) for a in (renter, provider, escrow)}
+    paid = after[provider] - before[provider]
+    assert 4 <= lease["billed_seconds"] <= 30
+    assert abs(paid - PRICE * lease["billed_seconds"] // 3600) <= PRICE // 3600
+    assert before[renter] - after[renter] == paid
+    assert after[escrow] == before[escrow]
+
+
 def test_a_launch_without_a_wallet_password_says_what_to_do(
     market: Market, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -268,7 +316,8 @@ def test_an_unsandboxed_offer_is_labelled_on_chain(market: Market) -> None:
     p = market.devnet.profile
     registry = Contracts.at(connect(p.rpc_url), *p.require_contracts()).registry
     offer = pick_offer(registry, str(market.ready["offer_id"]))
-    assert offer.metadata == "gpumarket:isolation=unsandboxed"  # started with --sandbox off
+    # started with --sandbox off; the default relay fee is published next to it
+    assert offer.metadata == "gpumarket:isolation=unsandboxed;relay_fee=10000"
     assert offer.unsandboxed
 
 
