@@ -4,8 +4,9 @@
 
 Starts a devnet, one paid provider (published offer) and one dev provider on this machine,
 then alternates kernel starts (until kernel_info_reply) on each. Reports the median extra time
-the chain adds (target <= 0.3 s), the lease's transactions and gas, and the billing error of a
-short lease. Writes benchmarks/results/lease_start.json.
+the chain adds (target <= 0.3 s) and the lease's gas; a third series starts kernels for a renter
+that holds tokens but no gas (the provider relays its channel opening). Writes
+benchmarks/results/lease_start.json.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from eth_account import Account
 from jupyter_client.manager import KernelManager
 
 HERE = Path(__file__).resolve().parent
@@ -46,6 +48,7 @@ def _start(env: dict[str, str]) -> tuple[KernelManager, float]:
 
 
 def main() -> None:
+    from jupyter_gpumarket.chain.client import Contracts, connect, send
     from jupyter_gpumarket.chain.dev_accounts import dev_account
     from jupyter_gpumarket.chain.devnet import start_devnet
     from jupyter_gpumarket.chain.keystore import create_keystore
@@ -64,6 +67,10 @@ def main() -> None:
         ):
             create_keystore(PASSWORD, private_key=dev_account(1).key, path=tmp / "p.json")
             create_keystore(PASSWORD, private_key=dev_account(2).key, path=tmp / "r.json")
+            gasless = Account.create()
+            create_keystore(PASSWORD, private_key=gasless.key, path=tmp / "g.json")
+            c = Contracts.at(connect(devnet.profile.rpc_url), *devnet.profile.require_contracts())
+            send(c.w3, dev_account(0), c.token.functions.mint(gasless.address, 100 * 10**6))
             ready = tmp / "ready.json"
             env = {**os.environ, "GPUMARKET_WALLET_PASSWORD": PASSWORD}
             cmd = [
@@ -85,15 +92,24 @@ def main() -> None:
                     "GPUMARKET_WALLET": str(tmp / "r.json"),
                     "GPUMARKET_WALLET_PASSWORD": PASSWORD,
                 }
-                times: dict[str, list[float]] = {"dev": [], "paid": []}
+                relayed_env = {**paid_env, "GPUMARKET_WALLET": str(tmp / "g.json")}
+                times: dict[str, list[float]] = {"dev": [], "paid": [], "relayed": []}
                 for _ in range(args.starts):
-                    for key, e in (("dev", dev_agent.env()), ("paid", paid_env)):
+                    series = (
+                        ("dev", dev_agent.env()),
+                        ("paid", paid_env),
+                        ("relayed", relayed_env),
+                    )
+                    for key, e in series:
                         km, dt = _start(e)
                         times[key].append(dt)
                         with environ(e):
                             km.shutdown_kernel(now=True)
                 leases = RenterLedger().list()
-                gas = [sum(t["gas_used"] for t in r.to_json()["txs"]) for r in leases]
+                own = [r for r in leases if r.renter == dev_account(2).address]
+                relayed = [r for r in leases if r.renter == gasless.address]
+                gas = [sum(t["gas_used"] for t in r.to_json()["txs"]) for r in own]
+                relay_gas = [sum(t["gas_used"] for t in r.to_json()["txs"]) for r in relayed]
             finally:
                 proc.terminate()
                 proc.wait(30)
@@ -102,9 +118,14 @@ def main() -> None:
             "devnet": devnet.kind,
             "dev_start_s": statistics.median(times["dev"]),
             "paid_start_s": statistics.median(times["paid"]),
+            "relayed_start_s": statistics.median(times["relayed"]),
             "renter_gas_per_lease": statistics.median(gas) if gas else None,
+            "relayed_open_gas_paid_by_provider": statistics.median(relay_gas)
+            if relay_gas
+            else None,
         }
         result["chain_extra_s"] = result["paid_start_s"] - result["dev_start_s"]
+        result["relayed_extra_s"] = result["relayed_start_s"] - result["dev_start_s"]
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "lease_start.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

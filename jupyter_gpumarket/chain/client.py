@@ -72,7 +72,14 @@ def connect(rpc_url: str, timeout: float = 10.0) -> Web3:
     """A Web3 on ``rpc_url`` that answered ``eth_chainId``; RpcUnavailable otherwise."""
     from web3 import HTTPProvider, Web3
 
-    w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+    # web3 validates every call and transaction against eth_chainId: ask the node once
+    provider = HTTPProvider(
+        rpc_url,
+        request_kwargs={"timeout": timeout},
+        cache_allowed_requests=True,
+        cacheable_requests={"eth_chainId"},
+    )
+    w3 = Web3(provider)
     with rpc_errors("eth_chainId", rpc_url):
         chain_id = w3.eth.chain_id
     if not isinstance(chain_id, int):  # pragma: no cover - a broken node
