@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -415,3 +416,28 @@ def cross_check(inv: GpuInventory, rows: Sequence[Mapping[str, str | None]]) -> 
             if key in row and row[key] != mine:
                 problems.append(f"GPU {idx} {key}: nvidia-smi {row[key]!r}, NVML {mine!r}")
     return tuple(problems)
+
+
+def select_gpus(inventory: GpuInventory, spec: str) -> GpuInventory:
+    """The GPUs a provider rents out: ``all``, ``none`` or indices such as ``0,2``."""
+    from jupyter_gpumarket.exceptions import ConfigError
+
+    spec = (spec or "all").strip().lower()
+    if spec == "all":
+        return inventory
+    if spec == "none":
+        wanted: set[int] = set()
+    else:
+        try:
+            wanted = {int(part) for part in spec.split(",") if part.strip()}
+        except ValueError:
+            raise ConfigError(f"--gpus {spec!r}: use all, none, or indices like 0,2") from None
+        have = {g.index for g in inventory.gpus}
+        if missing := sorted(wanted - have):
+            raise ConfigError(
+                f"--gpus asks for GPU {missing} but this machine has "
+                f"{sorted(have) or 'none'} (see `gpumarket provider info`)"
+            )
+    kept = tuple(g for g in inventory.gpus if g.index in wanted)
+    reason = f"{inventory.reason}; renting out {len(kept)} of {len(inventory.gpus)} (--gpus)"
+    return dataclasses.replace(inventory, gpus=kept, reason=reason)

@@ -36,6 +36,14 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     serve.add_argument("--max-kernels", type=int, default=4)
     serve.add_argument("--gpus-per-kernel", type=int, default=1)
     serve.add_argument(
+        "--gpus",
+        default="all",
+        help="GPUs to rent out: all (default), none, or indices like 0,2 (see `provider info`)",
+    )
+    serve.add_argument(
+        "--config", type=Path, help="TOML file with these settings (flags given here win)"
+    )
+    serve.add_argument(
         "--client-grace",
         type=float,
         default=120.0,
@@ -83,7 +91,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="kernel output kept per lease while its renter is disconnected",
     )
     isolation.add_arguments(serve)
-    serve.set_defaults(func=_serve_or_unpublish)
+    serve.set_defaults(func=_serve_or_unpublish, serve_parser=serve)
 
     stop = psub.add_parser(
         "stop", help="stop the agent serving from a state dir (it ends its leases, unpublishes)"
@@ -105,11 +113,15 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def _serve_or_unpublish(args: argparse.Namespace) -> int:
+    if args.config is not None:
+        from jupyter_gpumarket.cli.provider_config import apply_config
+
+        apply_config(args, args.serve_parser, args.config)
     return _unpublish(args) if args.unpublish else _serve(args)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from jupyter_gpumarket.agent.gpu import detect_gpus
+    from jupyter_gpumarket.agent.gpu import detect_gpus, select_gpus
     from jupyter_gpumarket.agent.kernels import KernelSettings
     from jupyter_gpumarket.agent.server import AgentConfig, AgentServer
     from jupyter_gpumarket.chain.paths import gpumarket_home
@@ -125,7 +137,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_kernels=args.max_kernels,
     )
     log.info("kernel isolation: %s", iso.reason)
-    inventory = detect_gpus()
+    inventory = select_gpus(detect_gpus(), args.gpus)
     paid = publisher = None
     if not args.dev:
         isolation.check_publishable(iso.sandbox is not None, args.unsafe_no_sandbox)
