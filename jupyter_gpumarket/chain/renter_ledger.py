@@ -4,7 +4,9 @@ One row per lease (= one escrow channel). The provisioner writes it as the lease
 (opened -> running -> stopped -> settled), ``gpumarket leases`` reads it, and ``gpumarket
 leases close ID`` (or the server extension) drives the recovery of unspent deposits
 (closing -> withdrawn). SQLite because the Jupyter server and the CLI may write at the same
-time. Session keys are never stored here.
+time. Session keys are never stored here. ``owner_pid`` is the process that opened the lease
+and drives it (a Jupyter server, or any process running the provisioner): while it lives, an
+open lease may have a kernel starting or running, so nothing else may close its channel.
 
 States::
 
@@ -20,6 +22,7 @@ States::
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 import uuid
@@ -69,7 +72,8 @@ CREATE TABLE IF NOT EXISTS leases (
     refunded        TEXT NOT NULL DEFAULT '0',
     close_at        INTEGER,
     txs             TEXT NOT NULL DEFAULT '[]',
-    error           TEXT
+    error           TEXT,
+    owner_pid       INTEGER
 );
 """
 
@@ -101,6 +105,7 @@ class LeaseRecord:
     close_at: int | None
     txs: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    owner_pid: int | None = None  # None: recorded before owners were (treated as gone)
 
     def __post_init__(self) -> None:
         if self.state not in LEASE_STATES:
@@ -126,6 +131,17 @@ def _row(row: sqlite3.Row) -> LeaseRecord:
     return LeaseRecord(**data)
 
 
+def _add_owner_column(db: sqlite3.Connection) -> None:
+    """Files written before ``owner_pid`` existed get the column (rows keep NULL)."""
+    if "owner_pid" in {r["name"] for r in db.execute("PRAGMA table_info(leases)")}:
+        return
+    try:
+        db.execute("ALTER TABLE leases ADD COLUMN owner_pid INTEGER")
+    except sqlite3.OperationalError as exc:  # another process added it in between
+        if "duplicate column" not in str(exc):
+            raise
+
+
 def _cid(channel_id: bytes | str) -> str:
     raw = (
         bytes.fromhex(channel_id.removeprefix("0x")) if isinstance(channel_id, str) else channel_id
@@ -146,6 +162,7 @@ class RenterLedger:
             with self._db() as db:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(_SCHEMA)
+                _add_owner_column(db)
         except sqlite3.DatabaseError as exc:
             raise ConfigError(
                 f"cannot open the lease list {self.path} ({exc}): check the directory is "
@@ -175,8 +192,11 @@ class RenterLedger:
         provider_url: str | None = None,
         txs: Iterable[dict[str, Any]] = (),
         state: str = "open",
+        owner_pid: int | None = None,
     ) -> LeaseRecord:
-        """Record a newly opened channel; the new lease (its id is short and random)."""
+        """Record a newly opened channel; the new lease (its id is short and random).
+
+        ``owner_pid``: the process driving the lease, this one unless given."""
         record = LeaseRecord(
             id=uuid.uuid4().hex[:12],
             offer_id=offer_id,
@@ -196,6 +216,7 @@ class RenterLedger:
             refunded=0,
             close_at=None,
             txs=list(txs),
+            owner_pid=os.getpid() if owner_pid is None else owner_pid,
         )
         data = record.to_json()
         for name in _AMOUNTS:

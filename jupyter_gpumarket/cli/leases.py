@@ -76,10 +76,8 @@ def list_leases(args: argparse.Namespace) -> int:
 
 
 def close_lease(args: argparse.Namespace) -> int:
-    from jupyter_gpumarket.chain.client import Contracts, connect
     from jupyter_gpumarket.chain.keystore import load_account
-    from jupyter_gpumarket.chain.leases import LeaseChain
-    from jupyter_gpumarket.chain.profiles import load_profile
+    from jupyter_gpumarket.chain.recovery import chain_now, lease_chain, recovery_step
     from jupyter_gpumarket.chain.renter_ledger import FINAL_STATES, RenterLedger
     from jupyter_gpumarket.cli.wallet import read_password
     from jupyter_gpumarket.core.money import format_amount
@@ -89,20 +87,15 @@ def close_lease(args: argparse.Namespace) -> int:
     if record.state in FINAL_STATES:
         print(f"lease {record.id} is already {record.state}: refunded {record.refunded}")
         return 0
-    profile = load_profile(args.network or record.network)
-    token, escrow, registry = profile.require_contracts()
-    chain = LeaseChain(Contracts.at(connect(profile.rpc_url), token, escrow, registry))
+    chain, profile = lease_chain(args.network or record.network)
     account = load_account(read_password())
 
     def amount(value: int) -> str:
         return format_amount(value, profile.token_decimals, profile.token_symbol)
 
     while True:
-        step = chain.recover_deposit(account, record.channel_bytes)
-        if step.tx is not None:
-            ledger.add_tx(record.id, step.tx.to_json())
+        step, record = recovery_step(ledger, record, chain, account)
         if step.state == "closing":
-            ledger.update(record.id, state="closing", close_at=step.close_at)
             if not args.wait:
                 print(
                     f"close requested for lease {record.id}: the provider may still settle "
@@ -110,12 +103,10 @@ def close_lease(args: argparse.Namespace) -> int:
                     f"{record.id}` again to withdraw the rest (or pass --wait)"
                 )
                 return 0
-            time.sleep(max(1.0, min(30.0, step.close_at - chain.now())))
+            time.sleep(max(1.0, min(30.0, step.close_at - chain_now(chain))))
             continue
-        state = "withdrawn" if step.state == "withdrawn" else "settled"
-        ledger.update(record.id, state=state, spent=step.paid, refunded=step.refunded)
         print(
-            f"lease {record.id} {state}: provider paid {amount(step.paid)}, "
+            f"lease {record.id} {record.state}: provider paid {amount(step.paid)}, "
             f"{amount(step.refunded)} back to {account.address}"
         )
         return 0

@@ -22,6 +22,20 @@ class HealthHandler(ExtensionHandlerMixin, APIHandler):
         self.finish(json.dumps({"version": __version__, "kernels": kernels}))
 
 
+class LeasesHandler(ExtensionHandlerMixin, APIHandler):
+    """GET /gpumarket/leases: the renter's leases and how the recovery of each deposit stands
+    (``{"mode", "message", "leases": [{..., "expected_refund", "recovery": {"status",
+    "next_at", "error", "command"}}]}``; amounts in token base units)."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        try:
+            report = await self.extensionapp.recovery.report()
+        except GpuMarketError as exc:
+            raise web.HTTPError(500, str(exc)) from exc
+        self.finish(json.dumps(report))
+
+
 class PullFilesHandler(ExtensionHandlerMixin, APIHandler):
     """POST /gpumarket/kernels/<id>/pull: bring files the remote kernel wrote back now."""
 
@@ -43,5 +57,6 @@ _kernel_id = r"(?P<kernel_id>[\w-]+)"
 
 default_handlers = [
     (r"/gpumarket/health", HealthHandler),
+    (r"/gpumarket/leases", LeasesHandler),
     (rf"/gpumarket/kernels/{_kernel_id}/pull", PullFilesHandler),
 ]

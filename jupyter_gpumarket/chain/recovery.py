@@ -1,0 +1,62 @@
+"""One step of getting a lease's unspent deposit back, written to the renter's ledger.
+
+Shared by ``gpumarket leases close ID`` and the Jupyter server extension's background
+recovery (``server/recovery.py``), so both record the same states, amounts and transactions::
+
+    chain, profile = lease_chain(record.network)
+    step, record = recovery_step(ledger, record, chain, wallet)   # blocking (web3)
+
+The step is ``LeaseChain.recover_deposit``: ``requestClose`` while the channel is open,
+``withdraw`` once ``close_at`` has passed; a channel the provider settled needs nothing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from jupyter_gpumarket.chain.renter_ledger import LeaseRecord, RenterLedger
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
+    from jupyter_gpumarket.chain.leases import LeaseChain, RecoveryStep
+    from jupyter_gpumarket.chain.profiles import NetworkProfile
+
+__all__ = ["chain_now", "lease_chain", "recovery_step"]
+
+# RecoveryStep.state -> the ledger's final state ("closed": the provider settled first)
+_FINAL = {"withdrawn": "withdrawn", "closed": "settled"}
+
+
+def lease_chain(network: str) -> tuple[LeaseChain, NetworkProfile]:
+    """The deployment of the profile ``network`` (name or JSON path), connected."""
+    from jupyter_gpumarket.chain.client import Contracts, connect
+    from jupyter_gpumarket.chain.leases import LeaseChain
+    from jupyter_gpumarket.chain.profiles import load_profile
+
+    profile = load_profile(network)
+    token, escrow, registry = profile.require_contracts()
+    return LeaseChain(Contracts.at(connect(profile.rpc_url), token, escrow, registry)), profile
+
+
+def recovery_step(
+    ledger: RenterLedger, record: LeaseRecord, chain: LeaseChain, renter: LocalAccount
+) -> tuple[RecoveryStep, LeaseRecord]:
+    """Take one ``recover_deposit`` step for ``record`` and record it: the transaction sent
+    (if any), then "closing" with ``close_at``, or the final state with paid and refunded."""
+    step = chain.recover_deposit(renter, record.channel_bytes)
+    if step.tx is not None:
+        ledger.add_tx(record.id, step.tx.to_json())
+    if step.state == "closing":
+        return step, ledger.update(record.id, state="closing", close_at=step.close_at)
+    return step, ledger.update(
+        record.id, state=_FINAL[step.state], spent=step.paid, refunded=step.refunded
+    )
+
+
+def chain_now(chain: LeaseChain) -> int:
+    """The escrow's clock (latest block time), RPC failures mapped like every chain call."""
+    from jupyter_gpumarket.chain.errors import rpc_errors
+
+    with rpc_errors("eth_getBlockByNumber"):
+        return chain.now()
