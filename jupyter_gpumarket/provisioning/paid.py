@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,11 +182,15 @@ class PaidLease:
         return voucher, t.warn, t.stop, t.top_up
 
     def persist_now(self) -> None:
+        """Save the state a re-adopting server resumes from. The tunnel loop (clock events,
+        ticks) and the provisioner's thread both call this: the lock makes each snapshot and
+        its write one step, so the file always ends with the latest snapshot."""
         if self.persist is not None:
-            try:
-                self.persist()
-            except OSError as exc:  # a full disk must not stop the payments
-                log.warning("could not save the lease's state for re-adoption: %s", exc)
+            with _PERSIST_LOCK:
+                try:
+                    self.persist()
+                except OSError as exc:  # a full disk must not stop the payments
+                    log.warning("could not save the lease's state for re-adoption: %s", exc)
 
     def snapshot(self, kernel_id: str) -> Any:
         """This lease as a provisioning.paid_state.PaidState (for re-adoption)."""
@@ -254,6 +259,7 @@ class PaidLease:
 
 
 _UNLOCKED: dict[tuple[str, str], Any] = {}
+_PERSIST_LOCK = threading.Lock()
 
 
 def _unlocked(wallet: str | None, password: str, load_account: Any) -> Any:

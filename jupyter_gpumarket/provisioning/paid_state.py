@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -78,11 +79,15 @@ def _path(kernel_id: str) -> Path:
 def save(state: PaidState) -> None:
     path = _path(state.kernel_id)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(asdict(state), f)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{state.kernel_id}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:  # mkstemp: mode 0600, a name no other writer uses
+            json.dump(asdict(state), f)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def load(kernel_id: str) -> PaidState | None:
