@@ -17,7 +17,16 @@ from jupyter_gpumarket.exceptions import GpuMarketError
 
 __all__ = ["build_parser", "main"]
 
-COMMAND_MODULES = ("demo", "provider", "kernels", "devnet", "network", "wallet", "leases")
+COMMAND_MODULES = (
+    "demo",
+    "provider",
+    "kernels",
+    "devnet",
+    "network",
+    "wallet",
+    "leases",
+    "pool",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
