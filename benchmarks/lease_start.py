@@ -47,6 +47,34 @@ def _start(env: dict[str, str]) -> tuple[KernelManager, float]:
     return km, elapsed
 
 
+def _billing_error(env: dict[str, str], c: Any, *, seconds: float) -> dict[str, float]:
+    """One lease of ``seconds`` (renter's clock, ready to shutdown) against what the provider
+    was paid on chain for it."""
+    from jupyter_gpumarket.chain.escrow import EscrowClient
+    from jupyter_gpumarket.chain.renter_ledger import RenterLedger
+
+    km, _ = _start(env)
+    ready = time.perf_counter()
+    time.sleep(seconds)
+    ran = time.perf_counter() - ready
+    with environ(env):
+        km.shutdown_kernel()
+    record = RenterLedger().list()[-1]  # the newest
+    cid = bytes.fromhex(record.channel_id[2:])
+    deadline = time.monotonic() + 60
+    while not (info := EscrowClient(c).channel(cid)).state.startswith("closed"):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the provider did not settle the lease within 60 s")
+        time.sleep(0.2)
+    paid_seconds = info.redeemed / (PRICE / 3600)
+    return {
+        "ran_s": round(ran, 3),
+        "billed_s": record.billed_seconds,
+        "paid_s": round(paid_seconds, 3),
+        "error_s": round(paid_seconds - ran, 3),
+    }
+
+
 def main() -> None:
     from jupyter_gpumarket.chain.client import Contracts, connect, send
     from jupyter_gpumarket.chain.dev_accounts import dev_account
@@ -56,6 +84,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--starts", type=int, default=5)
+    parser.add_argument("--lease-seconds", type=float, default=8.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
@@ -105,6 +134,7 @@ def main() -> None:
                         times[key].append(dt)
                         with environ(e):
                             km.shutdown_kernel(now=True)
+                billing = _billing_error(paid_env, c, seconds=args.lease_seconds)
                 leases = RenterLedger().list()
                 own = [r for r in leases if r.renter == dev_account(2).address]
                 relayed = [r for r in leases if r.renter == gasless.address]
@@ -124,6 +154,7 @@ def main() -> None:
             if relay_gas
             else None,
         }
+        result["billing"] = billing
         result["chain_extra_s"] = result["paid_start_s"] - result["dev_start_s"]
         result["relayed_extra_s"] = result["relayed_start_s"] - result["dev_start_s"]
     (HERE / "results").mkdir(exist_ok=True)
