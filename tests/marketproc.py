@@ -104,3 +104,30 @@ def running_market(
         finally:
             proc.terminate()
             proc.wait(30)
+
+
+def leases_json(env: dict[str, str]) -> list[dict[str, Any]]:
+    """`gpumarket leases --json` run as the renter of ``env``."""
+    out = subprocess.run(
+        [sys.executable, "-m", "jupyter_gpumarket.cli", "leases", "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        check=True,
+        timeout=60,
+    )
+    return json.loads(out.stdout)
+
+
+def stream_text_until_dead(km: Any, kc: Any, timeout: float = 40) -> str:
+    """The kernel's stream output (where provisioner notices land) until it dies."""
+    texts: list[str] = []
+    deadline = time.monotonic() + timeout
+    while km.is_alive() and time.monotonic() < deadline:
+        try:
+            msg = kc.get_iopub_msg(timeout=0.5)
+        except Exception:  # queue.Empty
+            continue
+        if msg["msg_type"] == "stream":
+            texts.append(msg["content"]["text"])
+    return "".join(texts)

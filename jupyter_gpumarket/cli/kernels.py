@@ -10,6 +10,7 @@ import urllib.request
 from typing import Any
 
 from jupyter_gpumarket.exceptions import ConfigError, GpuMarketError
+from jupyter_gpumarket.procs import pid_alive
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -67,7 +68,7 @@ def _attach(args: argparse.Namespace) -> int:
     if (
         record.connection_file
         and os.path.exists(record.connection_file)
-        and _alive(record.server_pid)
+        and pid_alive(record.server_pid)
     ):
         print(record.connection_file)
         print(f"jupyter console --existing {record.connection_file}")
@@ -76,18 +77,6 @@ def _attach(args: argparse.Namespace) -> int:
 
     serve_attached(record)
     return 0
-
-
-def _alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _forget(args: argparse.Namespace) -> int:

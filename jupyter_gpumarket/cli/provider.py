@@ -179,23 +179,15 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _paid(args: argparse.Namespace, inventory: Any, *, sandboxed: bool) -> tuple[Any, Any]:
     """Payment terms and the offer publisher of a non-dev provider (chain + wallet)."""
-    import os
 
     from jupyter_gpumarket.agent.payments import PaidTerms
     from jupyter_gpumarket.agent.publish import OfferPublisher
-    from jupyter_gpumarket.chain.client import Contracts, connect
-    from jupyter_gpumarket.chain.keystore import load_account
-    from jupyter_gpumarket.chain.profiles import active_profile, load_profile
     from jupyter_gpumarket.core.offer_meta import offer_metadata
 
     if args.price_per_hour is None:
         raise ConfigError("a paid provider needs --price-per-hour (token base units per hour)")
-    profile = load_profile(args.network) if args.network else active_profile()
+    profile, contracts, account = _provider_chain(args)
     token, escrow, registry = profile.require_contracts()
-    password = os.environ.get("GPUMARKET_WALLET_PASSWORD")
-    if password is None:
-        raise ConfigError("set GPUMARKET_WALLET_PASSWORD to unlock the provider's wallet")
-    account = load_account(password, args.wallet.expanduser() if args.wallet else None)
     terms = PaidTerms(
         rpc_url=profile.rpc_url,
         chain_id=profile.chain_id,
@@ -209,7 +201,6 @@ def _paid(args: argparse.Namespace, inventory: Any, *, sandboxed: bool) -> tuple
         redeem_every=args.redeem_every,
         relay_fee=args.relay_fee,
     )
-    contracts = Contracts.at(connect(profile.rpc_url), token, escrow, registry)
     publisher = OfferPublisher(
         contracts,
         account,
@@ -226,24 +217,30 @@ def _paid(args: argparse.Namespace, inventory: Any, *, sandboxed: bool) -> tuple
     return terms, publisher
 
 
-def _unpublish(args: argparse.Namespace) -> int:
-    """`provider serve --unpublish`: deactivate the remembered offer, serve nothing."""
-    from jupyter_gpumarket.agent.pidfile import running_pid
-    from jupyter_gpumarket.agent.publish import unpublish_remembered
+def _provider_chain(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """(network profile, contracts, the provider's unlocked wallet) from --network/--wallet."""
     from jupyter_gpumarket.chain.client import Contracts, connect
     from jupyter_gpumarket.chain.keystore import load_account
     from jupyter_gpumarket.chain.profiles import active_profile, load_profile
 
-    if args.dev:
-        raise ConfigError("--unpublish is for paid providers: a --dev provider publishes nothing")
-    state_dir = args.state_dir.expanduser()
     profile = load_profile(args.network) if args.network else active_profile()
     token, escrow, registry = profile.require_contracts()
     password = os.environ.get("GPUMARKET_WALLET_PASSWORD")
     if password is None:
         raise ConfigError("set GPUMARKET_WALLET_PASSWORD to unlock the provider's wallet")
     account = load_account(password, args.wallet.expanduser() if args.wallet else None)
-    contracts = Contracts.at(connect(profile.rpc_url), token, escrow, registry)
+    return profile, Contracts.at(connect(profile.rpc_url), token, escrow, registry), account
+
+
+def _unpublish(args: argparse.Namespace) -> int:
+    """`provider serve --unpublish`: deactivate the remembered offer, serve nothing."""
+    from jupyter_gpumarket.agent.pidfile import running_pid
+    from jupyter_gpumarket.agent.publish import unpublish_remembered
+
+    if args.dev:
+        raise ConfigError("--unpublish is for paid providers: a --dev provider publishes nothing")
+    state_dir = args.state_dir.expanduser()
+    _profile, contracts, account = _provider_chain(args)
     print(unpublish_remembered(contracts, account, state_dir), flush=True)
     pid = running_pid(state_dir)
     if pid is not None:

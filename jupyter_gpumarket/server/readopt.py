@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_gpumarket.exceptions import GpuMarketError
+from jupyter_gpumarket.procs import pid_alive
 from jupyter_gpumarket.provisioning import records
 
 __all__ = ["readopt_kernels"]
@@ -32,7 +33,7 @@ async def readopt_kernels(kernel_manager: Any, root_dir: str, log: logging.Logge
     for record in records.load_all():
         if record.kernel_id in kernel_manager:
             continue
-        if record.server_pid != os.getpid() and _alive(record.server_pid):
+        if record.server_pid != os.getpid() and pid_alive(record.server_pid):
             log.info(
                 "remote kernel %s belongs to running server pid %s",
                 record.kernel_id,
@@ -52,13 +53,3 @@ async def readopt_kernels(kernel_manager: Any, root_dir: str, log: logging.Logge
         adopted.append(record.kernel_id)
         log.info("re-adopted remote kernel %s on %s", record.kernel_id, record.provider_url)
     return adopted
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -24,21 +24,10 @@ from typing import Any
 
 from jupyter_gpumarket.chain.renter_ledger import FINAL_STATES
 from jupyter_gpumarket.exceptions import ConfigError, GpuMarketError
+from jupyter_gpumarket.procs import pid_alive
 from jupyter_gpumarket.server.recovery_plan import LeaseStatus, RecoveryPlanner, lease_in_use
 
 __all__ = ["DepositRecovery"]
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:  # os.kill would check a whole process group
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _units(network: str) -> tuple[int | None, str | None]:
@@ -101,7 +90,7 @@ def _scan(*, all_leases: bool) -> _Scan:
             urls.add(kernel.provider_url)
     return _Scan(
         leases,
-        frozenset(pid for pid in owners if _alive(pid)),
+        frozenset(pid for pid in owners if pid_alive(pid)),
         frozenset(channels),
         frozenset(urls),
     )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from chain_helpers import USD, escrow_domain, open_channel, token_domain, voucher_sig
+from chain_helpers import USD, open_channel, voucher_sig
 from eth_account import Account
 
 from jupyter_gpumarket.chain.client import send
+from jupyter_gpumarket.chain.leases import LeaseChain
+from jupyter_gpumarket.chain.relay import relay_request, submit_relay_request
 from jupyter_gpumarket.core import eip712
 
 URAIDEN_OPEN_PLUS_CLOSE = 189_177
@@ -29,47 +31,15 @@ def test_open_plus_settle_below_uraiden(contracts, accounts):
 
 
 def _relayed_open(c, renter, provider, relayer, fee: int = 10_000):
-    """A gasless open (permit + signed OpenChannel, relayed); returns (receipt, cid, session)."""
-    session, deposit = Account.create(), 2 * USD
-    deadline = c.w3.eth.get_block("latest")["timestamp"] + 600
-    open_sig = eip712.sign_typed_data(
-        renter.key,
-        eip712.open_channel(
-            escrow_domain(c),
-            renter=renter.address,
-            provider=provider.address,
-            token=c.token.address,
-            deposit=deposit,
-            session_key=session.address,
-            relay_fee=fee,
-            deadline=deadline,
-        ),
-    )
-    permit = eip712.sign_typed_data(
-        renter.key,
-        eip712.permit(
-            token_domain(c),
-            owner=renter.address,
-            spender=c.escrow.address,
-            value=deposit,
-            nonce=c.token.functions.nonces(renter.address).call(),
-            deadline=deadline,
-        ),
-    )
-    fn = c.escrow.functions.openFor(
-        renter.address,
-        provider.address,
-        c.token.address,
-        deposit,
-        session.address,
-        fee,
-        deadline,
-        open_sig,
-        permit[64],
-        permit[:32],
-        permit[32:64],
-    )
-    return send(c.w3, relayer, fn), eip712.channel_id_for(renter.address, session.address), session
+    """A gasless open (permit + signed OpenChannel, relayed); returns (receipt gas, cid, key)."""
+    session = Account.create()
+    chain = LeaseChain(c)
+    req = relay_request(
+        chain, renter, provider=provider.address, deposit=2 * USD, relay_fee=fee,
+        session_key=session,
+    )  # fmt: skip
+    cid, tx = submit_relay_request(chain, relayer, req)
+    return tx.gas_used, cid, session
 
 
 def test_relayed_open_plus_settle_of_a_returning_renter_below_uraiden(contracts, accounts):
@@ -85,5 +55,5 @@ def test_relayed_open_plus_settle_of_a_returning_renter_below_uraiden(contracts,
             provider,
             c.escrow.functions.settle(cid, 1_000, voucher_sig(c, session, cid, 1_000)),
         )
-        totals.append(opened["gasUsed"] + settled["gasUsed"])
+        totals.append(opened + settled["gasUsed"])
     assert totals[1] < URAIDEN_OPEN_PLUS_CLOSE, totals

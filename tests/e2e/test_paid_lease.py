@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
 from agentproc import environ
-from marketproc import PRICE, Market, running_market
+from marketproc import PRICE, Market, leases_json, running_market, stream_text_until_dead
 from netfault import ThreadedProxy
 
 pytestmark = pytest.mark.slow
@@ -30,15 +29,7 @@ def market(tmp_path: Path) -> Iterator[Market]:
 
 
 def _leases(market: Market) -> list[dict[str, Any]]:
-    out = subprocess.run(
-        [sys.executable, "-m", "jupyter_gpumarket.cli", "leases", "--json"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **market.renter_env},
-        check=True,
-        timeout=60,
-    )
-    return json.loads(out.stdout)
+    return leases_json(market.renter_env)
 
 
 def test_a_notebook_pays_exactly_for_the_seconds_it_ran(market: Market) -> None:
@@ -155,17 +146,8 @@ def test_a_renter_that_stops_paying_is_paused_then_stopped(
     kc.start_channels()
     try:
         kc.wait_for_ready(timeout=30)
-        texts: list[str] = []
-        deadline = time.monotonic() + 40
-        while km.is_alive() and time.monotonic() < deadline:
-            try:
-                msg = kc.get_iopub_msg(timeout=0.5)
-            except Exception:  # queue.Empty
-                continue
-            if msg["msg_type"] == "stream":
-                texts.append(msg["content"]["text"])
+        joined = stream_text_until_dead(km, kc)
         assert not km.is_alive()  # the provider stopped the kernel after its payment grace
-        joined = "".join(texts)
         assert "overdue" in joined or "late" in joined  # the notebook was told first
         assert "stops this kernel" in joined
     finally:

@@ -4,10 +4,6 @@ stopped cleanly when the deposit is spent."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +16,14 @@ from nbclient import NotebookClient
 from web3.logs import DISCARD
 
 from agentproc import environ
-from marketproc import PASSWORD, PRICE, Market, running_market
+from marketproc import (
+    PASSWORD,
+    PRICE,
+    Market,
+    leases_json,
+    running_market,
+    stream_text_until_dead,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -44,18 +47,6 @@ def _wallet(tmp_path: Path, name: str) -> Any:
     acct = Account.create()
     create_keystore(PASSWORD, private_key=acct.key, path=tmp_path / f"{name}.json")
     return acct
-
-
-def _leases(env: dict[str, str]) -> list[dict[str, Any]]:
-    out = subprocess.run(
-        [sys.executable, "-m", "jupyter_gpumarket.cli", "leases", "--json"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        check=True,
-        timeout=60,
-    )
-    return json.loads(out.stdout)
 
 
 def _run_notebook(env: dict[str, str], *sources: str) -> Any:
@@ -89,7 +80,7 @@ def test_a_renter_without_gas_is_relayed_by_the_provider(market: Market, tmp_pat
     nb = _run_notebook(env, "import time; time.sleep(3); print('ran')")
     assert nb.cells[0].outputs[-1]["text"].strip() == "ran"
 
-    (lease,) = [x for x in _leases(env) if x["provider"] == provider]
+    (lease,) = [x for x in leases_json(env) if x["provider"] == provider]
     info = _settled(market, lease["channel_id"])
     fee = 10_000  # the provider's default --relay-fee, published in its offer
     assert info.renter == renter.address
@@ -131,7 +122,7 @@ def test_a_student_with_a_grant_code_and_an_empty_wallet(market: Market, tmp_pat
     nb = _run_notebook(env, "import time; time.sleep(3); print('ran')")
     assert nb.cells[0].outputs[-1]["text"].strip() == "ran"
 
-    (lease,) = [x for x in _leases(env) if x["provider"] == provider]
+    (lease,) = [x for x in leases_json(env) if x["provider"] == provider]
     _settled(market, lease["channel_id"])
     got = market.token_balance(provider) - provider_before
     pool_balance = c.escrow.functions.pools(pool_id).call()[2]
@@ -152,7 +143,7 @@ def test_auto_top_up_keeps_a_small_deposit_going(market: Market) -> None:
     nb = _run_notebook(env, "import time; time.sleep(16)", "print('still here')")
     assert nb.cells[1].outputs[-1]["text"].strip() == "still here"
 
-    (lease,) = [x for x in _leases(env) if x["provider"] == provider]
+    (lease,) = [x for x in leases_json(env) if x["provider"] == provider]
     kinds = [t["kind"] for t in lease["txs"]]
     assert "top_up" in kinds, kinds
     info = _settled(market, lease["channel_id"])
@@ -169,25 +160,16 @@ def test_without_top_up_the_kernel_stops_cleanly_when_the_deposit_is_spent(
         km.start_kernel()
     kc = km.client()
     kc.start_channels()
-    texts: list[str] = []
     try:
         kc.wait_for_ready(timeout=30)
         kc.execute("import time; time.sleep(60)")
-        deadline = time.monotonic() + 40
-        while km.is_alive() and time.monotonic() < deadline:
-            try:
-                msg = kc.get_iopub_msg(timeout=0.5)
-            except Exception:  # queue.Empty
-                continue
-            if msg["msg_type"] == "stream":
-                texts.append(msg["content"]["text"])
+        joined = stream_text_until_dead(km, kc)
         assert not km.is_alive()
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
-    joined = "".join(texts)
     assert "80 % of this lease's deposit is spent" in joined  # warned first
     assert "is spent: the kernel is stopped cleanly" in joined
-    (lease,) = _leases(env)
+    (lease,) = leases_json(env)
     info = _settled(market, lease["channel_id"])
     assert info.redeemed <= info.deposit == 10_800

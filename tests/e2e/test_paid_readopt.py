@@ -3,11 +3,7 @@ from the same channel with the saved session key; the seconds in between are bil
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
-import sys
 import time
 import urllib.error
 from pathlib import Path
@@ -17,7 +13,7 @@ from websockets.sync.client import connect
 
 from agentproc import environ
 from jupyterproc import execute, start_jupyter
-from marketproc import PRICE, running_market
+from marketproc import PRICE, leases_json, running_market
 
 pytestmark = pytest.mark.slow
 
@@ -72,15 +68,7 @@ def test_a_paid_kernel_survives_a_server_crash_and_keeps_paying(tmp_path: Path) 
             second.stop()
         with environ(runtime):
             assert paid_state.load(kid) is None  # the lease ended: nothing left to resume
-        out = subprocess.run(
-            [sys.executable, "-m", "jupyter_gpumarket.cli", "leases", "--json"],
-            capture_output=True,
-            text=True,
-            env={**os.environ, **env},
-            check=True,
-            timeout=60,
-        )
-        (lease,) = json.loads(out.stdout)
+        (lease,) = leases_json(env)
         assert lease["state"] == "stopped"
         billed = lease["billed_seconds"]
         assert ran - 4 <= billed <= ran + 1  # the time the server was down is billed, once
