@@ -295,6 +295,7 @@ def open_paid_lease(
     from jupyter_gpumarket.chain.renter_ledger import RenterLedger
     from jupyter_gpumarket.core.grant_code import GrantCode
     from jupyter_gpumarket.provisioning.paid_open import open_channel_for_offer
+    from jupyter_gpumarket.provisioning.relay_client import probe_provider
 
     profile = load_profile(network) if network else active_profile()
     token, escrow, registry = profile.require_contracts()
@@ -309,6 +310,8 @@ def open_paid_lease(
             offer.offer_id,
         )
     grant_code = GrantCode.decode(grant) if grant else None
+    # no channel to a provider that is down (a kernel restarter would open one per attempt)
+    asyncio.run(probe_provider(offer.endpoint, offer.tls_fingerprint))
     chain = LeaseChain(contracts)
     opened, how = open_channel_for_offer(
         chain, renter, offer, budget=budget, grant=grant_code, initial_hours=initial_hours

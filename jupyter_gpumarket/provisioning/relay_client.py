@@ -21,7 +21,7 @@ from jupyter_gpumarket.exceptions import (
 )
 from jupyter_gpumarket.provisioning.link import _client_ssl
 
-__all__ = ["request_relay"]
+__all__ = ["probe_provider", "request_relay"]
 
 
 async def request_relay(
@@ -57,3 +57,23 @@ async def request_relay(
         return control.parse_text(raw, paymsgs.RelayResult)
     except ProtocolError as exc:
         raise PaymentError(f"the provider answered the relay request oddly: {exc}") from None
+
+
+async def probe_provider(url: str, tls_fingerprint: str, *, timeout: float = 10.0) -> None:
+    """Reach the provider (wss handshake, pinned certificate) before any money moves: a
+    channel opened to a provider that is down would lock the deposit until its challenge
+    period ends. Raises ProviderUnreachable / TlsFingerprintMismatch."""
+    try:
+        ws = await connect(url, ssl=_client_ssl(), open_timeout=timeout)
+    except (OSError, TimeoutError, InvalidHandshake) as exc:
+        raise ProviderUnreachable(
+            f"the provider at {url} does not answer ({exc}); nothing was paid: pick another "
+            "offer or try again later"
+        ) from exc
+    async with ws:
+        der = ws.transport.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        if not fingerprint_matches(der, tls_fingerprint):
+            raise TlsFingerprintMismatch(
+                f"the provider at {url} presented certificate {fingerprint(der)}, not the "
+                f"{tls_fingerprint} of its offer; nothing was paid"
+            )

@@ -215,6 +215,15 @@ def test_provider_killed_mid_lease_the_renter_gets_the_deposit_back(market: Mark
     kc.stop_channels()
     with environ(market.renter_env):
         km.shutdown_kernel(now=True)
+    # a new start (what Jupyter's restarter tries) opens no channel to the dead provider,
+    # whose offer is still active on chain
+    from jupyter_gpumarket.exceptions import ProviderUnreachable
+
+    balance = market.token_balance(renter)
+    with environ(market.renter_env), pytest.raises(ProviderUnreachable, match="nothing was paid"):
+        KernelManager(kernel_name="gpumarket").start_kernel()
+    assert len(_leases(market)) == 1
+    assert market.token_balance(renter) == balance
 
     def close() -> str:
         out = subprocess.run(
