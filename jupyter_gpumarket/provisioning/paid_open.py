@@ -39,7 +39,7 @@ MAX_RELAY_FEE_PERCENT = 10  # of the deposit: above that, funding gas is the bet
 def open_channel_for_offer(
     chain: LeaseChain,
     renter: Any,
-    offer: Any,  # provisioning.paid.OfferChoice
+    offer: Any,  # provisioning.offers.OfferChoice
     *,
     budget: int,
     grant: GrantCode | None = None,

@@ -29,7 +29,7 @@ KDF_N = 2**14  # scrypt cost: ~50 ms; the key is per lease and bounded by its de
 class PaidState:
     kernel_id: str
     network: str
-    offer: dict[str, Any]  # provisioning.paid.OfferChoice as a dict
+    offer: dict[str, Any]  # provisioning.offers.OfferChoice as a dict
     channel_id: str
     chain_id: int
     escrow: str

@@ -302,7 +302,7 @@ def test_a_vanished_renter_costs_the_provider_at_most_one_interval(tmp_path: Pat
 
 def test_an_unsandboxed_offer_is_labelled_on_chain(market: Market) -> None:
     from jupyter_gpumarket.chain.client import Contracts, connect
-    from jupyter_gpumarket.provisioning.paid import pick_offer
+    from jupyter_gpumarket.provisioning.offers import pick_offer
 
     p = market.devnet.profile
     registry = Contracts.at(connect(p.rpc_url), *p.require_contracts()).registry
