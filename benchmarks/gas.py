@@ -25,7 +25,10 @@ from jupyter_gpumarket.chain.anvil import start_anvil
 from jupyter_gpumarket.chain.client import Contracts, connect, send, send_value
 from jupyter_gpumarket.chain.deploy import deploy_all
 from jupyter_gpumarket.chain.dev_accounts import dev_account
+from jupyter_gpumarket.chain.leases import LeaseChain
+from jupyter_gpumarket.chain.relay import open_from_pool, relay_request, submit_relay_request
 from jupyter_gpumarket.core import eip712
+from jupyter_gpumarket.core.grant_code import issue_grant
 
 TARGET = 189_177
 USD = 10**6
@@ -38,7 +41,7 @@ class Bench:
         self.w3 = c.w3
         self.faucet = dev_account(0)
         self.domain = eip712.Domain(self.w3.eth.chain_id, c.escrow.address)
-        self.token_domain = eip712.Domain(self.w3.eth.chain_id, c.token.address, name="TestUSD")
+        self.chain = LeaseChain(c)
 
     def fresh(self, tokens: int = 0):
         acct = Account.create()
@@ -52,18 +55,6 @@ class Bench:
 
     def voucher(self, key, cid: bytes, amount: int) -> bytes:
         return eip712.sign_typed_data(key.key, eip712.voucher(self.domain, cid, amount))
-
-    def permit(self, owner, value: int, deadline: int) -> bytes:
-        nonce = self.c.token.functions.nonces(owner.address).call()
-        typed = eip712.permit(
-            self.token_domain,
-            owner=owner.address,
-            spender=self.c.escrow.address,
-            value=value,
-            nonce=nonce,
-            deadline=deadline,
-        )
-        return eip712.sign_typed_data(owner.key, typed)
 
     def deadline(self) -> int:
         return int(self.w3.eth.get_block("latest")["timestamp"]) + 3600
@@ -104,62 +95,27 @@ class Bench:
         return out
 
     def permit_lease(self, renter, provider) -> dict[str, int]:
-        e, session, deadline = self.c.escrow.functions, Account.create(), self.deadline()
-        sig = self.permit(renter, 5 * USD, deadline)
-        out = {
-            "openWithPermit": self.gas(
-                renter,
-                e.openWithPermit(
-                    provider.address,
-                    self.c.token.address,
-                    5 * USD,
-                    session.address,
-                    deadline,
-                    sig[64],
-                    sig[:32],
-                    sig[32:64],
-                ),
-            )
-        }
+        e, session = self.c.escrow.functions, Account.create()
+        permit = self.chain.permit_args(renter, 5 * USD)  # (deadline, v, r, s)
+        assert permit is not None
+        fn = e.openWithPermit(
+            provider.address, self.c.token.address, 5 * USD, session.address, *permit
+        )
+        out = {"openWithPermit": self.gas(renter, fn)}
         cid = eip712.channel_id_for(renter.address, session.address)
         out["settle"] = self.gas(provider, e.settle(cid, 2500, self.voucher(session, cid, 2500)))
         return out
 
     def relayed_lease(self, renter, provider, relayer) -> dict[str, int]:
-        e, session, deadline = self.c.escrow.functions, Account.create(), self.deadline()
-        open_sig = eip712.sign_typed_data(
-            renter.key,
-            eip712.open_channel(
-                self.domain,
-                renter=renter.address,
-                provider=provider.address,
-                token=self.c.token.address,
-                deposit=5 * USD,
-                session_key=session.address,
-                relay_fee=10_000,
-                deadline=deadline,
-            ),
-        )
-        psig = self.permit(renter, 5 * USD, deadline)
-        out = {
-            "openFor": self.gas(
-                relayer,
-                e.openFor(
-                    renter.address,
-                    provider.address,
-                    self.c.token.address,
-                    5 * USD,
-                    session.address,
-                    10_000,
-                    deadline,
-                    open_sig,
-                    psig[64],
-                    psig[:32],
-                    psig[32:64],
-                ),
-            )
-        }
-        cid = eip712.channel_id_for(renter.address, session.address)
+        """A renter without gas: signed OpenChannel + permit, relayed (chain.relay)."""
+        session = Account.create()
+        req = relay_request(
+            self.chain, renter, provider=provider.address, deposit=5 * USD, relay_fee=10_000,
+            session_key=session,
+        )  # fmt: skip
+        cid, tx = submit_relay_request(self.chain, relayer, req)
+        e = self.c.escrow.functions
+        out = {"openFor": tx.gas_used}
         out["settle"] = self.gas(provider, e.settle(cid, 2500, self.voucher(session, cid, 2500)))
         return out
 
@@ -186,47 +142,24 @@ class Bench:
         (ev,) = self.c.escrow.events.PoolCreated().process_receipt(receipt, errors=DISCARD)
         pool_id = bytes(ev["args"]["pool_id"])
         out["fundPool"] = self.gas(admin, e.fundPool(pool_id, 5 * USD))
-        expiry = self.deadline()
-        gsig = eip712.sign_typed_data(
-            admin.key,
-            eip712.grant(
-                self.domain,
-                pool_id=pool_id,
-                student=student.address,
-                cap=10 * USD,
-                expiry=expiry,
-                provider="0x" + "00" * 20,
-            ),
-        )
-        grant = (pool_id, student.address, 10 * USD, expiry, "0x" + "00" * 20, gsig)
+        grant = issue_grant(
+            admin.key, self.domain, pool_id=pool_id, student=student.address, cap=10 * USD,
+            expiry=self.deadline(),
+        )  # fmt: skip
         session = Account.create()
-        out["openFromPool"] = self.gas(
-            student, e.openFromPool(*grant, provider.address, 2 * USD, session.address)
-        )
+        out["openFromPool"] = open_from_pool(
+            self.chain, student, grant=grant, provider=provider.address, deposit=2 * USD,
+            session_key=session,
+        ).gas_used  # fmt: skip
         cid = eip712.channel_id_for(student.address, session.address)
         out["settle(pool)"] = self.gas(
             provider, e.settle(cid, 2500, self.voucher(session, cid, 2500))
         )
-        session2, deadline = Account.create(), self.deadline()
-        open_sig = eip712.sign_typed_data(
-            student.key,
-            eip712.open_channel(
-                self.domain,
-                renter=student.address,
-                provider=provider.address,
-                token=self.c.token.address,
-                deposit=2 * USD,
-                session_key=session2.address,
-                relay_fee=5_000,
-                deadline=deadline,
-            ),
-        )
-        out["openFromPoolFor"] = self.gas(
-            relayer,
-            e.openFromPoolFor(
-                *grant, provider.address, 2 * USD, session2.address, 5_000, deadline, open_sig
-            ),
-        )
+        req = relay_request(
+            self.chain, student, provider=provider.address, deposit=2 * USD, relay_fee=5_000,
+            session_key=Account.create(), grant=grant,
+        )  # fmt: skip
+        out["openFromPoolFor"] = submit_relay_request(self.chain, relayer, req)[1].gas_used
         out["withdrawPool"] = self.gas(admin, e.withdrawPool(pool_id, USD))
         return out
 

@@ -165,7 +165,8 @@ class Lease:
                 elif isinstance(msg, paymsgs.DepositChanged):
                     if self.payment is None:
                         raise GpuMarketError("this provider is in dev mode: it has no channels")
-                    await self.payment.refresh_deposit()
+                    # an RPC read: off the op queue, so vouchers are not held behind it
+                    self._spawn(self.payment.refresh_deposit())
                 elif isinstance(msg, control.StartKernel):
                     await self._start_kernel(msg)
                 elif isinstance(msg, control.Signal):

@@ -80,7 +80,8 @@ class OfferTerms:
 
 @dataclass(frozen=True)
 class OpenedChannel:
-    """A channel the renter opened; keep ``session_key`` in memory only (it signs vouchers)."""
+    """A channel the renter opened; ``session_key`` signs its vouchers: never give it to the
+    provider or the kernel (provisioning.paid_state keeps it only encrypted)."""
 
     channel_id: bytes
     renter: str

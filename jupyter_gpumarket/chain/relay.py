@@ -41,29 +41,34 @@ def has_gas_for_open(chain: LeaseChain, address: str) -> bool:
     return balance >= OPEN_GAS * max(price, 1)
 
 
-def pool_token(chain: LeaseChain, grant: GrantCode) -> str:
-    admin, token, _balance = call(
-        chain.c.escrow.functions.pools(bytes.fromhex(grant.pool_id[2:])), what="Escrow.pools"
+def _pool(chain: LeaseChain, grant: GrantCode) -> tuple[str, int]:
+    """(token, balance) of the grant's pool; ConfigError when there is no such pool."""
+    admin, token, balance = call(
+        chain.c.escrow.functions.pools(_grant_args(grant)[0]), what="Escrow.pools"
     )
     if int(admin, 16) == 0:
         raise ConfigError(f"the grant's pool {grant.pool_id} does not exist on this network")
-    return token
+    return token, int(balance)
+
+
+def pool_token(chain: LeaseChain, grant: GrantCode) -> str:
+    return _pool(chain, grant)[0]
 
 
 def grant_room(chain: LeaseChain, grant: GrantCode) -> int:
     """How much of the grant is left to spend: min(cap - spent, the pool's balance)."""
+    pool_id, student, cap, expiry, provider, _sig = _grant_args(grant)
     gh = eip712.grant_hash(
-        pool_id=bytes.fromhex(grant.pool_id[2:]),
-        student=grant.student,
-        cap=grant.cap,
-        expiry=grant.expiry,
-        provider=grant.provider,
+        pool_id=pool_id, student=student, cap=cap, expiry=expiry, provider=provider
     )
     spent = call(chain.c.escrow.functions.grant_spent(gh), what="Escrow.grant_spent")
-    _admin, _token, balance = call(
-        chain.c.escrow.functions.pools(bytes.fromhex(grant.pool_id[2:])), what="Escrow.pools"
-    )
-    return max(0, min(grant.cap - int(spent), int(balance)))
+    return max(0, min(cap - int(spent), _pool(chain, grant)[1]))
+
+
+def _grant_args(g: GrantCode) -> tuple[bytes, str, int, int, str, bytes]:
+    """The Grant as the escrow's openFromPool* arguments take it."""
+    pool_id, sig = bytes.fromhex(g.pool_id[2:]), bytes.fromhex(g.signature[2:])
+    return pool_id, g.student, g.cap, g.expiry, g.provider, sig
 
 
 def _check_grant(chain: LeaseChain, grant: GrantCode, student: str, provider: str) -> None:
@@ -140,13 +145,10 @@ def submit_relay_request(
     open_sig = bytes.fromhex(req.open_sig[2:])
     if req.grant:
         g = GrantCode.decode(req.grant)
+        if g.student.lower() != req.renter.lower():
+            raise PaymentError("the grant is for another wallet than the one that signed")
         fn = escrow.openFromPoolFor(
-            bytes.fromhex(g.pool_id[2:]),
-            g.student,
-            g.cap,
-            g.expiry,
-            g.provider,
-            bytes.fromhex(g.signature[2:]),
+            *_grant_args(g),
             req.provider,
             req.deposit,
             req.session_key,
@@ -154,8 +156,6 @@ def submit_relay_request(
             req.deadline,
             open_sig,
         )
-        if g.student.lower() != req.renter.lower():
-            raise PaymentError("the grant is for another wallet than the one that signed")
         kind = "Escrow.openFromPoolFor"
     else:
         p = bytes.fromhex(req.permit[2:]) if req.permit else b""
@@ -190,14 +190,6 @@ def open_from_pool(
     """The student opens from the pool itself (it holds gas): ``openFromPool``."""
     _check_grant(chain, grant, student.address, provider)
     fn = chain.c.escrow.functions.openFromPool(
-        bytes.fromhex(grant.pool_id[2:]),
-        grant.student,
-        grant.cap,
-        grant.expiry,
-        grant.provider,
-        bytes.fromhex(grant.signature[2:]),
-        provider,
-        deposit,
-        session_key.address,
+        *_grant_args(grant), provider, deposit, session_key.address
     )
     return TxInfo.of("open", send(chain.w3, student, fn, what="Escrow.openFromPool"))

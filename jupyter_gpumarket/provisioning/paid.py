@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -20,11 +21,16 @@ from typing import Any
 
 from jupyter_gpumarket.core import eip712, paymsgs
 from jupyter_gpumarket.core.auth_challenge import Challenge, sign_hello
-from jupyter_gpumarket.core.metering import BillingClock, VoucherSchedule
+from jupyter_gpumarket.core.metering import (
+    WARN_PERCENT,
+    BillingClock,
+    ClockState,
+    VoucherSchedule,
+)
 from jupyter_gpumarket.core.pinning import normalize_fingerprint
 from jupyter_gpumarket.exceptions import ConfigError
 from jupyter_gpumarket.provisioning.offers import OfferChoice, parse_offer_spec, pick_offer
-from jupyter_gpumarket.provisioning.paid_state import encrypt_session_key
+from jupyter_gpumarket.provisioning.paid_state import PaidState, encrypt_session_key
 
 __all__ = [
     "OfferChoice",
@@ -116,9 +122,6 @@ class PaidLease:
 
     def snapshot(self, kernel_id: str) -> Any:
         """This lease as a provisioning.paid_state.PaidState (for re-adoption)."""
-        import dataclasses
-
-        from jupyter_gpumarket.provisioning.paid_state import PaidState
 
         assert self.sealed_key is not None
         now = time.monotonic()
@@ -137,7 +140,7 @@ class PaidLease:
             session_key=self.sealed_key,
             signed=self.schedule.signed,
             billed_seconds=self.clock.running_seconds(now),
-            billing=self.clock.state.value == "billing",
+            billing=self.clock.state is ClockState.BILLING,
             saved_at=time.time(),
         )
 
@@ -286,36 +289,23 @@ def open_paid_lease(
     )
 
 
-def resume_paid_lease(state: Any, password: str) -> PaidLease:
+def resume_paid_lease(state: PaidState, password: str) -> PaidLease:
     """A lease from its saved state (a restarted Jupyter server re-adopting its kernel): same
-    channel and session key; billing carries on from the seconds billed so far. Works with the
-    RPC down (vouchers need none); only auto top-up needs the chain."""
-    from jupyter_gpumarket.chain.client import Contracts, connect
-    from jupyter_gpumarket.chain.leases import LeaseChain
-    from jupyter_gpumarket.chain.profiles import active_profile, load_profile
+    channel and session key; billing carries on from the seconds billed so far. Needs no RPC:
+    it only signs vouchers (no top-ups)."""
     from jupyter_gpumarket.chain.renter_ledger import RenterLedger
-    from jupyter_gpumarket.exceptions import GpuMarketError
     from jupyter_gpumarket.provisioning.paid_state import decrypt_session_key
 
     key = decrypt_session_key(state, password)
-    chain = None
-    auto_top_up = False  # the wallet stays locked after a re-adoption: vouchers only
-    if state.auto_top_up:
+    if state.auto_top_up:  # top-ups need the wallet, which stays locked after a re-adoption
         log.warning("re-adopted lease %s: auto top-up is off until a new lease", state.channel_id)
-    try:
-        profile = load_profile(state.network) if state.network else active_profile()
-        token, escrow, registry = profile.require_contracts()
-        chain = LeaseChain(Contracts.at(connect(profile.rpc_url), token, escrow, registry))
-    except GpuMarketError as exc:  # vouchers need no RPC; the ledger write-back does not care
-        log.warning("re-adopted lease without the chain (%s)", exc)
     schedule = VoucherSchedule(
         price_per_hour=state.offer["price_per_hour"],
         deposit=state.deposit,
         budget=state.budget,
-        auto_top_up=auto_top_up,
     )
     schedule.signed = state.signed
-    schedule.warned = state.signed * 100 >= schedule.limit * 80
+    schedule.warned = state.signed * 100 >= schedule.limit * WARN_PERCENT
     return PaidLease(
         offer=OfferChoice(**state.offer),
         channel_id=bytes.fromhex(state.channel_id[2:]),
@@ -323,7 +313,7 @@ def resume_paid_lease(state: Any, password: str) -> PaidLease:
         session_key=key,
         domain=eip712.Domain(state.chain_id, state.escrow),
         schedule=schedule,
-        chain=chain,
+        chain=None,  # no top-ups, so no chain: vouchers need no RPC
         renter=None,  # the wallet stays locked: a re-adopted lease only signs vouchers
         ledger=RenterLedger(),
         record_id=state.record_id,

@@ -24,6 +24,7 @@ from jupyter_gpumarket.chain.relay import (
     relay_request,
 )
 from jupyter_gpumarket.chain.session_keys import new_session_key
+from jupyter_gpumarket.core import eip712
 from jupyter_gpumarket.core.grant_code import GrantCode
 from jupyter_gpumarket.core.metering import initial_deposit
 from jupyter_gpumarket.core.offer_meta import relay_fee_of
@@ -118,8 +119,6 @@ def _opened(
     relayed_fee: int = 0,
 ) -> OpenedChannel:
     """Check the channel on chain (a relayer's word is not enough) and describe it."""
-    from jupyter_gpumarket.core import eip712
-
     cid = eip712.channel_id_for(renter.address, key.address)
     info = chain.channel(cid)
     if (

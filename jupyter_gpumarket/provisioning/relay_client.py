@@ -1,14 +1,17 @@
 """Ask a provider to open the renter's channel for it (the renter holds no gas).
 
 One short wss connection, pinned like the tunnel: send the signed ``relay_open``, wait for the
-mined channel (``relay_result``) or a close with the provider's reason.
+mined channel (``relay_result``) or a close with the provider's reason. ``probe_provider`` makes
+the same connection and nothing else, before any channel is opened.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from jupyter_gpumarket.core import control, paymsgs
@@ -24,23 +27,31 @@ from jupyter_gpumarket.provisioning.link import _client_ssl
 __all__ = ["probe_provider", "request_relay"]
 
 
-async def request_relay(
-    url: str, tls_fingerprint: str, req: paymsgs.RelayOpen, *, timeout: float = 90.0
-) -> paymsgs.RelayResult:
-    """The provider's answer: the channel it opened, or PaymentError with its reason."""
+@contextlib.asynccontextmanager
+async def _pinned(
+    url: str, tls_fingerprint: str, timeout: float, what: str
+) -> AsyncIterator[ClientConnection]:
+    """A wss connection to the provider whose certificate is the offer's pinned one."""
     try:
-        ws = await connect(url, ssl=_client_ssl(), open_timeout=min(timeout, 30.0))
+        ws = await connect(url, ssl=_client_ssl(), open_timeout=timeout)
     except (OSError, TimeoutError, InvalidHandshake) as exc:
-        raise ProviderUnreachable(
-            f"cannot reach the provider at {url} to relay the channel opening: {exc}"
-        ) from exc
+        raise ProviderUnreachable(f"the provider at {url} does not answer ({exc}); {what}") from exc
     async with ws:
         der = ws.transport.get_extra_info("ssl_object").getpeercert(binary_form=True)
         if not fingerprint_matches(der, tls_fingerprint):
             raise TlsFingerprintMismatch(
                 f"the provider at {url} presented certificate {fingerprint(der)}, not the "
-                f"{tls_fingerprint} of its offer: not sending it the signed opening"
+                f"{tls_fingerprint} of its offer; {what}"
             )
+        yield ws
+
+
+async def request_relay(
+    url: str, tls_fingerprint: str, req: paymsgs.RelayOpen, *, timeout: float = 90.0
+) -> paymsgs.RelayResult:
+    """The provider's answer: the channel it opened, or PaymentError with its reason."""
+    what = "the signed opening was not sent"
+    async with _pinned(url, tls_fingerprint, min(timeout, 30.0), what) as ws:
         try:
             await ws.send(control.dump(req).decode())
             async with asyncio.timeout(timeout):
@@ -63,17 +74,6 @@ async def probe_provider(url: str, tls_fingerprint: str, *, timeout: float = 10.
     """Reach the provider (wss handshake, pinned certificate) before any money moves: a
     channel opened to a provider that is down would lock the deposit until its challenge
     period ends. Raises ProviderUnreachable / TlsFingerprintMismatch."""
-    try:
-        ws = await connect(url, ssl=_client_ssl(), open_timeout=timeout)
-    except (OSError, TimeoutError, InvalidHandshake) as exc:
-        raise ProviderUnreachable(
-            f"the provider at {url} does not answer ({exc}); nothing was paid: pick another "
-            "offer or try again later"
-        ) from exc
-    async with ws:
-        der = ws.transport.get_extra_info("ssl_object").getpeercert(binary_form=True)
-        if not fingerprint_matches(der, tls_fingerprint):
-            raise TlsFingerprintMismatch(
-                f"the provider at {url} presented certificate {fingerprint(der)}, not the "
-                f"{tls_fingerprint} of its offer; nothing was paid"
-            )
+    what = "nothing was paid: pick another offer or try again later"
+    async with _pinned(url, tls_fingerprint, timeout, what):
+        pass

@@ -29,6 +29,36 @@ def voucher_sig(c: Contracts, key, channel_id: bytes, amount: int) -> bytes:
     return eip712.sign_typed_data(key.key, eip712.voucher(escrow_domain(c), channel_id, amount))
 
 
+def open_channel_sig(
+    c: Contracts, renter, provider, session, deposit: int, fee: int, deadline: int
+) -> bytes:
+    """The renter's OpenChannel signature (for openFor / openFromPoolFor) in this token."""
+    typed = eip712.open_channel(
+        escrow_domain(c),
+        renter=renter.address,
+        provider=provider.address,
+        token=c.token.address,
+        deposit=deposit,
+        session_key=session.address,
+        relay_fee=fee,
+        deadline=deadline,
+    )
+    return eip712.sign_typed_data(renter.key, typed)
+
+
+def permit_sig(c: Contracts, owner, value: int, deadline: int) -> bytes:
+    """An EIP-2612 permit of ``value`` for the escrow, with the owner's current token nonce."""
+    typed = eip712.permit(
+        token_domain(c),
+        owner=owner.address,
+        spender=c.escrow.address,
+        value=value,
+        nonce=c.token.functions.nonces(owner.address).call(),
+        deadline=deadline,
+    )
+    return eip712.sign_typed_data(owner.key, typed)
+
+
 def open_channel(c: Contracts, renter, provider, deposit: int = 5 * USD):
     """approve + open; returns (channel_id, session key account)."""
     session = Account.create()

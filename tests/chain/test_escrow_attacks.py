@@ -10,8 +10,9 @@ from chain_helpers import (
     escrow_domain,
     now,
     open_channel,
+    open_channel_sig,
+    permit_sig,
     reverts,
-    token_domain,
     voucher_sig,
 )
 from eth_account import Account
@@ -195,19 +196,7 @@ def test_attest_rules(channel, accounts):
 
 
 def _open_for_args(c, renter, provider, session, deposit, deadline, fee=1000):
-    sig = eip712.sign_typed_data(
-        renter.key,
-        eip712.open_channel(
-            escrow_domain(c),
-            renter=renter.address,
-            provider=provider.address,
-            token=c.token.address,
-            deposit=deposit,
-            session_key=session.address,
-            relay_fee=fee,
-            deadline=deadline,
-        ),
-    )
+    sig = open_channel_sig(c, renter, provider, session, deposit, fee, deadline)
     return (
         renter.address,
         provider.address,
@@ -261,15 +250,7 @@ def test_replayed_open_channel_signature(contracts, accounts):
 def test_permit_with_wrong_or_expired_deadline(contracts, accounts):
     c, renter, provider = contracts, accounts[1], accounts[2]
     deadline = now(c) + 600
-    typed = eip712.permit(
-        token_domain(c),
-        owner=renter.address,
-        spender=c.escrow.address,
-        value=USD,
-        nonce=c.token.functions.nonces(renter.address).call(),
-        deadline=deadline,
-    )
-    sig = eip712.sign_typed_data(renter.key, typed)
+    sig = permit_sig(c, renter, USD, deadline)
     session = Account.create().address
     with reverts("erc20: invalid signature"):
         send(

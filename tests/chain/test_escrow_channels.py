@@ -9,7 +9,8 @@ from chain_helpers import (
     escrow_domain,
     now,
     open_channel,
-    token_domain,
+    open_channel_sig,
+    permit_sig,
     voucher_sig,
 )
 from eth_account import Account
@@ -92,16 +93,7 @@ def test_request_close_then_withdraw_after_delay(contracts, accounts, deployment
 def test_open_with_permit_in_one_transaction(contracts, accounts):
     c, renter, provider = contracts, accounts[1], accounts[2]
     session, deposit, deadline = Account.create(), 4 * USD, now(c) + 600
-    nonce = c.token.functions.nonces(renter.address).call()
-    typed = eip712.permit(
-        token_domain(c),
-        owner=renter.address,
-        spender=c.escrow.address,
-        value=deposit,
-        nonce=nonce,
-        deadline=deadline,
-    )
-    sig = eip712.sign_typed_data(renter.key, typed)
+    sig = permit_sig(c, renter, deposit, deadline)
     r, s, v = sig[:32], sig[32:64], sig[64]
     send(
         c.w3,
@@ -120,30 +112,8 @@ def test_relayed_open_for_renter_without_gas(contracts, accounts):
     renter, session = Account.create(), Account.create()
     send(c.w3, accounts[0], c.token.functions.mint(renter.address, 10 * USD))
     deposit, fee, deadline = 5 * USD, 10_000, now(c) + 600
-    open_sig = eip712.sign_typed_data(
-        renter.key,
-        eip712.open_channel(
-            escrow_domain(c),
-            renter=renter.address,
-            provider=provider.address,
-            token=c.token.address,
-            deposit=deposit,
-            session_key=session.address,
-            relay_fee=fee,
-            deadline=deadline,
-        ),
-    )
-    permit_sig = eip712.sign_typed_data(
-        renter.key,
-        eip712.permit(
-            token_domain(c),
-            owner=renter.address,
-            spender=c.escrow.address,
-            value=deposit,
-            nonce=0,
-            deadline=deadline,
-        ),
-    )
+    open_sig = open_channel_sig(c, renter, provider, session, deposit, fee, deadline)
+    permit = permit_sig(c, renter, deposit, deadline)
     relayer_before = balance(c, relayer)
     send(
         c.w3,
@@ -157,9 +127,9 @@ def test_relayed_open_for_renter_without_gas(contracts, accounts):
             fee,
             deadline,
             open_sig,
-            permit_sig[64],
-            permit_sig[:32],
-            permit_sig[32:64],
+            permit[64],
+            permit[:32],
+            permit[32:64],
         ),
     )
     cid = eip712.channel_id_for(renter.address, session.address)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chain_helpers import USD, balance, escrow_domain, now, voucher_sig
+from chain_helpers import USD, balance, now, open_channel_sig, voucher_sig
 from eth_account import Account
 from pool_helpers import create_pool, grant_args
 
@@ -45,19 +45,7 @@ def test_gasless_student_opens_through_a_relayer(contracts, accounts):
     pool_id = create_pool(c, admin, 10 * USD)
     grant = grant_args(c, admin, pool_id, student.address, 5 * USD, now(c) + 3600, provider.address)
     deposit, fee, deadline = 4 * USD, 5_000, now(c) + 600
-    open_sig = eip712.sign_typed_data(
-        student.key,
-        eip712.open_channel(
-            escrow_domain(c),
-            renter=student.address,
-            provider=provider.address,
-            token=c.token.address,
-            deposit=deposit,
-            session_key=session.address,
-            relay_fee=fee,
-            deadline=deadline,
-        ),
-    )
+    open_sig = open_channel_sig(c, student, provider, session, deposit, fee, deadline)
     before = balance(c, relayer)
     send(
         c.w3,
