@@ -16,6 +16,8 @@ from jupyter_gpumarket.core import paymsgs
 from jupyter_gpumarket.exceptions import ProtocolError
 
 __all__ = [
+    "MAX_CONTROL_BYTES",
+    "MAX_CONTROL_VALUES",
     "PROTOCOL_VERSION",
     "BlobChunk",
     "CloseCode",
@@ -43,7 +45,12 @@ __all__ = [
 PROTOCOL_VERSION = 1
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MAX_HELLO_BYTES = 256 * 1024
-_MAX_AGENT_BYTES = 64 * 1024 * 1024  # a sync manifest of many files can be large
+# Authenticated control messages (AGENT channel JSON) are bounded on their own, far below the
+# data frames' limit (core.frames): the biggest is a manifest of core.filesync.MAX_ENTRIES files.
+# json.loads turns a few bytes into a Python object of ~50-100 bytes, so the number of values
+# (counted as "," "[" "{" before parsing, an upper bound) is bounded too.
+MAX_CONTROL_BYTES = 32 * 1024 * 1024
+MAX_CONTROL_VALUES = 1_000_000
 
 
 class CloseCode:
@@ -360,9 +367,23 @@ def parse_welcome(data: str | bytes) -> Welcome:
     return _build(Welcome, obj, "welcome")
 
 
+def _check_values(data: bytes | memoryview) -> None:
+    """Bound the objects ``json.loads`` would build (an upper bound, counted at C speed)."""
+    if len(data) > 65536 and len(data) <= MAX_CONTROL_BYTES:
+        raw = bytes(data)
+        values = raw.count(b",") + raw.count(b"[") + raw.count(b"{")
+        _check(
+            values <= MAX_CONTROL_VALUES,
+            f"agent message holds about {values:,} JSON values, above the "
+            f"{MAX_CONTROL_VALUES:,} a control message may hold",
+        )
+
+
 def parse_agent_message(data: bytes) -> Any:
-    """Parse one AGENT-channel message into its dataclass."""
-    obj = _obj(data, "agent message", _MAX_AGENT_BYTES)
+    """Parse one AGENT-channel message into its dataclass (at most :data:`MAX_CONTROL_BYTES`
+    and :data:`MAX_CONTROL_VALUES`, whatever the data frames' limit is)."""
+    _check_values(data)
+    obj = _obj(data, "agent message", MAX_CONTROL_BYTES)
     cls = _AGENT_OPS.get(obj.get("op"))  # type: ignore[arg-type]
     if cls is None:
         raise ProtocolError(f"unknown agent op {obj.get('op')!r}")

@@ -11,22 +11,30 @@ with nothing changed sends no file bytes at all.
 Paths on the wire are relative POSIX paths, normalized by :func:`safe_relpath`; anything that is
 absolute, climbs out with ``..``, or resolves through a symlink outside the working dir is refused
 with :class:`~jupyter_gpumarket.exceptions.UnsafePath` on whichever side receives it.
+
+A manifest comes from the other side, so building one costs time and memory linear in its
+size, with hard limits checked before any structure is built: at most :data:`MAX_ENTRIES` files,
+:data:`MAX_DIRS` directories, :data:`MAX_DEPTH` levels, 4096-byte paths of 255-byte names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import pathspec
 
+from jupyter_gpumarket.core.pathfold import NameTree, fold_name, is_denied_name
 from jupyter_gpumarket.exceptions import ProtocolError, SyncTooLarge, UnsafePath
 
 __all__ = [
     "DEFAULT_CAP_BYTES",
     "DEFAULT_IGNORES",
     "IGNORE_FILE",
+    "MAX_DEPTH",
+    "MAX_DIRS",
+    "MAX_ENTRIES",
     "Blob",
     "Conflict",
     "FileEntry",
@@ -59,8 +67,14 @@ DEFAULT_IGNORES = (
     ".gpumarket/",
 )
 # Never brought back from the remote side whatever the user's ignore file says: a provider must
-# not be able to plant git hooks or virtualenv scripts in the renter's directory.
-_NEVER_PULLED = pathspec.GitIgnoreSpec.from_lines(DEFAULT_IGNORES)
+# not be able to plant git hooks or virtualenv scripts in the renter's directory. Compared as
+# folded names (core.pathfold), in any position: `.GIT/config` is `.git/config` on macOS.
+_NEVER_PULLED = frozenset(fold_name(line.strip("/")) for line in DEFAULT_IGNORES)
+# Limits of one manifest (a real notebook project fits well inside them; the sync cap in bytes
+# is separate). They bound the work a peer's manifest costs before anything is built.
+MAX_ENTRIES = 100_000
+MAX_DIRS = 100_000
+MAX_DEPTH = 64
 _VENV_MARKER = "pyvenv.cfg"
 _MAX_NAME_BYTES = 255
 _MAX_PATH_BYTES = 4096
@@ -110,6 +124,8 @@ def safe_relpath(path: str) -> str:
 
     if not path:
         raise refuse("it is empty")
+    if len(path) > 2 * _MAX_PATH_BYTES:  # before splitting: bounds the work on a huge string
+        raise refuse(f"it is longer than {_MAX_PATH_BYTES} bytes")
     if "\x00" in path:
         raise refuse("it contains a NUL byte")
     if "\\" in path:
@@ -129,6 +145,8 @@ def safe_relpath(path: str) -> str:
         raise refuse(f"a name in it is longer than {_MAX_NAME_BYTES} bytes")
     if sum(len(part) + 1 for part in encoded) > _MAX_PATH_BYTES:
         raise refuse(f"it is longer than {_MAX_PATH_BYTES} bytes")
+    if len(parts) > MAX_DEPTH:
+        raise refuse(f"it is nested {len(parts)} levels deep, more than {MAX_DEPTH}")
     return "/".join(parts)
 
 
@@ -168,18 +186,19 @@ class Manifest:
     skipped: tuple[Skipped, ...] = ()
 
     def __post_init__(self) -> None:
+        _check_count(len(self.files))
         checked: dict[str, FileEntry] = {}
         for path, entry in self.files.items():
-            if safe_relpath(path) != path:
+            normalized = safe_relpath(path)
+            if normalized != path:
                 raise UnsafePath(
-                    f"manifest path {path!r} is not normalized (expected {safe_relpath(path)!r})"
+                    f"manifest path {path[:120]!r} is not normalized "
+                    f"(expected {normalized[:120]!r})"
                 )
             if not isinstance(entry, FileEntry):
                 raise ProtocolError(f"manifest entry for {path!r} must be a FileEntry")
             checked[path] = entry
-        dirs = {path.rsplit("/", i)[0] for path in checked for i in range(1, path.count("/") + 1)}
-        if both := sorted(dirs.intersection(checked)):
-            raise ProtocolError(f"manifest names {both[0]!r} both as a file and as a directory")
+        _tree_of(checked)
         object.__setattr__(self, "files", MappingProxyType(dict(sorted(checked.items()))))
         object.__setattr__(self, "skipped", tuple(self.skipped))
 
@@ -203,12 +222,40 @@ class Manifest:
         files = data.get("files") if isinstance(data, dict) else None
         if not isinstance(files, dict):
             raise ProtocolError("manifest must be a JSON object with a 'files' object")
+        _check_count(len(files))
         entries: dict[str, FileEntry] = {}
         for path, value in files.items():
             if not (isinstance(value, list) and len(value) == 3):
-                raise ProtocolError(f"manifest entry for {path!r} must be [size, sha256, mtime_ns]")
+                shown = path[:120] if isinstance(path, str) else path
+                raise ProtocolError(
+                    f"manifest entry for {shown!r} must be [size, sha256, mtime_ns]"
+                )
             entries[path] = FileEntry(*value)  # Manifest refuses unnormalized paths
         return cls(entries)
+
+
+def _check_count(n: int) -> None:
+    if n > MAX_ENTRIES:
+        raise SyncTooLarge(
+            f"the file list has {n:,} files, more than the {MAX_ENTRIES:,} one sync takes: "
+            f"exclude what the kernel does not need in {IGNORE_FILE} (gitignore syntax)"
+        )
+
+
+def _tree_of(paths: Iterable[str]) -> NameTree:
+    tree = NameTree(max_dirs=MAX_DIRS)
+    for path in paths:
+        if (clash := tree.clash(path)) is not None:
+            where = clash[1] if clash[0] == "file" else path
+            raise ProtocolError(f"manifest names {where[:120]!r} both as a file and as a directory")
+        try:
+            tree.add(path)
+        except OverflowError:
+            raise SyncTooLarge(
+                f"the file list spans more than {MAX_DIRS:,} directories, more than one sync "
+                f"takes: exclude what the kernel does not need in {IGNORE_FILE} (gitignore syntax)"
+            ) from None
+    return tree
 
 
 @dataclass(frozen=True)
@@ -328,11 +375,15 @@ def plan_pull(
     what was sent at launch). It goes to its own path when the local file is unchanged since
     launch (or absent); when the local file changed too, the remote copy is saved as
     :func:`conflict_name` and a :class:`Conflict` says so. Remote deletions are not applied.
-    Ignored paths (defaults, ``ignore`` lines) are never written locally.
+    Ignored paths (defaults, ``ignore`` lines) are never written locally; the defaults are
+    compared as a case-insensitive filesystem would (``.Git/config``, ``.git./hooks/x``,
+    ``GIT~1/config`` are all ``.git``), and a remote file that such a filesystem would store
+    over another local or pulled file of a different spelling is left there.
     """
     user_spec = pathspec.GitIgnoreSpec.from_lines(list(ignore))
-    taken = set(local_now.files)
-    local_dirs = {p.rsplit("/", i)[0] for p in taken for i in range(1, p.count("/") + 1)}
+    taken = NameTree(fold_name)
+    for local in local_now.files:
+        taken.add(local)
     items: list[PullItem] = []
     conflicts: list[Conflict] = []
     skipped: list[Skipped] = []
@@ -340,7 +391,7 @@ def plan_pull(
         now, then = local_now.files.get(path), local_at_launch.files.get(path)
         if (now and now.sha256 == entry.sha256) or (then and then.sha256 == entry.sha256):
             continue  # same bytes here already, or the kernel left the launched copy alone
-        if _NEVER_PULLED.match_file(path) or user_spec.match_file(path):
+        if _never_pulled(path) or user_spec.match_file(path):
             skipped.append(Skipped(path, "ignored (defaults or .gpumarketignore); not written"))
             continue
         dest = path
@@ -355,9 +406,10 @@ def plan_pull(
             why = "changed both locally and in the remote kernel since launch"
             message = f"{path} {why}; kept the local file, saved the remote copy as {dest}"
             conflicts.append(Conflict(path, dest, message))
-        blocker = next((d for d in _parents(dest) if d in taken), None)
-        if blocker is not None or dest in local_dirs:
-            why = f"local file {blocker!r} is in the way" if blocker else "a local directory"
+        clash = taken.clash(dest)
+        if clash is not None:
+            kind, there = clash
+            why = f"local file {there!r} is in the way" if kind == "file" else "a local directory"
             skipped.append(Skipped(path, f"cannot write {dest}: {why}; remote copy left there"))
             continue
         taken.add(dest)
@@ -377,7 +429,5 @@ def _conflict_dest(path: str, sha256: str, local_now: Manifest) -> str | None:
     return ""
 
 
-def _parents(path: str) -> Iterator[str]:
-    parts = path.split("/")
-    for i in range(1, len(parts)):
-        yield "/".join(parts[:i])
+def _never_pulled(path: str) -> bool:
+    return any(is_denied_name(fold_name(name), _NEVER_PULLED) for name in path.split("/"))
