@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jupyter_gpumarket.core import control
-from jupyter_gpumarket.core.filesync import Manifest, PullPlan, format_bytes, plan_pull, plan_upload
+from jupyter_gpumarket.core.filesync import (
+    Manifest,
+    PullPlan,
+    check_cap,
+    format_bytes,
+    plan_pull,
+    plan_upload,
+)
 from jupyter_gpumarket.filescan import read_chunks, scan, write_verified
 from jupyter_gpumarket.provisioning.link import RemoteLink
 
@@ -57,7 +64,7 @@ async def push(
             last = following is None
             link.send_agent(control.BlobChunk(sha256=blob.sha256, last=last), chunk)
             sent += len(chunk)
-            await link.drained(IN_FLIGHT)
+            await link.drained(IN_FLIGHT, timeout)
             if last:
                 break
             chunk = following
@@ -67,20 +74,37 @@ async def push(
 
 
 async def pull(
-    link: RemoteLink, cwd: Path, at_launch: Manifest, *, timeout: float, progress: Progress
+    link: RemoteLink,
+    cwd: Path,
+    at_launch: Manifest,
+    *,
+    cap_bytes: int,
+    timeout: float,
+    progress: Progress,
 ) -> PullPlan:
-    """Bring back files the kernel created or changed; never overwrite a local edit."""
+    """Bring back files the kernel created or changed; never overwrite a local edit.
+
+    The provider's manifest is parsed and planned on a worker thread (the tunnel loop keeps
+    carrying every kernel's messages); a plan above ``cap_bytes`` fails before any byte is
+    fetched, and each blob may bring at most the size its manifest entry declared.
+    """
     reply = await link.request(control.PullRequest(), "pull_manifest", timeout)
-    remote = Manifest.from_json(reply.manifest)
+    remote = await asyncio.to_thread(Manifest.from_json, reply.manifest)
     local_now = await asyncio.to_thread(
         scan, cwd, (), max(at_launch.total_bytes, 1) * 4 + 10**9, previous=at_launch
     )
-    plan = plan_pull(remote, local_now, at_launch)
+    plan = await asyncio.to_thread(plan_pull, remote, local_now, at_launch)
+    check_cap(
+        ((item.local_path, item.size) for item in plan.items),
+        cap_bytes,
+        where="the remote working dir",
+        cap_hint="GpuMarketProvisioner.sync_cap_bytes (it also caps pulls)",
+    )
     for conflict in plan.conflicts:
         log.warning(conflict.message)
     if plan.items:
         progress(f"pulling {len(plan.items)} files ({format_bytes(plan.total_bytes)})")
     for item in plan.items:
-        chunks = await link.fetch_blob(item.sha256, timeout)
+        chunks = await link.fetch_blob(item.sha256, item.size, timeout)
         await asyncio.to_thread(write_verified, cwd, item.local_path, chunks, item.sha256)
     return plan

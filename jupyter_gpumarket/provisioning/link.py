@@ -11,13 +11,14 @@ here and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
 import ssl
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -25,6 +26,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from jupyter_gpumarket.core import control, paymsgs
 from jupyter_gpumarket.core.control import CloseCode
+from jupyter_gpumarket.core.filesync import IGNORE_FILE, format_bytes
 from jupyter_gpumarket.core.frames import DEFAULT_MAX_FRAME_BYTES, Channel
 from jupyter_gpumarket.core.pinning import fingerprint, fingerprint_matches
 from jupyter_gpumarket.core.session import TunnelSession
@@ -35,6 +37,7 @@ from jupyter_gpumarket.exceptions import (
     ProtocolError,
     ProviderRefused,
     ProviderUnreachable,
+    SyncTooLarge,
     TlsFingerprintMismatch,
     TunnelError,
 )
@@ -92,12 +95,36 @@ def _closed_error(exc: ConnectionClosed, url: str, paid: bool = False) -> Tunnel
     return ProviderUnreachable(f"the provider at {url} closed the connection: {code} {reason}")
 
 
+# An AGENT message bigger than this (a manifest) is parsed on a worker thread: the tunnel loop
+# carries every kernel's messages and must not stall behind it. Later AGENT messages wait for
+# it (their order matters); kernel messages do not.
+_INLINE_PARSE_BYTES = 256 * 1024
+
+
+@dataclass
+class _Incoming:
+    """A blob being fetched: what its manifest declared, what arrived so far."""
+
+    size: int
+    received: int = 0
+    chunks: list[bytes] = field(default_factory=list)
+
+
 _REPLY_TO = {
     "sync_offer": "sync_need",
     "sync_commit": "sync_done",
     "pull_request": "pull_manifest",
     "fetch_blob": "blob:",
 }
+
+
+def _parse(parts: Sequence[bytes]) -> Any:
+    """One AGENT message from the provider, or None (logged) when it is malformed."""
+    try:
+        return control.parse_agent_message(parts[0])
+    except (IndexError, ValueError, ProtocolError) as exc:
+        log.error("bad agent message from the provider: %s", exc)
+        return None
 
 
 class RemoteLink:
@@ -133,7 +160,10 @@ class RemoteLink:
         self._reconnector: asyncio.Task[None] | None = None
         self._started: asyncio.Future[control.KernelStarted] | None = None
         self._waiters: dict[str, asyncio.Future[Any]] = {}
-        self._blobs: dict[str, list[bytes]] = {}
+        self._fetching: dict[str, _Incoming] = {}
+        self.dropped_bytes = 0  # blob bytes the provider sent that nobody asked for
+        self._agent_backlog: collections.deque[Sequence[bytes]] | None = None
+        self._parser: asyncio.Task[None] | None = None
         self._exited = asyncio.Event()
 
     # -- connecting ------------------------------------------------------------------------
@@ -292,17 +322,58 @@ class RemoteLink:
 
     # -- agent requests ----------------------------------------------------------------------
     def _on_agent(self, parts: Sequence[bytes]) -> None:
+        if self._agent_backlog is not None:  # a big message is being parsed: keep the order
+            self._agent_backlog.append(parts)
+        elif parts and len(parts[0]) > _INLINE_PARSE_BYTES:
+            self._agent_backlog = collections.deque([parts])
+            self._parser = asyncio.ensure_future(self._parse_backlog())
+        elif (msg := _parse(parts)) is not None:
+            self._dispatch(msg, parts[1:])
+
+    async def _parse_backlog(self) -> None:
+        backlog = self._agent_backlog
+        assert backlog is not None
         try:
-            payload, *extra = parts
-            msg = control.parse_agent_message(payload)
-        except (ValueError, ProtocolError) as exc:
-            log.error("bad agent message from the provider: %s", exc)
+            while backlog:
+                parts = backlog.popleft()
+                if parts and len(parts[0]) > _INLINE_PARSE_BYTES:
+                    msg = await asyncio.to_thread(_parse, parts)
+                else:
+                    msg = _parse(parts)
+                if msg is not None:
+                    self._dispatch(msg, parts[1:])
+        finally:
+            self._agent_backlog = None
+
+    def _on_chunk(self, msg: control.BlobChunk, extra: Sequence[bytes]) -> None:
+        size = sum(len(x) for x in extra)
+        incoming = self._fetching.get(msg.sha256)
+        if incoming is None:  # nobody asked: dropped, never kept
+            if not self.dropped_bytes:
+                log.warning("the provider sent blob data nobody asked for; dropping it")
+            self.dropped_bytes += size
             return
+        incoming.received += size
+        if incoming.received > incoming.size:
+            del self._fetching[msg.sha256]
+            fut = self._waiters.pop(f"blob:{msg.sha256}", None)
+            if fut is not None and not fut.done():
+                fut.set_exception(
+                    ProtocolError(
+                        f"the provider sent more than the {format_bytes(incoming.size)} its "
+                        f"manifest declared for blob {msg.sha256[:12]}…; the file was not "
+                        "written (pull again; if it repeats, the provider is misbehaving)"
+                    )
+                )
+            return
+        incoming.chunks.extend(bytes(x) for x in extra)
+        if msg.last:
+            del self._fetching[msg.sha256]
+            self._resolve(f"blob:{msg.sha256}", incoming.chunks)
+
+    def _dispatch(self, msg: Any, extra: Sequence[bytes]) -> None:
         if isinstance(msg, control.BlobChunk):
-            chunks = self._blobs.setdefault(msg.sha256, [])
-            chunks.extend(bytes(x) for x in extra)
-            if msg.last:
-                self._resolve(f"blob:{msg.sha256}", self._blobs.pop(msg.sha256))
+            self._on_chunk(msg, extra)
         elif msg.op in self._waiters:
             self._resolve(msg.op, msg)
         elif isinstance(msg, control.KernelStarted):
@@ -363,16 +434,45 @@ class RemoteLink:
             self._waiters.pop(reply_op, None)
 
     def send_agent(self, msg: Any, data: bytes | None = None) -> None:
-        self.pipe.send(Channel.AGENT, [control.dump(msg), *([data] if data is not None else [])])
+        payload = control.dump(msg)
+        if len(payload) > control.MAX_CONTROL_BYTES:  # the provider would refuse it
+            raise SyncTooLarge(
+                f"the {msg.op} message is {format_bytes(len(payload))}, above the "
+                f"{format_bytes(control.MAX_CONTROL_BYTES)} a control message carries (a file "
+                f"list with too many or too long names): exclude files in {IGNORE_FILE}"
+            )
+        self.pipe.send(Channel.AGENT, [payload, *([data] if data is not None else [])])
 
-    async def fetch_blob(self, sha256: str, timeout: float) -> list[bytes]:
-        return await self.request(control.FetchBlob(sha256=sha256), f"blob:{sha256}", timeout)
+    async def fetch_blob(self, sha256: str, size: int, timeout: float) -> list[bytes]:
+        """The chunks of one blob of the last pull manifest, which declared ``size`` bytes:
+        a provider that sends more fails the fetch (ProtocolError) instead of filling memory."""
+        self._fetching[sha256] = _Incoming(size)
+        try:
+            return await self.request(control.FetchBlob(sha256=sha256), f"blob:{sha256}", timeout)
+        finally:
+            self._fetching.pop(sha256, None)
 
-    async def drained(self, limit: int) -> None:
-        """Wait until at most ``limit`` bytes we sent are unacknowledged (flow control)."""
-        while self.session.unacked_bytes > limit:
+    async def drained(self, limit: int, timeout: float) -> None:
+        """Wait until at most ``limit`` bytes we sent are unacknowledged (flow control).
+
+        Raises :class:`ProviderRefused` when the provider acknowledges nothing for ``timeout``
+        seconds (a provider that stops acknowledging must not hang the launch forever).
+        """
+        loop = asyncio.get_running_loop()
+        unacked = self.session.unacked_bytes
+        deadline = loop.time() + timeout
+        while unacked > limit:
             if self.dead_reason:
                 raise LinkLost(self.dead_reason)
+            now = self.session.unacked_bytes
+            if now < unacked:  # progress: the provider acknowledged something
+                unacked, deadline = now, loop.time() + timeout
+            elif loop.time() > deadline:
+                raise ProviderRefused(
+                    f"the provider acknowledged none of the last {format_bytes(now)} of files "
+                    f"sent to it for {timeout:.0f} s, so the upload was stopped: try another "
+                    "provider, or raise GpuMarketProvisioner.launch_timeout on a slow link"
+                )
             await asyncio.sleep(0.005)
 
     async def start_kernel(self, key: str, env: dict[str, str], timeout: float) -> None:
@@ -410,7 +510,7 @@ class RemoteLink:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await ws.wait_closed()
-        for task in (self._reconnector, self._reader):
+        for task in (self._reconnector, self._reader, self._parser):
             if task is not None:
                 task.cancel()
         if ws is not None:

@@ -84,7 +84,9 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     sync_files = Bool(
         True, config=True, help="copy the notebook's directory to the remote working dir"
     )
-    sync_cap_bytes = Int(500_000_000, config=True, help="largest notebook directory synced (bytes)")
+    sync_cap_bytes = Int(
+        500_000_000, config=True, help="largest notebook directory synced, and largest pull (bytes)"
+    )
     pull_on_shutdown = Bool(
         True, config=True, help="bring files the kernel wrote back when it shuts down"
     )
@@ -403,20 +405,22 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     async def cleanup(self, restart: bool = False) -> None:
         """After shutdown. On restart the link, lease, shim ports and key are kept."""
         if not restart:
-            if self.pull_on_shutdown:
-                try:
-                    await self.pull_files()
-                except GpuMarketError as exc:
-                    self.log.warning("files written by the remote kernel not pulled: %s", exc)
-            if self._paid is not None:
-                try:
-                    await call(self._paid.finish())
-                except GpuMarketError as exc:
-                    self.log.warning("the lease's last voucher or record failed: %s", exc)
-            await self._teardown(end_lease=True)
-            if self.kernel_id:
-                records.forget(self.kernel_id)
-                paid_state.forget(self.kernel_id)
+            try:
+                if self.pull_on_shutdown:
+                    try:
+                        await self.pull_files()
+                    except (GpuMarketError, OSError) as exc:  # a full disk, a read-only dir
+                        self.log.warning("files written by the remote kernel not pulled: %s", exc)
+                if self._paid is not None:
+                    try:
+                        await call(self._paid.finish())
+                    except GpuMarketError as exc:
+                        self.log.warning("the lease's last voucher or record failed: %s", exc)
+            finally:  # whatever failed above, the remote kernel and its lease end here
+                await self._teardown(end_lease=True)
+                if self.kernel_id:
+                    records.forget(self.kernel_id)
+                    paid_state.forget(self.kernel_id)
 
     # -- files -------------------------------------------------------------------------------
     def _progress(self, text: str) -> None:
@@ -429,7 +433,12 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             return {"pulled": [], "conflicts": [], "skipped": "no live remote kernel dir"}
         plan = await call(
             files.pull(
-                link, cwd, self._synced, timeout=self.launch_timeout, progress=self._progress
+                link,
+                cwd,
+                self._synced,
+                cap_bytes=self.sync_cap_bytes,
+                timeout=self.launch_timeout,
+                progress=self._progress,
             )
         )
         return {
