@@ -19,6 +19,7 @@ size, with hard limits checked before any structure is built: at most :data:`MAX
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -104,6 +105,13 @@ def _is_drive(name: str) -> bool:
     return len(name) > 1 and name[1] == ":" and name[0].isascii() and name[0].isalpha()
 
 
+def _refused(path: str, why: str) -> UnsafePath:
+    return UnsafePath(
+        f"refused file path {path[:120]!r}: {why}; only relative paths inside the "
+        "notebook directory can be synced"
+    )
+
+
 def safe_relpath(path: str) -> str:
     """Validate a relative path that came from the other side; return it normalized.
 
@@ -114,14 +122,7 @@ def safe_relpath(path: str) -> str:
     """
     if not isinstance(path, str):
         raise UnsafePath(f"file path must be a string, got {type(path).__name__}")
-    shown = repr(path[:120])
-
-    def refuse(why: str) -> UnsafePath:
-        return UnsafePath(
-            f"refused file path {shown}: {why}; only relative paths inside the "
-            "notebook directory can be synced"
-        )
-
+    refuse = functools.partial(_refused, path)  # the message is built only on refusal
     if not path:
         raise refuse("it is empty")
     if len(path) > 2 * _MAX_PATH_BYTES:  # before splitting: bounds the work on a huge string
@@ -137,13 +138,16 @@ def safe_relpath(path: str) -> str:
         raise refuse("it names the working dir itself, not a file in it")
     if ".." in parts:
         raise refuse("it climbs out of the working dir with '..'")
-    try:
-        encoded = [part.encode("utf-8") for part in parts]
-    except UnicodeEncodeError:
-        raise refuse("it is not valid UTF-8") from None
-    if any(len(part) > _MAX_NAME_BYTES for part in encoded):
+    if path.isascii():  # the common case: one byte per character
+        lengths = list(map(len, parts))
+    else:
+        try:
+            lengths = [len(part.encode("utf-8")) for part in parts]
+        except UnicodeEncodeError:
+            raise refuse("it is not valid UTF-8") from None
+    if max(lengths) > _MAX_NAME_BYTES:
         raise refuse(f"a name in it is longer than {_MAX_NAME_BYTES} bytes")
-    if sum(len(part) + 1 for part in encoded) > _MAX_PATH_BYTES:
+    if sum(lengths) + len(lengths) > _MAX_PATH_BYTES:
         raise refuse(f"it is longer than {_MAX_PATH_BYTES} bytes")
     if len(parts) > MAX_DEPTH:
         raise refuse(f"it is nested {len(parts)} levels deep, more than {MAX_DEPTH}")
@@ -245,16 +249,16 @@ def _check_count(n: int) -> None:
 def _tree_of(paths: Iterable[str]) -> NameTree:
     tree = NameTree(max_dirs=MAX_DIRS)
     for path in paths:
-        if (clash := tree.clash(path)) is not None:
-            where = clash[1] if clash[0] == "file" else path
-            raise ProtocolError(f"manifest names {where[:120]!r} both as a file and as a directory")
         try:
-            tree.add(path)
+            clash = tree.add(path)
         except OverflowError:
             raise SyncTooLarge(
                 f"the file list spans more than {MAX_DIRS:,} directories, more than one sync "
                 f"takes: exclude what the kernel does not need in {IGNORE_FILE} (gitignore syntax)"
             ) from None
+        if clash is not None:
+            where = clash[1] if clash[0] == "file" else path
+            raise ProtocolError(f"manifest names {where[:120]!r} both as a file and as a directory")
     return tree
 
 
@@ -406,13 +410,12 @@ def plan_pull(
             why = "changed both locally and in the remote kernel since launch"
             message = f"{path} {why}; kept the local file, saved the remote copy as {dest}"
             conflicts.append(Conflict(path, dest, message))
-        clash = taken.clash(dest)
+        clash = taken.add(dest)
         if clash is not None:
             kind, there = clash
             why = f"local file {there!r} is in the way" if kind == "file" else "a local directory"
             skipped.append(Skipped(path, f"cannot write {dest}: {why}; remote copy left there"))
             continue
-        taken.add(dest)
         items.append(PullItem(path, dest, entry.sha256, entry.size))
     return PullPlan(tuple(items), tuple(conflicts), tuple(skipped))
 

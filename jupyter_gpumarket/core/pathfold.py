@@ -87,37 +87,31 @@ class NameTree:
         self._dirs: dict[tuple[int, str], int] = {}
         self._files: dict[tuple[int, str], str] = {}
 
-    def clash(self, path: str) -> tuple[str, str] | None:
-        """Why ``path`` cannot be a file here, or None: ``("file", p)`` when the file ``p``
-        sits where ``path`` needs a directory or under another spelling of ``path``;
-        ``("dir", d)`` when ``path`` (spelled ``d``) is a directory."""
+    def add(self, path: str) -> tuple[str, str] | None:
+        """Record ``path`` as a file (its parents as directories), or return why it cannot be
+        one, changing nothing: ``("file", p)`` when the file ``p`` sits where ``path`` needs a
+        directory or is another spelling of ``path``; ``("dir", path)`` when it is a directory.
+        (A clash is only ever found where every parent already existed, so nothing was added.)
+        """
         *names, leaf = path.split("/")
+        fold, dirs, files = self._fold, self._dirs, self._files
         node = 0
         for name in names:
-            key = (node, self._fold(name))
-            if key in self._files:
-                return ("file", self._files[key])
-            found = self._dirs.get(key)
+            key = (node, fold(name))
+            found = dirs.get(key)
             if found is None:
-                return None
-            node = found
-        key = (node, self._fold(leaf))
-        if key in self._dirs:
-            return ("dir", path)
-        other = self._files.get(key)
-        return ("file", other) if other is not None and other != path else None
-
-    def add(self, path: str) -> None:
-        """Record ``path`` as a file (and its parents as directories); call :meth:`clash`
-        first where a clash must be refused."""
-        *names, leaf = path.split("/")
-        node = 0
-        for name in names:
-            key = (node, self._fold(name))
-            found = self._dirs.get(key)
-            if found is None:
-                if self._max_dirs is not None and len(self._dirs) >= self._max_dirs:
+                other = files.get(key)
+                if other is not None:
+                    return ("file", other)
+                if self._max_dirs is not None and len(dirs) >= self._max_dirs:
                     raise OverflowError(f"more than {self._max_dirs} directories")
-                found = self._dirs[key] = len(self._dirs) + 1
+                found = dirs[key] = len(dirs) + 1
             node = found
-        self._files[(node, self._fold(leaf))] = path
+        key = (node, fold(leaf))
+        if key in dirs:
+            return ("dir", path)
+        other = files.get(key)
+        if other is not None and other != path:
+            return ("file", other)
+        files[key] = path
+        return None

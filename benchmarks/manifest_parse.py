@@ -1,0 +1,129 @@
+"""What a peer's manifest costs to parse: the bounded, linear parser vs the old one.
+
+Two manifests, each measured in one run as wire bytes -> ``parse_agent_message`` ->
+``Manifest.from_json`` (time of an untraced call; peak memory of a call under tracemalloc),
+against two baselines from the same run:
+
+- ``json.loads`` of the same bytes (the floor: any parser pays it);
+- the old directory check (a set of every parent prefix of every path, O(depth²) per path),
+  which this parser replaced; it is reproduced here on the same paths.
+
+Manifests:
+
+- ``full``: 100,000 files (the entry limit) in a realistic layout, the biggest accepted;
+- ``deep``: the issue's attack, paths 2,000 directories deep (refused now, at the first path);
+  the old check is measured on the first 40 of its 300 paths and scaled (it needs ~4 MB a path).
+
+For ``full`` the old check was cheap (few directories): the row shows the parser's cost against
+json.loads. For ``deep`` the row shows what the old check cost and what the refusal costs now.
+
+    python benchmarks/manifest_parse.py   # prints a table, writes results/manifest_parse.json
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from jupyter_gpumarket.core import control
+from jupyter_gpumarket.core.filesync import MAX_ENTRIES, Manifest
+from jupyter_gpumarket.exceptions import ProtocolError
+
+RESULTS = Path(__file__).parent / "results" / "manifest_parse.json"
+SHA = hashlib.sha256(b"x").hexdigest()
+DEEP_PATHS, DEEP_SAMPLE = 300, 40
+
+
+def _call(fn: Callable[[], Any]) -> None:
+    with contextlib.suppress(ProtocolError):  # a refused manifest: the call ends there
+        fn()
+
+
+def measure(fn: Callable[[], Any]) -> tuple[float, int]:
+    """(seconds of one untraced call, peak traced bytes of another)."""
+    gc.collect()
+    start = time.perf_counter()
+    _call(fn)
+    seconds = time.perf_counter() - start
+    gc.collect()
+    tracemalloc.start()
+    _call(fn)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return seconds, peak
+
+
+def old_directory_check(paths: list[str]) -> int:
+    """The replaced check, as it was: every parent prefix of every path, in one set."""
+    dirs = {path.rsplit("/", i)[0] for path in paths for i in range(1, path.count("/") + 1)}
+    return len(dirs.intersection(paths))
+
+
+def new_parse(raw: bytes) -> Manifest:
+    return Manifest.from_json(control.parse_agent_message(raw).manifest)
+
+
+def wire(paths: list[str]) -> bytes:
+    return control.dump(control.SyncOffer(manifest={"files": {p: [1, SHA, 1] for p in paths}}))
+
+
+def row(name: str, paths: list[str], old_paths: list[str], scale: float) -> dict[str, Any]:
+    raw = wire(paths)
+    json_s, json_peak = measure(lambda: json.loads(raw))
+    new_s, new_peak = measure(lambda: new_parse(raw))
+    old_s, old_peak = measure(lambda: old_directory_check(old_paths))
+    old_s, old_peak = old_s * scale, int(old_peak * scale)
+    return {
+        "manifest": name,
+        "files": len(paths),
+        "wire_bytes": len(raw),
+        "json_loads_s": round(json_s, 4),
+        "new_parse_s": round(new_s, 4),
+        "new_peak_bytes": new_peak,
+        "old_dir_check_s": round(old_s, 4),
+        "old_dir_check_peak_bytes": old_peak,
+        "new_vs_json_loads_time": round(new_s / json_s, 2),
+        "new_vs_old_time": round(new_s / old_s, 4),
+        "new_peak_per_wire_byte": round(new_peak / len(raw), 1),
+        "old_peak_per_wire_byte": round(old_peak / len(raw), 1),
+        "json_peak_per_wire_byte": round(json_peak / len(raw), 1),
+    }
+
+
+def main() -> dict[str, Any]:
+    full = [f"data/train/class_{i % 1000:04d}/image_{i:06d}.jpeg" for i in range(MAX_ENTRIES)]
+    deep = [f"d{i}/" + "a/" * 2000 + "f" for i in range(DEEP_PATHS)]
+    return {
+        "benchmark": "manifest_parse",
+        "rows": [
+            row("full (100,000 files)", full, full, 1.0),
+            row("deep (2,000 levels)", deep, deep[:DEEP_SAMPLE], DEEP_PATHS / DEEP_SAMPLE),
+        ],
+        "python": sys.version.split()[0],
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+    }
+
+
+if __name__ == "__main__":
+    out = main()
+    for r in out["rows"]:
+        print(
+            f"{r['manifest']:22} {r['wire_bytes'] / 1e6:6.2f} MB on the wire | "
+            f"json.loads {r['json_loads_s']:.3f} s | new parse {r['new_parse_s']:.3f} s "
+            f"({r['new_vs_json_loads_time']}x json.loads), peak {r['new_peak_per_wire_byte']}x "
+            f"its size | old dir check {r['old_dir_check_s']:.3f} s, peak "
+            f"{r['old_peak_per_wire_byte']}x its size"
+        )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
