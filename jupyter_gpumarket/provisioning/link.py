@@ -11,14 +11,13 @@ here and nowhere else.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import random
 import ssl
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -41,6 +40,7 @@ from jupyter_gpumarket.exceptions import (
     TlsFingerprintMismatch,
     TunnelError,
 )
+from jupyter_gpumarket.provisioning.agent_inbox import AgentInbox, BlobFetches
 from jupyter_gpumarket.wire import SessionPipe
 
 __all__ = ["LinkSettings", "ProviderTarget", "RemoteLink"]
@@ -95,36 +95,12 @@ def _closed_error(exc: ConnectionClosed, url: str, paid: bool = False) -> Tunnel
     return ProviderUnreachable(f"the provider at {url} closed the connection: {code} {reason}")
 
 
-# An AGENT message bigger than this (a manifest) is parsed on a worker thread: the tunnel loop
-# carries every kernel's messages and must not stall behind it. Later AGENT messages wait for
-# it (their order matters); kernel messages do not.
-_INLINE_PARSE_BYTES = 256 * 1024
-
-
-@dataclass
-class _Incoming:
-    """A blob being fetched: what its manifest declared, what arrived so far."""
-
-    size: int
-    received: int = 0
-    chunks: list[bytes] = field(default_factory=list)
-
-
 _REPLY_TO = {
     "sync_offer": "sync_need",
     "sync_commit": "sync_done",
     "pull_request": "pull_manifest",
     "fetch_blob": "blob:",
 }
-
-
-def _parse(parts: Sequence[bytes]) -> Any:
-    """One AGENT message from the provider, or None (logged) when it is malformed."""
-    try:
-        return control.parse_agent_message(parts[0])
-    except (IndexError, ValueError, ProtocolError) as exc:
-        log.error("bad agent message from the provider: %s", exc)
-        return None
 
 
 class RemoteLink:
@@ -160,10 +136,8 @@ class RemoteLink:
         self._reconnector: asyncio.Task[None] | None = None
         self._started: asyncio.Future[control.KernelStarted] | None = None
         self._waiters: dict[str, asyncio.Future[Any]] = {}
-        self._fetching: dict[str, _Incoming] = {}
-        self.dropped_bytes = 0  # blob bytes the provider sent that nobody asked for
-        self._agent_backlog: collections.deque[Sequence[bytes]] | None = None
-        self._parser: asyncio.Task[None] | None = None
+        self._inbox = AgentInbox(self._dispatch)
+        self._blobs = BlobFetches()
         self._exited = asyncio.Event()
 
     # -- connecting ------------------------------------------------------------------------
@@ -253,7 +227,7 @@ class RemoteLink:
                 if delivery is None:
                     continue
                 if delivery.channel is Channel.AGENT:
-                    self._on_agent(delivery.parts)
+                    self._inbox.receive(delivery.parts)
                 else:
                     deliver(delivery.channel, delivery.parts)
         except ProtocolError as exc:
@@ -321,55 +295,19 @@ class RemoteLink:
             self._started.set_exception(LinkLost(reason))
 
     # -- agent requests ----------------------------------------------------------------------
-    def _on_agent(self, parts: Sequence[bytes]) -> None:
-        if self._agent_backlog is not None:  # a big message is being parsed: keep the order
-            self._agent_backlog.append(parts)
-        elif parts and len(parts[0]) > _INLINE_PARSE_BYTES:
-            self._agent_backlog = collections.deque([parts])
-            self._parser = asyncio.ensure_future(self._parse_backlog())
-        elif (msg := _parse(parts)) is not None:
-            self._dispatch(msg, parts[1:])
-
-    async def _parse_backlog(self) -> None:
-        backlog = self._agent_backlog
-        assert backlog is not None
-        try:
-            while backlog:
-                parts = backlog.popleft()
-                if parts and len(parts[0]) > _INLINE_PARSE_BYTES:
-                    msg = await asyncio.to_thread(_parse, parts)
-                else:
-                    msg = _parse(parts)
-                if msg is not None:
-                    self._dispatch(msg, parts[1:])
-        finally:
-            self._agent_backlog = None
+    @property
+    def dropped_bytes(self) -> int:
+        """Blob bytes the provider sent that nobody asked for (dropped, never kept)."""
+        return self._blobs.dropped_bytes
 
     def _on_chunk(self, msg: control.BlobChunk, extra: Sequence[bytes]) -> None:
-        size = sum(len(x) for x in extra)
-        incoming = self._fetching.get(msg.sha256)
-        if incoming is None:  # nobody asked: dropped, never kept
-            if not self.dropped_bytes:
-                log.warning("the provider sent blob data nobody asked for; dropping it")
-            self.dropped_bytes += size
-            return
-        incoming.received += size
-        if incoming.received > incoming.size:
-            del self._fetching[msg.sha256]
+        done = self._blobs.on_chunk(msg, extra)
+        if isinstance(done, ProtocolError):
             fut = self._waiters.pop(f"blob:{msg.sha256}", None)
             if fut is not None and not fut.done():
-                fut.set_exception(
-                    ProtocolError(
-                        f"the provider sent more than the {format_bytes(incoming.size)} its "
-                        f"manifest declared for blob {msg.sha256[:12]}…; the file was not "
-                        "written (pull again; if it repeats, the provider is misbehaving)"
-                    )
-                )
-            return
-        incoming.chunks.extend(bytes(x) for x in extra)
-        if msg.last:
-            del self._fetching[msg.sha256]
-            self._resolve(f"blob:{msg.sha256}", incoming.chunks)
+                fut.set_exception(done)
+        elif done is not None:
+            self._resolve(f"blob:{msg.sha256}", done)
 
     def _dispatch(self, msg: Any, extra: Sequence[bytes]) -> None:
         if isinstance(msg, control.BlobChunk):
@@ -446,11 +384,11 @@ class RemoteLink:
     async def fetch_blob(self, sha256: str, size: int, timeout: float) -> list[bytes]:
         """The chunks of one blob of the last pull manifest, which declared ``size`` bytes:
         a provider that sends more fails the fetch (ProtocolError) instead of filling memory."""
-        self._fetching[sha256] = _Incoming(size)
+        self._blobs.expect(sha256, size)
         try:
             return await self.request(control.FetchBlob(sha256=sha256), f"blob:{sha256}", timeout)
         finally:
-            self._fetching.pop(sha256, None)
+            self._blobs.forget(sha256)
 
     async def drained(self, limit: int, timeout: float) -> None:
         """Wait until at most ``limit`` bytes we sent are unacknowledged (flow control).
@@ -510,9 +448,10 @@ class RemoteLink:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await ws.wait_closed()
-        for task in (self._reconnector, self._reader, self._parser):
+        for task in (self._reconnector, self._reader):
             if task is not None:
                 task.cancel()
+        self._inbox.close()
         if ws is not None:
             await ws.close()
         self.pipe.close()
