@@ -23,12 +23,15 @@ from jupyter_gpumarket.core import control
 from jupyter_gpumarket.core.filesync import format_bytes
 from jupyter_gpumarket.exceptions import ProtocolError
 
-__all__ = ["INLINE_PARSE_BYTES", "AgentInbox", "BlobFetches"]
+__all__ = ["INLINE_PARSE_BYTES", "MAX_BACKLOG_BYTES", "AgentInbox", "BlobFetches"]
 
 log = logging.getLogger(__name__)
 
 # An AGENT message bigger than this is parsed on a worker thread.
 INLINE_PARSE_BYTES = 256 * 1024
+# What may wait behind it. An honest provider sends nothing big meanwhile (the renter asks
+# for blobs only after the manifest); a provider that floods the wait is cut off there.
+MAX_BACKLOG_BYTES = 64 * 1024 * 1024
 
 
 def _parse(parts: Sequence[bytes]) -> Any:
@@ -46,13 +49,23 @@ class AgentInbox:
     def __init__(self, dispatch: Callable[[Any, Sequence[bytes]], None]) -> None:
         self._dispatch = dispatch
         self._backlog: collections.deque[Sequence[bytes]] | None = None
+        self._backlog_bytes = 0
         self._parser: asyncio.Task[None] | None = None
+        self.dropped_bytes = 0  # AGENT messages dropped because the backlog was full
 
     def receive(self, parts: Sequence[bytes]) -> None:
         if self._backlog is not None:  # a big message is being parsed: keep the order
+            size = sum(len(p) for p in parts)
+            if self._backlog_bytes + size > MAX_BACKLOG_BYTES:
+                if not self.dropped_bytes:
+                    log.error("the provider flooded the link while a manifest was parsed")
+                self.dropped_bytes += size
+                return
+            self._backlog_bytes += size
             self._backlog.append(parts)
         elif parts and len(parts[0]) > INLINE_PARSE_BYTES:
             self._backlog = collections.deque([parts])
+            self._backlog_bytes = sum(len(p) for p in parts)
             self._parser = asyncio.ensure_future(self._drain())
         elif (msg := _parse(parts)) is not None:
             self._dispatch(msg, parts[1:])
@@ -63,6 +76,7 @@ class AgentInbox:
         try:
             while backlog:
                 parts = backlog.popleft()
+                self._backlog_bytes -= sum(len(p) for p in parts)
                 if parts and len(parts[0]) > INLINE_PARSE_BYTES:
                     msg = await asyncio.to_thread(_parse, parts)
                 else:
