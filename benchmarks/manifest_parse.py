@@ -17,11 +17,16 @@ Manifests:
 For ``full`` the old check was cheap (few directories): the row shows the parser's cost against
 json.loads. For ``deep`` the row shows what the old check cost and what the refusal costs now.
 
+``loop_stall``: the longest gap of a 1 ms ticker on the renter's tunnel loop while it takes the
+full-size pull manifest, parsed on the loop (before) vs as the renter does now (AgentInbox on a
+worker thread, then ``Manifest.from_json`` on one; ``json.loads`` itself still holds the GIL).
+
     python benchmarks/manifest_parse.py   # prints a table, writes results/manifest_parse.json
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import hashlib
@@ -38,6 +43,7 @@ from typing import Any
 from jupyter_gpumarket.core import control
 from jupyter_gpumarket.core.filesync import MAX_ENTRIES, Manifest
 from jupyter_gpumarket.exceptions import ProtocolError
+from jupyter_gpumarket.provisioning.agent_inbox import AgentInbox
 
 RESULTS = Path(__file__).parent / "results" / "manifest_parse.json"
 SHA = hashlib.sha256(b"x").hexdigest()
@@ -100,6 +106,52 @@ def row(name: str, paths: list[str], old_paths: list[str], scale: float) -> dict
     }
 
 
+async def _max_gap(take: Callable[[], Any]) -> float:
+    """Longest gap between ticks of a 1 ms ticker while ``await take()`` runs."""
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    task = asyncio.ensure_future(ticker())
+    await asyncio.sleep(0.05)
+    gaps.clear()
+    await take()
+    done.set()
+    await task
+    return max(gaps)
+
+
+async def _on_loop(raw: bytes) -> None:
+    new_parse(raw)
+
+
+async def _as_renter(raw: bytes) -> None:
+    got: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    inbox = AgentInbox(lambda msg, extra: got.set_result(msg))
+    inbox.receive([raw])
+    msg = await got
+    await asyncio.to_thread(Manifest.from_json, msg.manifest)
+
+
+def loop_stall(paths: list[str]) -> dict[str, Any]:
+    raw = control.dump(control.PullManifest(manifest={"files": {p: [1, SHA, 1] for p in paths}}))
+    before = asyncio.run(_max_gap(lambda: _on_loop(raw)))
+    now = asyncio.run(_max_gap(lambda: _as_renter(raw)))
+    return {
+        "wire_bytes": len(raw),
+        "max_gap_parsed_on_loop_s": round(before, 4),
+        "max_gap_now_s": round(now, 4),
+        "now_vs_on_loop": round(now / before, 3),
+    }
+
+
 def main() -> dict[str, Any]:
     full = [f"data/train/class_{i % 1000:04d}/image_{i:06d}.jpeg" for i in range(MAX_ENTRIES)]
     deep = [f"d{i}/" + "a/" * 2000 + "f" for i in range(DEEP_PATHS)]
@@ -109,6 +161,7 @@ def main() -> dict[str, Any]:
             row("full (100,000 files)", full, full, 1.0),
             row("deep (2,000 levels)", deep, deep[:DEEP_SAMPLE], DEEP_PATHS / DEEP_SAMPLE),
         ],
+        "loop_stall": loop_stall(full),
         "python": sys.version.split()[0],
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
     }
@@ -124,6 +177,12 @@ if __name__ == "__main__":
             f"its size | old dir check {r['old_dir_check_s']:.3f} s, peak "
             f"{r['old_peak_per_wire_byte']}x its size"
         )
+    stall = out["loop_stall"]
+    print(
+        f"tunnel loop's longest stall taking the full manifest: parsed on the loop "
+        f"{stall['max_gap_parsed_on_loop_s']:.3f} s, now {stall['max_gap_now_s']:.3f} s "
+        f"({stall['now_vs_on_loop']}x)"
+    )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {RESULTS}")

@@ -3,8 +3,10 @@
 Two defences against a provider, both on the tunnel loop that every kernel's messages share:
 
 - :class:`AgentInbox` parses a big AGENT message (a pull manifest) on a worker thread, so the
-  loop keeps carrying kernel messages meanwhile; AGENT messages that arrive during the parse
-  wait behind it, so their order is kept.
+  loop keeps carrying kernel messages meanwhile, and only while the renter waits for a reply
+  that can be big (``json.loads`` holds the GIL even on a thread: unsolicited big messages are
+  dropped unparsed, so a provider cannot keep the loop that every kernel shares busy). AGENT
+  messages that arrive during the parse wait behind it, so their order is kept.
 - :class:`BlobFetches` keeps blob bytes only for a blob being fetched, and only up to the size
   the provider's manifest declared for it: chunks nobody asked for are dropped (counted), and
   a blob that grows past its declared size fails its fetch.
@@ -44,14 +46,20 @@ def _parse(parts: Sequence[bytes]) -> Any:
 
 
 class AgentInbox:
-    """Hands each AGENT message, parsed, to ``dispatch(msg, extra_parts)``, in order."""
+    """Hands each AGENT message, parsed, to ``dispatch(msg, extra_parts)``, in order;
+    big ones only while ``expects_big()`` says a reply that can be big is awaited."""
 
-    def __init__(self, dispatch: Callable[[Any, Sequence[bytes]], None]) -> None:
+    def __init__(
+        self,
+        dispatch: Callable[[Any, Sequence[bytes]], None],
+        expects_big: Callable[[], bool] = lambda: True,
+    ) -> None:
         self._dispatch = dispatch
+        self._expects_big = expects_big
         self._backlog: collections.deque[Sequence[bytes]] | None = None
         self._backlog_bytes = 0
         self._parser: asyncio.Task[None] | None = None
-        self.dropped_bytes = 0  # AGENT messages dropped because the backlog was full
+        self.dropped_bytes = 0  # AGENT message bytes dropped: unsolicited, or the backlog full
 
     def receive(self, parts: Sequence[bytes]) -> None:
         if self._backlog is not None:  # a big message is being parsed: keep the order
@@ -64,9 +72,10 @@ class AgentInbox:
             self._backlog_bytes += size
             self._backlog.append(parts)
         elif parts and len(parts[0]) > INLINE_PARSE_BYTES:
-            self._backlog = collections.deque([parts])
-            self._backlog_bytes = sum(len(p) for p in parts)
-            self._parser = asyncio.ensure_future(self._drain())
+            if not self._unsolicited(parts):
+                self._backlog = collections.deque([parts])
+                self._backlog_bytes = sum(len(p) for p in parts)
+                self._parser = asyncio.ensure_future(self._drain())
         elif (msg := _parse(parts)) is not None:
             self._dispatch(msg, parts[1:])
 
@@ -78,6 +87,8 @@ class AgentInbox:
                 parts = backlog.popleft()
                 self._backlog_bytes -= sum(len(p) for p in parts)
                 if parts and len(parts[0]) > INLINE_PARSE_BYTES:
+                    if self._unsolicited(parts):
+                        continue
                     msg = await asyncio.to_thread(_parse, parts)
                 else:
                     msg = _parse(parts)
@@ -85,6 +96,15 @@ class AgentInbox:
                     self._dispatch(msg, parts[1:])
         finally:
             self._backlog = None
+
+    def _unsolicited(self, parts: Sequence[bytes]) -> bool:
+        if self._expects_big():
+            return False
+        log.error(
+            "dropped a %d-byte message from the provider that nothing asked for", len(parts[0])
+        )
+        self.dropped_bytes += sum(len(p) for p in parts)
+        return True
 
     def close(self) -> None:
         if self._parser is not None:

@@ -95,6 +95,7 @@ def _closed_error(exc: ConnectionClosed, url: str, paid: bool = False) -> Tunnel
     return ProviderUnreachable(f"the provider at {url} closed the connection: {code} {reason}")
 
 
+_BIG_REPLIES = frozenset({"sync_need", "pull_manifest"})  # replies that may be megabytes
 _REPLY_TO = {
     "sync_offer": "sync_need",
     "sync_commit": "sync_done",
@@ -136,7 +137,7 @@ class RemoteLink:
         self._reconnector: asyncio.Task[None] | None = None
         self._started: asyncio.Future[control.KernelStarted] | None = None
         self._waiters: dict[str, asyncio.Future[Any]] = {}
-        self._inbox = AgentInbox(self._dispatch)
+        self._inbox = AgentInbox(self._dispatch, self._expects_big)
         self._blobs = BlobFetches()
         self._exited = asyncio.Event()
 
@@ -295,6 +296,9 @@ class RemoteLink:
             self._started.set_exception(LinkLost(reason))
 
     # -- agent requests ----------------------------------------------------------------------
+    def _expects_big(self) -> bool:
+        return not _BIG_REPLIES.isdisjoint(self._waiters)
+
     @property
     def dropped_bytes(self) -> int:
         """Blob bytes the provider sent that nobody asked for (dropped, never kept)."""

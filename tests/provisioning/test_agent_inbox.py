@@ -80,3 +80,24 @@ def test_blob_bytes_are_kept_only_when_asked_and_only_up_to_the_declared_size() 
     assert "more than the 1 B its manifest declared" in str(error)
     assert blobs.on_chunk(last, [b"y" * MB]) is None  # the rest is dropped
     assert blobs.dropped_bytes == 2 * MB
+
+
+async def test_big_messages_nobody_waits_for_are_dropped_unparsed() -> None:
+    seen: list[str] = []
+    waiting = [False]
+
+    def dispatch(msg: Any, extra: Sequence[bytes]) -> None:
+        seen.append(msg.op)
+        waiting[0] = False  # the reply resolves the one request
+
+    inbox = AgentInbox(dispatch, lambda: waiting[0])
+    big = _big_manifest()
+    inbox.receive([big])  # unsolicited: never parsed (json.loads would hold the GIL)
+    assert inbox._backlog is None
+    assert inbox.dropped_bytes == len(big)
+    waiting[0] = True
+    inbox.receive([big])
+    inbox.receive([big])  # a second reply to one request: dropped once the first is taken
+    await _settle(inbox)
+    assert seen == ["pull_manifest"]
+    assert inbox.dropped_bytes == 2 * len(big)
