@@ -267,7 +267,7 @@ def _wait_no_leases(agent: AgentProcess, before: set[str] | None = None) -> None
 
 
 def test_a_pull_failing_with_oserror_still_ends_the_lease(
-    tmp_path: Path, agent: AgentProcess
+    tmp_path: Path, agent: AgentProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
     nb = tmp_path / "nb"
     (nb / "results").mkdir(parents=True)  # a local dir the sync ignores ...
@@ -289,5 +289,6 @@ def test_a_pull_failing_with_oserror_still_ends_the_lease(
             kc.stop_channels()
     finally:
         km.shutdown_kernel()  # the pull inside fails with IsADirectoryError
+    assert "not pulled: [Errno 21] Is a directory" in caplog.text
     assert (nb / "results" / "old.txt").read_text() == "local"
     _wait_no_leases(agent, before)
