@@ -14,7 +14,13 @@ from jupyter_gpumarket.core import control, safejson
 from jupyter_gpumarket.core.grant_code import GrantCode
 from jupyter_gpumarket.exceptions import ConfigError, ProtocolError
 
-_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text()
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
 _values = st.recursive(
     _scalars,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
