@@ -23,7 +23,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from jupyter_gpumarket.agent.preauth import PREAUTH_PER_IP
+from jupyter_gpumarket.agent.preauth import PREAUTH_PER_IP, PREAUTH_TOTAL
 from jupyter_gpumarket.core import control
 from jupyter_gpumarket.core.control import CloseCode
 from jupyter_gpumarket.core.frames import Channel, decode_frame, encode_frame
@@ -138,8 +138,11 @@ class RawClient:
             return None
         return int.from_bytes(body[:2], "big") if len(body) >= 2 else None
 
-    def close(self) -> None:
-        self.writer.close()
+    async def close(self) -> None:
+        """Drop the connection at once (an attacker waits for no closing handshake)."""
+        self.writer.transport.abort()
+        for _ in range(3):  # the socket is closed on a later turn of the loop
+            await asyncio.sleep(0)
 
 
 async def test_huge_unauthenticated_messages_are_cut_off_and_renters_still_get_in(
@@ -159,7 +162,7 @@ async def test_huge_unauthenticated_messages_are_cut_off_and_renters_still_get_i
     await asyncio.wait_for(asyncio.gather(*tasks), HANG)
     codes = [await f.close_code() for f in floods]
     for f in floods:
-        f.close()
+        await f.close()
     growth = _peak_rss(agent.proc.pid) - before
     assert welcomed >= 1
     assert growth < 200 * MB, f"agent peak RSS grew by {growth // MB} MB during the flood"
@@ -185,7 +188,7 @@ async def test_unauthenticated_connections_over_the_per_address_budget_are_refus
                 assert control.parse_agent_message(bytes(frame.parts[0])).op == "pull_manifest"
                 break
         for c in idle + extra:
-            c.close()
+            await c.close()
     # the budget comes back once the strangers are gone
     for _ in range(100):
         try:
@@ -198,6 +201,22 @@ async def test_unauthenticated_connections_over_the_per_address_budget_are_refus
         await asyncio.sleep(0.1)
     else:
         raise AssertionError("the per-address budget never came back")
+
+
+async def test_unauthenticated_connections_from_many_addresses_meet_the_global_cap(
+    agent: AgentProcess,
+) -> None:
+    async with _renter(agent) as renter:
+        addresses = [f"127.0.1.{i}" for i in range(1, 1 + PREAUTH_TOTAL // PREAUTH_PER_IP)]
+        idle = [
+            await RawClient.open(agent.url, a) for a in addresses for _ in range(PREAUTH_PER_IP)
+        ]
+        late = await RawClient.open(agent.url, "127.0.2.1")  # its own budget is untouched
+        assert await late.close_code() == 1013
+        await renter.send(encode_frame(Channel.AGENT, 1, 0, [b'{"op":"signal","signum":2}']))
+        for c in [*idle, late]:
+            await c.close()
+        assert agent.proc.poll() is None
 
 
 def _deep(levels: int, open_: str = "[", close: str = "]") -> str:
