@@ -3,7 +3,7 @@
 A connection is *pre-auth* from its websocket handshake until its hello is accepted (dev token
 or a signed channel challenge). Until then it may send only small messages (the server's
 ``max_size`` starts at :data:`PREAUTH_MAX_BYTES` and is raised to the frame limit once the hello
-is accepted), it has :data:`HELLO_TIMEOUT` seconds per message, and it holds one slot of a
+is accepted), it has ``server.HELLO_TIMEOUT`` seconds per message, and it holds one slot of a
 :class:`PreauthBudget`: at most :data:`PREAUTH_PER_IP` such connections per client address and
 :data:`PREAUTH_TOTAL` in all. A connection over budget is closed with 1013 (try again later).
 Authenticated links do not count: a flood of strangers never takes a renter's link down.
@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections import Counter
 
 __all__ = [
-    "HELLO_TIMEOUT",
     "OPEN_TIMEOUT",
     "PREAUTH_MAX_BYTES",
     "PREAUTH_PER_IP",
@@ -29,7 +28,6 @@ __all__ = [
 PREAUTH_MAX_BYTES = 16 * 1024  # a hello, an auth answer or a relay_open is under 2 KiB
 PREAUTH_PER_IP = 16
 PREAUTH_TOTAL = 128
-HELLO_TIMEOUT = 10.0  # seconds for each message of the hello exchange
 OPEN_TIMEOUT = 10.0  # seconds for the TLS handshake and the HTTP upgrade
 
 

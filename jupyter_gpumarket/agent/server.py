@@ -28,7 +28,6 @@ from jupyter_gpumarket.agent.files import store_for
 from jupyter_gpumarket.agent.kernels import KernelSettings
 from jupyter_gpumarket.agent.lease import Lease
 from jupyter_gpumarket.agent.preauth import (
-    HELLO_TIMEOUT,
     OPEN_TIMEOUT,
     PREAUTH_MAX_BYTES,
     PreauthBudget,
@@ -52,6 +51,8 @@ if TYPE_CHECKING:  # the payment stack (web3, eth-*) loads only for paid agents
 __all__ = ["AgentConfig", "AgentServer"]
 
 log = logging.getLogger(__name__)
+
+HELLO_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
