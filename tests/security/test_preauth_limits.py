@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import ssl
 from collections.abc import AsyncIterator, Iterator
@@ -217,6 +218,29 @@ async def test_unauthenticated_connections_from_many_addresses_meet_the_global_c
         for c in [*idle, late]:
             await c.close()
         assert agent.proc.poll() is None
+
+
+async def test_stalled_handshakes_are_dropped(agent: AgentProcess) -> None:
+    """Slow strangers: no TLS hello, TLS but no HTTP upgrade, half an upgrade request. Each
+    is dropped by the agent's handshake timeouts (they hold no pre-auth slot meanwhile)."""
+    parts = urlsplit(agent.url)
+
+    async def eof(reader: asyncio.StreamReader) -> None:
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            while await reader.read(4096):
+                pass
+
+    streams = [
+        await asyncio.open_connection(parts.hostname, parts.port),  # never starts TLS
+        await asyncio.open_connection(parts.hostname, parts.port, ssl=_ssl()),  # no request
+        await asyncio.open_connection(parts.hostname, parts.port, ssl=_ssl()),
+    ]
+    streams[2][1].write(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n")  # never ends
+    await asyncio.wait_for(asyncio.gather(*(eof(r) for r, _ in streams)), HANG)
+    for _, writer in streams:
+        writer.transport.abort()
+    await asyncio.sleep(0)
+    await asyncio.wait_for(_welcomed(agent), HANG)
 
 
 def _deep(levels: int, open_: str = "[", close: str = "]") -> str:
