@@ -22,14 +22,21 @@ from jupyter_gpumarket.core.escrow_model import MAX_AMOUNT
 __all__ = [
     "BASE_UNITS_MAX",
     "UINT256_MAX",
+    "base_units",
+    "chain_id",
+    "close_delay",
     "count",
+    "cpus",
+    "days",
     "int_in",
     "megabytes",
     "port",
     "price_per_hour",
     "relay_fee",
+    "retype",
     "seconds",
     "token_amount",
+    "token_decimals",
 ]
 
 BASE_UNITS_MAX = MAX_AMOUNT  # 2**88-1: the most one escrow channel holds
