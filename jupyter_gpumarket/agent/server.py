@@ -27,6 +27,12 @@ from jupyter_gpumarket.agent.egress import PortGuard
 from jupyter_gpumarket.agent.files import store_for
 from jupyter_gpumarket.agent.kernels import KernelSettings
 from jupyter_gpumarket.agent.lease import Lease
+from jupyter_gpumarket.agent.preauth import (
+    OPEN_TIMEOUT,
+    PREAUTH_MAX_BYTES,
+    PreauthBudget,
+    PreauthSlot,
+)
 from jupyter_gpumarket.agent.slots import KernelSlot, SlotPool
 from jupyter_gpumarket.agent.tls import ProviderCertificate, ensure_certificate, server_ssl_context
 from jupyter_gpumarket.core import control, paymsgs
@@ -108,6 +114,7 @@ class AgentServer:
         self._port_guard: PortGuard | None = None
         self._context: zmq.asyncio.Context | None = None
         self._server: Server | None = None
+        self._preauth = PreauthBudget()
         self.url = ""
         (config.state_dir / "leases").mkdir(parents=True, exist_ok=True, mode=0o700)
 
@@ -124,7 +131,9 @@ class AgentServer:
             cfg.host,
             cfg.port,
             ssl=server_ssl_context(self.cert),
-            max_size=cfg.max_frame_bytes,
+            # strangers get small messages; _authenticated() raises it to the frame limit
+            max_size=min(PREAUTH_MAX_BYTES, cfg.max_frame_bytes),
+            open_timeout=OPEN_TIMEOUT,  # the TLS handshake and the HTTP upgrade
             compression=None,
             ping_interval=cfg.ping_interval,
             ping_timeout=cfg.ping_interval,
@@ -177,6 +186,23 @@ class AgentServer:
     async def _handle(self, ws: ServerConnection) -> None:
         _nodelay(ws)
         peer = ws.remote_address
+        slot = self._preauth.admit(str(peer[0]) if peer else "unknown")
+        if isinstance(slot, str):
+            log.warning("refused %s: %s", peer, slot)
+            await ws.close(1013, _reason(slot))  # 1013: try again later
+            return
+        try:
+            await self._accept(ws, slot)
+        finally:
+            slot.release()
+
+    def _authenticated(self, ws: ServerConnection, slot: PreauthSlot) -> None:
+        """The hello is accepted: full-size frames, and no longer a stranger's slot."""
+        ws.protocol.max_message_size = self.config.max_frame_bytes
+        slot.release()
+
+    async def _accept(self, ws: ServerConnection, slot: PreauthSlot) -> None:
+        peer = ws.remote_address
         try:
             raw = await asyncio.wait_for(ws.recv(), HELLO_TIMEOUT)
             hello = control.parse_first(raw)
@@ -206,6 +232,7 @@ class AgentServer:
             log.warning("refused %s: wrong dev token", peer)
             await ws.close(CloseCode.UNAUTHORIZED, "wrong dev token")
             return
+        self._authenticated(ws, slot)
         lease = self._lease_for(hello, payment)
         if isinstance(lease, tuple):
             code, reason = lease

@@ -9,9 +9,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from jupyter_gpumarket.chain.embedded_rpc import EmbeddedRpc
+from jupyter_gpumarket.core import safejson
 from jupyter_gpumarket.exceptions import ChainError
 
 __all__ = ["EmbeddedChain", "start_embedded"]
+
+_MAX_REQUEST = 64 * 1024 * 1024  # a contract deployment is well under 1 MB
 
 log = logging.getLogger(__name__)
 
@@ -21,9 +24,11 @@ def _handler(rpc: EmbeddedRpc) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
 
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
             try:
-                request = json.loads(self.rfile.read(length))
+                length = int(self.headers.get("Content-Length") or 0)
+                if not 0 <= length <= _MAX_REQUEST:
+                    raise ValueError(f"request of {length} bytes")
+                request = safejson.loads(self.rfile.read(length), "rpc", max_bytes=_MAX_REQUEST)
             except ValueError:
                 body: Any = {
                     "jsonrpc": "2.0",

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from jupyter_gpumarket.cli import argtypes
 from jupyter_gpumarket.exceptions import AgentError, ConfigError
 
 DEFAULT_HOME = Path("~/.gpumarket/demo")
@@ -29,7 +30,7 @@ DEFAULT_HOME = Path("~/.gpumarket/demo")
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     demo = sub.add_parser("demo", help="local provider + JupyterLab with the notebooks")
-    demo.add_argument("--port", type=int, default=8888, help="JupyterLab port")
+    demo.add_argument("--port", type=argtypes.port, default=8888, help="JupyterLab port")
     demo.add_argument("--ip", default="127.0.0.1", help="JupyterLab address")
     demo.add_argument(
         "--notebook-dir", type=Path, help="folder to open (default: the project's notebooks/)"
@@ -38,7 +39,10 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     demo.add_argument("--no-lab", action="store_true", help="only run the provider")
     demo.add_argument("--dev", action="store_true", help="no chain: a dev provider with a token")
     demo.add_argument(
-        "--price-per-hour", type=int, default=1_800_000, help="the demo offer's price (base units)"
+        "--price-per-hour",
+        type=argtypes.price_per_hour,
+        default=1_800_000,
+        help="the demo offer's price (base units)",
     )
     demo.add_argument("--open-browser", action="store_true")
     demo.add_argument(

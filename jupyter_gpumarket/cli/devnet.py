@@ -8,6 +8,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from jupyter_gpumarket.cli import argtypes
+
 __all__ = ["register"]
 
 
@@ -19,11 +21,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         description="Start a local EVM chain, deploy TestUSD + Escrow + Registry, mint 10,000 "
         "TestUSD to each of the 10 dev accounts, write a network profile, run until Ctrl-C.",
     )
-    p.add_argument("--port", type=int, default=8545, help="RPC port (0 = any free port)")
+    p.add_argument("--port", type=argtypes.port, default=8545, help="RPC port (0 = any free port)")
     p.add_argument("--embedded", action="store_true", help="use the in-process py-evm chain")
     p.add_argument(
         "--close-delay",
-        type=int,
+        type=argtypes.close_delay,
         default=3600,
         metavar="S",
         help="Escrow challenge period in seconds (default 3600)",

@@ -9,8 +9,11 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from jupyter_gpumarket.core import safejson
 from jupyter_gpumarket.exceptions import ConfigError, GpuMarketError
 from jupyter_gpumarket.procs import pid_alive
+
+_MAX_REPLY = 16 * 1024 * 1024  # the server's pull report (paths and messages)
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -106,13 +109,15 @@ def _pull(args: argparse.Namespace) -> int:
     )
     try:
         with urllib.request.urlopen(req, timeout=600) as resp:
-            result = json.loads(resp.read())
+            result = safejson.loads(resp.read(_MAX_REPLY + 1), "pull reply", max_bytes=_MAX_REPLY)
     except urllib.error.HTTPError as exc:
         raise GpuMarketError(
             f"pull failed: {exc.code} {exc.read().decode(errors='replace')}"
         ) from None
     except urllib.error.URLError as exc:
         raise GpuMarketError(f"cannot reach the Jupyter server at {url}: {exc.reason}") from None
+    if not isinstance(result, dict):
+        raise GpuMarketError(f"{url} answered the pull with no report: is it a Jupyter server?")
     for path in result.get("pulled", []):
         print(f"pulled {path}")
     for message in result.get("conflicts", []):

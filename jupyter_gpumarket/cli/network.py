@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from jupyter_gpumarket.cli import argtypes
 from jupyter_gpumarket.exceptions import ConfigError
 
 __all__ = ["register"]
@@ -22,13 +23,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="fill chain id, public RPC and the USDC address of a known network",
     )
     a.add_argument("--rpc-url")
-    a.add_argument("--chain-id", type=int)
+    a.add_argument("--chain-id", type=argtypes.chain_id)
     a.add_argument("--token", help="stablecoin address")
     a.add_argument("--escrow", help="Escrow address (once deployed there)")
     a.add_argument("--registry", help="Registry address (once deployed there)")
-    a.add_argument("--close-delay", type=int)
+    a.add_argument("--close-delay", type=argtypes.close_delay)
     a.add_argument("--token-symbol")
-    a.add_argument("--token-decimals", type=int)
+    a.add_argument("--token-decimals", type=argtypes.token_decimals)
     a.set_defaults(func=add)
     ls = nsub.add_parser("list", help="list profiles (* = active)")
     ls.set_defaults(func=list_)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from jupyter_gpumarket.cli import argtypes
 from jupyter_gpumarket.exceptions import ConfigError
 
 __all__ = ["register"]
@@ -19,17 +20,22 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     pool = sub.add_parser("pool", help="credit pools for courses: create, fund, grant codes")
     psub = pool.add_subparsers(dest="pool_command", metavar="COMMAND", required=True)
     c = psub.add_parser("create", help="create a pool with AMOUNT tokens from your wallet")
-    c.add_argument("amount", help="in tokens, e.g. 100 or 12.5")
+    c.add_argument("amount", type=argtypes.token_amount, help="in tokens, e.g. 100 or 12.5")
     f = psub.add_parser("fund", help="add AMOUNT tokens to a pool")
     f.add_argument("pool_id")
-    f.add_argument("amount")
+    f.add_argument("amount", type=argtypes.token_amount)
     s = psub.add_parser("show", help="a pool's admin, token and balance")
     s.add_argument("pool_id")
     g = psub.add_parser("grant", help="sign a grant code for one student's wallet")
     g.add_argument("pool_id")
     g.add_argument("student", help="the student's wallet address")
-    g.add_argument("--cap", required=True, help="most the grant spends in total, in tokens")
-    g.add_argument("--days", type=float, default=30.0, help="valid for this many days (30)")
+    g.add_argument(
+        "--cap",
+        required=True,
+        type=argtypes.token_amount,
+        help="most the grant spends in total, in tokens",
+    )
+    g.add_argument("--days", type=argtypes.days, default=30.0, help="valid for this many days (30)")
     g.add_argument("--provider", help="only this provider's offers (default: any)")
     for p in (c, f, s, g):
         p.add_argument("--network", help="profile name or JSON path (default: the active one)")
@@ -64,10 +70,10 @@ def _create(args: argparse.Namespace) -> int:
     from web3.logs import DISCARD
 
     from jupyter_gpumarket.chain.client import send
-    from jupyter_gpumarket.core.money import format_amount, parse_amount
+    from jupyter_gpumarket.core.money import format_amount
 
     profile, c, admin = _setup(args)
-    amount = parse_amount(args.amount, profile.token_decimals)
+    amount = argtypes.base_units(args.amount, profile.token_decimals, "amount")
     send(c.w3, admin, c.token.functions.approve(c.escrow.address, amount), what="approve")
     receipt = send(c.w3, admin, c.escrow.functions.createPool(c.token.address, amount))
     (event,) = c.escrow.events.PoolCreated().process_receipt(receipt, errors=DISCARD)
@@ -79,10 +85,10 @@ def _create(args: argparse.Namespace) -> int:
 
 def _fund(args: argparse.Namespace) -> int:
     from jupyter_gpumarket.chain.client import send
-    from jupyter_gpumarket.core.money import parse_amount
 
     profile, c, admin = _setup(args)
-    pool_id, amount = _pool_id(args.pool_id), parse_amount(args.amount, profile.token_decimals)
+    pool_id = _pool_id(args.pool_id)
+    amount = argtypes.base_units(args.amount, profile.token_decimals, "amount")
     send(c.w3, admin, c.token.functions.approve(c.escrow.address, amount), what="approve")
     send(c.w3, admin, c.escrow.functions.fundPool(pool_id, amount))
     return _show(args)
@@ -109,7 +115,7 @@ def _grant(args: argparse.Namespace) -> int:
     from jupyter_gpumarket.chain.client import call
     from jupyter_gpumarket.core import eip712
     from jupyter_gpumarket.core.grant_code import ZERO_ADDRESS, issue_grant
-    from jupyter_gpumarket.core.money import format_amount, parse_amount
+    from jupyter_gpumarket.core.money import format_amount
 
     profile, c, admin = _setup(args)
     pool_id = _pool_id(args.pool_id)
@@ -123,9 +129,7 @@ def _grant(args: argparse.Namespace) -> int:
             f"pool {args.pool_id} belongs to {pool_admin}, not to this wallet {admin.address}: "
             "only the pool's admin signs its grants"
         )
-    if not 0 < args.days <= 3650:
-        raise ConfigError("--days must be between 0 and 3650")
-    cap = parse_amount(args.cap, profile.token_decimals)
+    cap = argtypes.base_units(args.cap, profile.token_decimals, "--cap")
     expiry = int(c.w3.eth.get_block("latest")["timestamp"] + args.days * 86400)
     code = issue_grant(
         admin.key,

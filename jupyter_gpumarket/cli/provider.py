@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_gpumarket.agent import isolation
+from jupyter_gpumarket.cli import argtypes
 from jupyter_gpumarket.core.offer_meta import DEFAULT_RELAY_FEE
 from jupyter_gpumarket.exceptions import AgentError, ConfigError, GpuMarketError
 
@@ -28,13 +29,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
     serve = psub.add_parser("serve", help="serve kernels over wss")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--port", type=int, default=0, help="port (0 = pick a free one)")
+    serve.add_argument("--port", type=argtypes.port, default=0, help="port (0 = pick a free one)")
     serve.add_argument("--dev", action="store_true", help="dev mode: no chain, token auth")
     serve.add_argument("--dev-token", help="token renters must present (dev mode; random if unset)")
     serve.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     serve.add_argument("--ready-file", type=Path, help="write {url, tls_fingerprint} JSON here")
-    serve.add_argument("--max-kernels", type=int, default=4)
-    serve.add_argument("--gpus-per-kernel", type=int, default=1)
+    serve.add_argument("--max-kernels", type=argtypes.count("kernels"), default=4)
+    serve.add_argument("--gpus-per-kernel", type=argtypes.count("GPUs", 64), default=1)
     serve.add_argument(
         "--gpus",
         default="all",
@@ -45,30 +46,43 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     serve.add_argument(
         "--client-grace",
-        type=float,
+        type=argtypes.seconds(),
         default=120.0,
         help="seconds a kernel survives without its renter before it is stopped",
     )
     serve.add_argument(
         "--kernel-memory-mb",
-        type=int,
+        type=argtypes.megabytes(2**40),
         help="memory per kernel (a cgroup v2 memory.max where possible, else RLIMIT_AS)",
     )
     paid = serve.add_argument_group("paid provider (without --dev)")
     paid.add_argument("--network", help="network profile name or path (default: the active one)")
     paid.add_argument("--wallet", type=Path, help="keystore of the provider's wallet")
-    paid.add_argument("--price-per-hour", type=int, help="token base units per hour")
-    paid.add_argument("--region", default="local", help="region shown in the offer")
-    paid.add_argument("--voucher-interval", type=int, default=15, help="seconds between vouchers")
     paid.add_argument(
-        "--payment-grace", type=float, default=60.0, help="seconds without vouchers before stop"
+        "--price-per-hour", type=argtypes.price_per_hour, help="token base units per hour"
+    )
+    paid.add_argument("--region", default="local", help="region shown in the offer")
+    paid.add_argument(
+        "--voucher-interval",
+        type=argtypes.int_in(1, 3600, "seconds between vouchers, 1 to 3600"),
+        default=15,
+        help="seconds between vouchers",
     )
     paid.add_argument(
-        "--redeem-every", type=float, default=600.0, help="seconds between on-chain redemptions"
+        "--payment-grace",
+        type=argtypes.seconds(),
+        default=60.0,
+        help="seconds without vouchers before stop",
+    )
+    paid.add_argument(
+        "--redeem-every",
+        type=argtypes.seconds(),
+        default=600.0,
+        help="seconds between on-chain redemptions",
     )
     paid.add_argument(
         "--relay-fee",
-        type=int,
+        type=argtypes.relay_fee,
         default=DEFAULT_RELAY_FEE,
         help="token base units a renter without gas pays this provider for relaying its "
         "channel opening (openFor); published in the offer",
@@ -83,14 +97,25 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         default=sys.executable,
         help="Python that runs the kernels (needs ipykernel; default: the agent's)",
     )
-    serve.add_argument("--max-frame-mb", type=int, default=256, help="largest message accepted")
+    serve.add_argument(
+        "--max-frame-mb",
+        type=argtypes.megabytes(2048),
+        default=256,
+        help="largest message accepted",
+    )
     serve.add_argument(
         "--replay-buffer-mb",
-        type=int,
+        type=argtypes.megabytes(2**20),
         default=64,
         help="kernel output kept per lease while its renter is disconnected",
     )
     isolation.add_arguments(serve)
+    argtypes.retype(
+        serve,
+        kernel_cpus=argtypes.cpus,
+        kernel_pids=argtypes.count("processes", 2**22),
+        kernel_disk_mb=argtypes.megabytes(2**40),
+    )
     serve.set_defaults(func=_serve_or_unpublish, serve_parser=serve)
 
     stop = psub.add_parser(
@@ -98,7 +123,10 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     stop.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     stop.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds to wait for the agent to exit"
+        "--timeout",
+        type=argtypes.seconds(),
+        default=30.0,
+        help="seconds to wait for the agent to exit",
     )
     stop.set_defaults(func=_stop)
 
@@ -107,7 +135,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     info.set_defaults(func=_info)
 
     setup = psub.add_parser("setup", help="create the kernel slot users (run once, as root)")
-    setup.add_argument("--slots", type=int, default=4, help="as many as --max-kernels")
+    setup.add_argument(
+        "--slots", type=argtypes.count("slot users"), default=4, help="as many as --max-kernels"
+    )
     setup.add_argument("--dry-run", action="store_true", help="print the commands only")
     setup.set_defaults(func=_setup)
 

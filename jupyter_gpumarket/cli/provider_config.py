@@ -60,7 +60,7 @@ def _coerce(path: Path, key: str, action: argparse.Action, value: Any) -> Any:
     convert = action.type if callable(action.type) else str
     try:
         out = convert(value if convert is not Path else str(value))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:  # the flag's own checks
         raise ConfigError(f"{path}: {key} = {value!r} is not valid ({exc})") from None
     if action.choices is not None and out not in action.choices:
         choices = ", ".join(map(str, action.choices))

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from jupyter_gpumarket.cli import argtypes
 from jupyter_gpumarket.exceptions import WalletError
 
 __all__ = ["read_password", "register"]
@@ -34,7 +35,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     b.set_defaults(func=balance)
     f = wsub.add_parser("fund", help="devnet faucet: mint TestUSD and send gas to the wallet")
     f.add_argument("--network", help="devnet profile name or JSON path (default: active)")
-    f.add_argument("--amount", default="1000", help="TestUSD to mint (default 1000)")
+    f.add_argument(
+        "--amount",
+        type=argtypes.token_amount,
+        default="1000",
+        help="TestUSD to mint (default 1000)",
+    )
     f.add_argument("--address", help="fund this address instead of the wallet")
     f.set_defaults(func=fund)
 
@@ -126,7 +132,7 @@ def fund(args: argparse.Namespace) -> int:
     from jupyter_gpumarket.chain.deploy import mint
     from jupyter_gpumarket.chain.dev_accounts import dev_account
     from jupyter_gpumarket.chain.errors import rpc_errors
-    from jupyter_gpumarket.core.money import format_amount, parse_amount
+    from jupyter_gpumarket.core.money import format_amount
 
     profile = _profile(args.network)
     if not profile.devnet:
@@ -134,7 +140,7 @@ def fund(args: argparse.Namespace) -> int:
             f"`wallet fund` is a devnet faucet and {profile.name} is not a devnet; "
             f"buy {profile.token_symbol} and gas on that network instead"
         )
-    amount = parse_amount(args.amount, profile.token_decimals)
+    amount = argtypes.base_units(args.amount, profile.token_decimals, "--amount")
     address = _target(args.address)
     w3 = connect(profile.rpc_url)
     faucet = dev_account(0)

@@ -12,7 +12,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from jupyter_gpumarket.core import paymsgs
+from jupyter_gpumarket.core import paymsgs, safejson
 from jupyter_gpumarket.exceptions import ProtocolError
 
 __all__ = [
@@ -68,14 +68,7 @@ class CloseCode:
 def _obj(
     data: str | bytes | memoryview, what: str, limit: int = _MAX_HELLO_BYTES
 ) -> dict[str, Any]:
-    if isinstance(data, memoryview):  # large parts arrive as zero-copy views
-        data = bytes(data)
-    if len(data) > limit:
-        raise ProtocolError(f"{what} of {len(data)} bytes is too large")
-    try:
-        value = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"{what} is not valid JSON: {exc}") from None
+    value = safejson.loads(data, what, max_bytes=limit)  # size, then depth, then json
     if not isinstance(value, dict):
         raise ProtocolError(f"{what} must be a JSON object")
     return value

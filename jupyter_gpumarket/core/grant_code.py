@@ -15,7 +15,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from jupyter_gpumarket.core import eip712
+from jupyter_gpumarket.core import eip712, safejson
 from jupyter_gpumarket.exceptions import ConfigError
 
 __all__ = ["PREFIX", "GrantCode", "issue_grant"]
@@ -25,6 +25,7 @@ ZERO_ADDRESS = "0x" + "00" * 20
 _ADDR = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _B32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _SIG = re.compile(r"^0x[0-9a-fA-F]{130}$")
+_MAX_CODE_BYTES = 4096  # a real code is about 500 bytes of JSON
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,11 @@ class GrantCode:
         if not code.startswith(PREFIX):
             raise ConfigError(f"{code[:24]!r}… is not a grant code (they start with {PREFIX})")
         body = code[len(PREFIX) :]
+        if len(body) > 2 * _MAX_CODE_BYTES:
+            raise ConfigError("that is too long for a grant code: copy just the code, once")
         try:
-            obj: Any = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+            raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+            obj: Any = safejson.loads(raw, "grant code", max_bytes=_MAX_CODE_BYTES)
             return cls(**obj)
         except (ValueError, TypeError, binascii.Error):
             raise ConfigError(
