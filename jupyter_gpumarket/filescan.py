@@ -296,7 +296,11 @@ class _Walk:
             os.close(sub)
 
     def _link(self, rel: str) -> None:
-        target = os.path.realpath(os.path.join(self.root_real, rel))
+        try:
+            target = os.path.realpath(os.path.join(self.root_real, rel))
+        except OSError:  # the link was swapped while being resolved
+            self.skipped.append(Skipped(rel, "changed while it was listed"))
+            return
         if not _inside(self.root_real, target):
             self.skipped.append(Skipped(rel, f"symlink points outside the directory ({target})"))
         elif self.untrusted:
@@ -306,4 +310,6 @@ class _Walk:
         elif not os.path.isfile(target):
             self.skipped.append(Skipped(rel, "symlink to a directory is not followed"))
         else:
-            self.found.append((rel, os.path.relpath(target, self.root_real), os.stat(target)))
+            with contextlib.suppress(OSError):  # gone meanwhile: not listed
+                st = os.stat(target)
+                self.found.append((rel, os.path.relpath(target, self.root_real), st))
