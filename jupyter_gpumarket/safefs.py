@@ -33,6 +33,7 @@ from jupyter_gpumarket.core.filesync import safe_relpath
 from jupyter_gpumarket.exceptions import ProtocolError, UnsafePath
 
 __all__ = [
+    "chown_tree",
     "link_atomic",
     "lstat_at",
     "open_dir",
@@ -232,3 +233,36 @@ def write_atomic(
                 with contextlib.suppress(OSError):
                     os.unlink(tmp, dir_fd=dir_fd)
     return size
+
+
+def chown_tree(path: str | os.PathLike[str], uid: int, gid: int, *, max_depth: int = 256) -> None:
+    """``chown -hR uid:gid path`` through directory fds: a directory swapped for a symlink
+    meanwhile is never entered, a symlink itself is re-owned, never its target. Directories
+    deeper than ``max_depth`` keep their owner (best effort, like the rest: errors skipped)."""
+    fd = open_root(path)
+    try:
+        os.chown(fd, uid, gid)
+        _chown_below(fd, uid, gid, max_depth)
+    finally:
+        os.close(fd)
+
+
+def _chown_below(dir_fd: int, uid: int, gid: int, depth: int) -> None:
+    try:
+        with os.scandir(dir_fd) as it:
+            names = [entry.name for entry in it]
+    except OSError:
+        return
+    for name in names:
+        with contextlib.suppress(OSError):
+            os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+        if depth <= 0:
+            continue
+        try:
+            sub = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+        except OSError:
+            continue  # not a directory (or no longer one)
+        try:
+            _chown_below(sub, uid, gid, depth - 1)
+        finally:
+            os.close(sub)

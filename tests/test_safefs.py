@@ -128,3 +128,16 @@ def test_read_fd_stops_past_its_limit(tree: tuple[int, Path, Path]) -> None:
     fd, _, _ = tree
     with pytest.raises(ProtocolError, match="grew past"):
         b"".join(safefs.read_fd(safefs.open_regular(fd, "f.txt"), 2, limit=3))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+def test_chown_tree_never_follows_links(tree: tuple[int, Path, Path]) -> None:
+    _, root, outside = tree
+    before = (outside / "secret.txt").stat()
+    safefs.chown_tree(root, 4242, 4243)
+    for rel in ("", "f.txt", "d", "d/g.txt", "outlink", "outdir"):
+        st = os.lstat(root / rel)
+        assert (st.st_uid, st.st_gid) == (4242, 4243), rel
+    after = (outside / "secret.txt").stat()
+    assert (after.st_uid, after.st_gid) == (before.st_uid, before.st_gid)
+    assert os.stat(outside).st_uid == before.st_uid

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import shutil
+import threading
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,9 @@ def store_bound(quota_bytes: int | None) -> int:
     return STORE_QUOTAS * quota_bytes if quota_bytes is not None else DEFAULT_STORE_BYTES
 
 
+_live: weakref.WeakSet[LeaseFiles] = weakref.WeakSet()  # this process's leases' file states
+_live_lock = threading.Lock()  # ops run on worker threads
+
 Reply = tuple[Any, bytes | None]  # an AGENT message and its optional data part
 
 FILE_OPS = (
@@ -47,6 +52,13 @@ FILE_OPS = (
     control.PullRequest,
     control.FetchBlob,
 )
+
+
+def _in_use() -> frozenset[str]:
+    """Blobs some live lease has offered: pruning keeps them (an upload awaiting its commit)."""
+    with _live_lock:
+        offered = [files._offered for files in _live]
+    return frozenset().union(*(m.hashes() for m in offered if m is not None))
 
 
 class LeaseFiles:
@@ -68,6 +80,8 @@ class LeaseFiles:
         self._wanted: dict[str, int] = {}  # blob -> declared size, asked for and not yet stored
         self._received: dict[str, int] = {}
         self._pullable: dict[str, tuple[str, int]] = {}  # blob -> (path, size) of the last pull
+        with _live_lock:
+            _live.add(self)
 
     def handle(self, msg: Any, extra: Sequence[bytes]) -> list[Reply]:
         """Do one file-sync op; returns the replies. ProtocolError/ConfigError on bad input."""
@@ -83,7 +97,7 @@ class LeaseFiles:
             try:
                 self._store.materialize(m, self._workdir)
             finally:
-                self._store.prune(store_bound(self._quota), keep=m.hashes())
+                self._store.prune(store_bound(self._quota), keep=_in_use())
             return [(control.SyncDone(files=len(m), bytes=m.total_bytes), None)]
         if isinstance(msg, control.PullRequest):
             manifest = collect(self._workdir)
@@ -95,8 +109,10 @@ class LeaseFiles:
 
     def close(self) -> None:
         """The lease ended: drop partial uploads, keep the store within its bound."""
+        with _live_lock:
+            _live.discard(self)
         shutil.rmtree(self._incoming, ignore_errors=True)
-        self._store.prune(store_bound(self._quota))
+        self._store.prune(store_bound(self._quota), keep=_in_use())
 
     def _offer(self, manifest: Manifest) -> control.SyncNeed:
         if self._quota is not None and manifest.total_bytes > self._quota:

@@ -137,7 +137,7 @@ class BlobStore:
         for path, st in blobs:
             if total <= max_bytes:
                 break
-            if path.name in keep and path.parent.parent == self.root:
+            if path.name in keep:
                 continue
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
