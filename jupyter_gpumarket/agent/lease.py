@@ -310,7 +310,7 @@ class Lease:
         if ws is not None:
             await ws.close(1000, "lease ended")
         shutil.rmtree(self.dir, ignore_errors=True)
-        if not self._file_ops.stuck:
+        if locked and not self._file_ops.stuck:  # no file op is running: tidy up after it
             with contextlib.suppress(GpuMarketError, OSError):
                 await self._file_ops.run(self.files.close)
         self._on_end(self)
