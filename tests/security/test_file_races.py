@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from jupyter_gpumarket.core import control
+from jupyter_gpumarket.core import control, paymsgs
 from jupyter_gpumarket.core.frames import Channel
 from jupyter_gpumarket.core.session import TunnelSession
 
@@ -76,7 +76,9 @@ class RawLease:
                 delivery = self.me.receive(await self.ws.recv())
                 if delivery is not None and delivery.channel is Channel.AGENT:
                     head, *data = delivery.parts
-                    return control.parse_agent_message(head), list(data)
+                    msg = control.parse_agent_message(head)
+                    if not isinstance(msg, paymsgs.PaymentNotice):  # a provider notice
+                        return msg, list(data)
 
     async def ask(self, msg: object, *data: bytes, timeout: float = REPLY_TIMEOUT) -> Any:
         await self.send(msg, *data)
@@ -272,6 +274,92 @@ async def test_hard_links_and_fifos_and_devices_are_never_served(
         (work / "ok.txt").write_bytes(b"still serving")
         files = await lease.pull_manifest()
         assert await lease.fetch(files["ok.txt"][1]) == b"still serving"
+
+
+_KERNEL_SWAPPER = """
+import os, subprocess, sys
+{setup}
+code = 'import time; deadline = time.time() + {seconds}\\n' + {exchanger!r}.replace(
+    'while True:', 'while time.time() < deadline:')
+subprocess.Popen([sys.executable, '-c', code, *{args!r}])
+"""
+
+
+async def kernel_swapping(lease: RawLease, setup: str, *pairs: tuple[str, str]) -> None:
+    """Start the lease's real kernel and have it run the swapper on ``pairs`` (names in its
+    working dir) after ``setup`` (Python run in the kernel), as a hostile renter would."""
+    from jupyter_client.session import Session
+
+    key = os.urandom(16).hex()
+    started = await lease.ask(control.StartKernel(key=key), timeout=60)
+    assert isinstance(started, control.KernelStarted), started
+    args = [name for pair in pairs for name in pair]
+    code = _KERNEL_SWAPPER.format(
+        setup=setup, seconds=ROUNDS_S + 20, exchanger=_EXCHANGER, args=args
+    )
+    content = {"code": code, "silent": False, "store_history": False, "user_expressions": {}}
+    request = Session(key=key.encode()).msg("execute_request", content)
+    await lease.ws.send(lease.me.send(Channel.SHELL, Session(key=key.encode()).serialize(request)))
+    deadline = time.monotonic() + 30
+    first = lease.workdir / pairs[0][0]
+    while not first.is_symlink():  # the first swap happened: the swapper runs
+        assert time.monotonic() < deadline, "the kernel did not start the swapper"
+        await asyncio.sleep(0.02)
+
+
+async def test_kernel_code_swapping_links_cannot_make_the_agent_serve_its_secrets(
+    agent: AgentProcess,
+) -> None:
+    targets = {
+        "key": str(agent.state_dir / "tls-key.pem"),
+        "env": "/proc/self/environ",  # resolved by whoever opens it: the agent
+    }
+    markers = [b"PRIVATE KEY", b"GPUMARKET_AGENT_SECRET"]
+    setup = "".join(
+        f"open('{n}.txt', 'wb').write(b'benign')\nos.symlink({t!r}, '{n}.lnk')\n"
+        for n, t in targets.items()
+    )
+    async with RawLease.open(agent) as lease:
+        await kernel_swapping(lease, setup, *((f"{n}.txt", f"{n}.lnk") for n in targets))
+        served = 0
+        deadline = time.monotonic() + ROUNDS_S
+        for _ in range(300):
+            if time.monotonic() > deadline:
+                break
+            reply = await lease.ask(control.PullRequest())
+            if not isinstance(reply, control.PullManifest):
+                continue
+            for path, entry in reply.manifest["files"].items():
+                if path.split(".")[0] not in targets:
+                    continue
+                data = await lease.fetch(entry[1])
+                if isinstance(data, bytes):
+                    served += 1
+                    leaked = [m for m in markers if m in data]
+                    assert not leaked, f"the agent served {leaked} to the renter"
+        assert served > 0
+        await lease.send(control.StopKernel(end_lease=True))  # the swapper dies with it
+
+
+async def test_kernel_code_swapping_dirs_cannot_make_the_agent_write_outside(
+    agent: AgentProcess, tmp_path: Path
+) -> None:
+    outside = tmp_path / "rootonly"
+    outside.mkdir(mode=0o700)
+    payload = b"RENTER-BYTES " * 10
+    async with RawLease.open(agent) as lease:
+        setup = f"os.makedirs('d')\nos.symlink({str(outside)!r}, 'd.lnk')\n"
+        await kernel_swapping(lease, setup, ("d", "d.lnk"))
+        results: list[str] = []
+        deadline = time.monotonic() + ROUNDS_S
+        for round_ in range(1, 200):
+            if time.monotonic() > deadline:
+                break
+            results.append(type(await lease.sync({"d/f.txt": (payload, round_)})).__name__)
+        await lease.send(control.StopKernel(end_lease=True))
+        assert "SyncDone" in results
+    written = list(outside.rglob("*"))
+    assert written == [], f"the agent wrote renter bytes outside the working dir: {written}"
 
 
 def test_sigterm_stops_the_agent_while_a_fetch_meets_a_fifo(tmp_path: Path) -> None:
