@@ -2,7 +2,9 @@
 
 The decisions live in :mod:`jupyter_gpumarket.core.filesync` (pure); this module touches the
 disk, for both the renter (scan the notebook dir, write pulled files) and the agent (scan the
-working dir, serve and store blobs). Every path goes through :func:`resolve_inside`.
+working dir, serve and store blobs). Every path is checked by ``safe_relpath`` and then opened
+relative to the root's directory fd without following links (:mod:`jupyter_gpumarket.safefs`),
+so what a check saw is what gets used.
 """
 
 from __future__ import annotations

@@ -3,6 +3,12 @@
 Blobs go to a content-addressed store kept per renter identity (never shared between renters,
 so nobody can probe what another renter uploaded), so a second launch of the same notebook
 sends no file bytes. Manifests and paths from the renter are validated by core.filesync.
+
+What a renter can make the agent store is bounded: only blobs the agent asked for, never more
+bytes than the offer declared, an offer whose files (counted once per path) pass the kernel's
+disk quota is refused, and all renters' stores together are pruned to :func:`store_bound`
+(least recently used first) after each commit and at the end of each lease. The working dir is
+the kernel's: every access to it goes through :mod:`jupyter_gpumarket.safefs`.
 """
 
 from __future__ import annotations
