@@ -2,20 +2,24 @@
 
 The decisions live in :mod:`jupyter_gpumarket.core.filesync` (pure); this module touches the
 disk, for both the renter (scan the notebook dir, write pulled files) and the agent (scan the
-working dir, serve and store blobs). Every path goes through :func:`resolve_inside`.
+working dir, serve and store blobs). Every path is checked by ``safe_relpath`` and then opened
+relative to the root's directory fd without following links (:mod:`jupyter_gpumarket.safefs`),
+so what a check saw is what gets used.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-import secrets
+import stat
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pathspec
 
+from jupyter_gpumarket import safefs
 from jupyter_gpumarket.core.filesync import (
     _CHUNK,
     _RACY_NS,
@@ -31,6 +35,9 @@ from jupyter_gpumarket.core.filesync import (
     safe_relpath,
 )
 from jupyter_gpumarket.exceptions import ConfigError, ProtocolError, UnsafePath
+
+_MAX_DEPTH = 256  # directory levels a scan descends (each holds one open fd)
+_IGNORE_FILE_MAX = 1 << 20
 
 __all__ = [
     "hash_file",
@@ -71,36 +78,56 @@ def hash_file(path: str | os.PathLike[str]) -> tuple[str, int]:
         return digest.hexdigest(), f.tell()
 
 
+def _target_inside(root_real: str, rel: str) -> str:
+    """``rel`` with symlinks inside root resolved (the renter syncs an inner link by content),
+    as a path relative to root; :class:`UnsafePath` when it resolves outside."""
+    target = os.path.realpath(os.path.join(root_real, rel))
+    if not _inside(root_real, target):
+        raise UnsafePath(
+            f"refused file path {rel!r}: it resolves through a symlink to {target}, "
+            f"outside {root_real}; remove the symlink or sync the target itself"
+        )
+    return os.path.relpath(target, root_real)
+
+
 def read_chunks(
-    root: str | os.PathLike[str], relpath: str, chunk_size: int = _CHUNK
+    root: str | os.PathLike[str],
+    relpath: str,
+    chunk_size: int = _CHUNK,
+    *,
+    untrusted: bool = False,
 ) -> Iterator[bytes]:
-    """Stream a file inside root (for sending a blob or serving a pull)."""
-    with open(resolve_inside(root, relpath), "rb") as f:
-        while chunk := f.read(chunk_size):
-            yield chunk
+    """Stream a regular file inside root (for sending a blob or serving a pull).
+
+    The file is opened relative to root's fd without following any symlink
+    (:mod:`jupyter_gpumarket.safefs`), so a name swapped meanwhile fails instead of leading
+    elsewhere; FIFOs and devices are refused without blocking. With ``untrusted`` (the agent
+    reading a kernel's working dir) a symlink is never resolved and a hard-linked file refused;
+    otherwise a symlink inside root is read as its target (the renter's own notebook dir).
+    """
+    rel = safe_relpath(relpath)
+    root_real = os.path.realpath(root)
+    if not untrusted:
+        rel = _target_inside(root_real, rel)
+    root_fd = safefs.open_root(root_real)
+    try:
+        fd = safefs.open_regular(root_fd, rel, single_link=untrusted)
+    finally:
+        os.close(root_fd)
+    yield from safefs.read_fd(fd, chunk_size)
 
 
 def write_atomic_verified(dest: Path, chunks: Iterable[bytes], sha256: str) -> int:
-    """Write ``chunks`` to ``dest`` through a temp file, only if they hash to ``sha256``."""
+    """Write ``chunks`` to ``dest`` through a temp file, only if they hash to ``sha256``.
+
+    ``dest``'s directory is the caller's own (the agent's blob store)."""
     if not is_sha256_hex(sha256):
         raise ProtocolError(f"blob hash {sha256!r} is not 64 lowercase hex digits")
-    tmp = dest.with_name(f".{dest.name[:32]}.partial-{secrets.token_hex(4)}")
-    digest, size = hashlib.sha256(), 0
+    root_fd = safefs.open_root(dest.parent)
     try:
-        with open(tmp, "xb") as f:
-            for chunk in chunks:
-                digest.update(chunk)
-                size += len(chunk)
-                f.write(chunk)
-        if digest.hexdigest() != sha256:
-            raise ProtocolError(
-                f"received bytes for {dest.name} hash to {digest.hexdigest()}, "
-                f"not the announced {sha256}; the transfer was dropped, retry it"
-            )
-        os.replace(tmp, dest)
+        return safefs.write_atomic(root_fd, dest.name, chunks, sha256=sha256)
     finally:
-        tmp.unlink(missing_ok=True)
-    return size
+        os.close(root_fd)
 
 
 def write_verified(
@@ -111,13 +138,39 @@ def write_verified(
     *,
     mtime_ns: int | None = None,
 ) -> Path:
-    """Write a pulled/materialized file inside root, atomically and hash-checked."""
-    dest = resolve_inside(root, relpath)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic_verified(dest, chunks, sha256)
-    if mtime_ns is not None:
-        os.utime(dest, ns=(mtime_ns, mtime_ns))
-    return dest
+    """Write a pulled file inside root, atomically and hash-checked, relative to root's fd:
+    no symlink at any component is followed (a link there refuses the write)."""
+    if not is_sha256_hex(sha256):
+        raise ProtocolError(f"blob hash {sha256!r} is not 64 lowercase hex digits")
+    rel = safe_relpath(relpath)
+    root_real = os.path.realpath(root)
+    root_fd = safefs.open_root(root_real)
+    try:
+        safefs.write_atomic(root_fd, rel, chunks, sha256=sha256, mtime_ns=mtime_ns)
+    finally:
+        os.close(root_fd)
+    return Path(root_real, rel)
+
+
+def _hash_at(root_fd: int, rel: str, untrusted: bool) -> tuple[str, int]:
+    """(sha256 hex, size) of the bytes actually read from ``root_fd/rel`` (see safefs)."""
+    fd = safefs.open_regular(root_fd, rel, single_link=untrusted)
+    with os.fdopen(fd, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256")
+        return digest.hexdigest(), f.tell()
+
+
+def _read_ignore_file(root_fd: int, root_real: str, untrusted: bool) -> list[str]:
+    try:
+        rel = IGNORE_FILE if untrusted else _target_inside(root_real, IGNORE_FILE)
+        fd = safefs.open_regular(root_fd, rel, single_link=untrusted)
+    except (FileNotFoundError, UnsafePath):
+        return []
+    try:
+        data = os.read(fd, _IGNORE_FILE_MAX)  # a longer file: its first MiB of patterns
+    finally:
+        os.close(fd)
+    return data.decode("utf-8", errors="replace").splitlines()
 
 
 def scan(
@@ -127,6 +180,7 @@ def scan(
     *,
     previous: Manifest | None = None,
     cap_hint: str = "the sync cap",
+    untrusted: bool = False,
 ) -> Manifest:
     """Walk ``root`` and hash what would be synced.
 
@@ -137,84 +191,127 @@ def scan(
     files whose size and mtime_ns are unchanged reuse the previous hash (as git's index does),
     except files modified in the last :data:`_RACY_NS`: a rewrite within one timestamp tick
     keeps the mtime, so only older files can be trusted (git's "racily clean" rule).
+
+    The walk and the hashing go through directory fds (:mod:`jupyter_gpumarket.safefs`): a
+    name swapped for a symlink, FIFO or device during the scan is skipped, never followed.
+    ``untrusted`` (the agent listing a kernel's working dir): no symlink is followed at all and
+    hard-linked files are skipped.
     """
     if not isinstance(cap_bytes, int) or cap_bytes <= 0:
         raise ConfigError(f"file sync cap must be a positive number of bytes, got {cap_bytes!r}")
     root_real = os.path.realpath(root)
     if not os.path.isdir(root_real):
         raise ConfigError(f"cannot sync {root}: it is not a directory")
-    lines = list(ignore)
-    ignore_file = os.path.join(root_real, IGNORE_FILE)
-    if os.path.isfile(ignore_file):
-        with open(ignore_file, encoding="utf-8", errors="replace") as f:
-            lines += f.read().splitlines()
-    found, skipped = _walk(root_real, ignore_spec(lines))
-    check_cap(
-        ((rel, st.st_size) for rel, _, st in found),
-        cap_bytes,
-        where=f"the notebook directory {root}",
-        cap_hint=cap_hint,
-    )
-    files: dict[str, FileEntry] = {}
-    settled_before = time.time_ns() - _RACY_NS
-    for rel, abspath, st in found:
-        old = previous.files.get(rel) if previous is not None else None
-        trusted = old is not None and st.st_mtime_ns < settled_before
-        if trusted and (old.size, old.mtime_ns) == (st.st_size, st.st_mtime_ns):
-            files[rel] = old
-            continue
-        try:
-            sha, size = hash_file(abspath)
-        except OSError as exc:
-            skipped.append(Skipped(rel, f"cannot read: {exc.strerror or exc}"))
-            continue
-        files[rel] = FileEntry(size, sha, st.st_mtime_ns)
+    root_fd = safefs.open_root(root_real)
+    try:
+        lines = [*ignore, *_read_ignore_file(root_fd, root_real, untrusted)]
+        walk = _Walk(root_fd, root_real, ignore_spec(lines), untrusted)
+        walk.visit(root_fd, "", 0)
+        found, skipped = sorted(walk.found, key=lambda item: item[0]), walk.skipped
+        check_cap(
+            ((rel, st.st_size) for rel, _, st in found),
+            cap_bytes,
+            where=f"the notebook directory {root}",
+            cap_hint=cap_hint,
+        )
+        files: dict[str, FileEntry] = {}
+        settled_before = time.time_ns() - _RACY_NS
+        for rel, target, st in found:
+            old = previous.files.get(rel) if previous is not None else None
+            trusted = old is not None and st.st_mtime_ns < settled_before
+            if trusted and (old.size, old.mtime_ns) == (st.st_size, st.st_mtime_ns):
+                files[rel] = old
+                continue
+            try:
+                sha, size = _hash_at(root_fd, target, untrusted)
+            except (OSError, UnsafePath) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                skipped.append(Skipped(rel, f"cannot read: {reason}"))
+                continue
+            files[rel] = FileEntry(size, sha, st.st_mtime_ns)
+    finally:
+        os.close(root_fd)
     return Manifest(files, tuple(skipped))
 
 
-def _walk(
-    root_real: str, spec: pathspec.GitIgnoreSpec
-) -> tuple[list[tuple[str, str, os.stat_result]], list[Skipped]]:
-    found: list[tuple[str, str, os.stat_result]] = []
-    skipped: list[Skipped] = []
-    stack = [("", root_real)]
-    while stack:
-        rel_dir, abs_dir = stack.pop()
+class _Walk:
+    """One scan's walk: directories opened relative to their parent's fd, never via a link."""
+
+    def __init__(
+        self, root_fd: int, root_real: str, spec: pathspec.GitIgnoreSpec, untrusted: bool
+    ) -> None:
+        self.root_real = root_real
+        self.spec = spec
+        self.untrusted = untrusted
+        self.found: list[tuple[str, str, os.stat_result]] = []  # (path, path to read, stat)
+        self.skipped: list[Skipped] = []
+
+    def visit(self, dir_fd: int, rel_dir: str, depth: int) -> None:
         try:
-            with os.scandir(abs_dir) as it:
-                entries = sorted(it, key=lambda e: e.name)
+            with os.scandir(dir_fd) as it:
+                names = sorted(entry.name for entry in it)
         except OSError as exc:
-            skipped.append(Skipped(rel_dir or ".", f"cannot list: {exc.strerror or exc}"))
-            continue
-        for entry in entries:
-            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            self.skipped.append(Skipped(rel_dir or ".", f"cannot list: {exc.strerror or exc}"))
+            return
+        for name in names:
+            rel = f"{rel_dir}/{name}" if rel_dir else name
             try:
                 rel.encode("utf-8")
             except UnicodeEncodeError:
-                skipped.append(Skipped(ascii(rel), "name is not valid UTF-8"))
+                self.skipped.append(Skipped(ascii(rel), "name is not valid UTF-8"))
                 continue
-            if entry.is_dir(follow_symlinks=False):
-                if spec.match_file(rel + "/"):
-                    continue
-                if os.path.isfile(os.path.join(entry.path, _VENV_MARKER)):
-                    skipped.append(Skipped(rel, "virtualenv (holds pyvenv.cfg)"))
-                    continue
-                stack.append((rel, entry.path))
-            elif spec.match_file(rel):
+            try:
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except OSError:
+                continue  # gone since the listing
+            if stat.S_ISDIR(st.st_mode):
+                if not self.spec.match_file(rel + "/"):
+                    self._enter(dir_fd, name, rel, depth + 1)
+            elif self.spec.match_file(rel):
                 continue
-            elif entry.is_symlink():
-                target = os.path.realpath(entry.path)
-                if not _inside(root_real, target):
-                    skipped.append(Skipped(rel, f"symlink points outside the directory ({target})"))
-                elif not os.path.exists(target):
-                    skipped.append(Skipped(rel, "dangling symlink"))
-                elif not os.path.isfile(target):
-                    skipped.append(Skipped(rel, "symlink to a directory is not followed"))
-                else:
-                    found.append((rel, target, os.stat(target)))
-            elif entry.is_file(follow_symlinks=False):
-                found.append((rel, entry.path, entry.stat(follow_symlinks=False)))
+            elif stat.S_ISLNK(st.st_mode):
+                self._link(rel)
+            elif not stat.S_ISREG(st.st_mode):
+                self.skipped.append(Skipped(rel, "not a regular file (fifo, socket or device)"))
+            elif self.untrusted and st.st_nlink > 1:
+                self.skipped.append(Skipped(rel, "hard-linked file (the provider sends no links)"))
             else:
-                skipped.append(Skipped(rel, "not a regular file (fifo, socket or device)"))
-    found.sort(key=lambda item: item[0])
-    return found, skipped
+                self.found.append((rel, rel, st))
+
+    def _enter(self, dir_fd: int, name: str, rel: str, depth: int) -> None:
+        if depth > _MAX_DEPTH:
+            self.skipped.append(Skipped(rel, f"nested deeper than {_MAX_DEPTH} directories"))
+            return
+        try:
+            sub = safefs.open_dir(dir_fd, [name], rel=rel)
+        except (OSError, UnsafePath):
+            self.skipped.append(Skipped(rel, "changed while it was listed"))
+            return
+        try:
+            with contextlib.suppress(OSError):
+                marker = os.stat(_VENV_MARKER, dir_fd=sub, follow_symlinks=False)
+                if stat.S_ISREG(marker.st_mode):
+                    self.skipped.append(Skipped(rel, "virtualenv (holds pyvenv.cfg)"))
+                    return
+            self.visit(sub, rel, depth)
+        finally:
+            os.close(sub)
+
+    def _link(self, rel: str) -> None:
+        try:
+            target = os.path.realpath(os.path.join(self.root_real, rel))
+        except OSError:  # the link was swapped while being resolved
+            self.skipped.append(Skipped(rel, "changed while it was listed"))
+            return
+        if not _inside(self.root_real, target):
+            self.skipped.append(Skipped(rel, f"symlink points outside the directory ({target})"))
+        elif self.untrusted:
+            self.skipped.append(Skipped(rel, "symlink (the provider follows no links)"))
+        elif not os.path.exists(target):
+            self.skipped.append(Skipped(rel, "dangling symlink"))
+        elif not os.path.isfile(target):
+            self.skipped.append(Skipped(rel, "symlink to a directory is not followed"))
+        else:
+            with contextlib.suppress(OSError):  # gone meanwhile: not listed
+                st = os.stat(target)
+                self.found.append((rel, os.path.relpath(target, self.root_real), st))

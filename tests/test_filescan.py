@@ -197,8 +197,10 @@ def test_scan_reuses_hashes_of_unchanged_files(
         os.utime(write(tmp_path, name, name.encode()), ns=(10**18, 10**18))  # long settled
     first = scan(tmp_path)
     hashed: list[str] = []
-    real_hash = filescan.hash_file
-    monkeypatch.setattr(filescan, "hash_file", lambda p: hashed.append(str(p)) or real_hash(p))
+    real_hash = filescan._hash_at
+    monkeypatch.setattr(
+        filescan, "_hash_at", lambda fd, p, u: hashed.append(str(p)) or real_hash(fd, p, u)
+    )
     assert scan(tmp_path, previous=first) == first
     assert hashed == []
     write(tmp_path, "b.txt", b"bigger")

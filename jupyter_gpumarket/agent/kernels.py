@@ -158,11 +158,9 @@ def _children(pid: int) -> list[int]:
 
 
 def _chown_tree(root: Path, uid: int, gid: int) -> None:
-    os.chown(root, uid, gid)
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in (*dirnames, *filenames):
-            with contextlib.suppress(OSError):
-                os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
+    from jupyter_gpumarket.safefs import chown_tree  # never through a link swapped in
+
+    chown_tree(root, uid, gid)
 
 
 class KernelProcess:

@@ -7,6 +7,7 @@ grace) and kernel processes (a restart starts a new generation in the same worki
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -19,6 +20,7 @@ import zmq
 import zmq.asyncio
 from websockets.asyncio.server import ServerConnection
 
+from jupyter_gpumarket.agent.blocking import BlockingRunner
 from jupyter_gpumarket.agent.bridge import KernelBridge
 from jupyter_gpumarket.agent.files import FILE_OPS, LeaseFiles
 from jupyter_gpumarket.agent.filestore import BlobStore
@@ -39,6 +41,8 @@ __all__ = ["Lease"]
 log = logging.getLogger(__name__)
 
 _MAX_PENDING = 1000
+FILE_OP_TIMEOUT = 300.0  # one file-sync op (laying out a whole sync included)
+END_LOCK_WAIT = 5.0  # how long ending a lease waits for the operation in progress
 
 
 class Lease:
@@ -70,7 +74,10 @@ class Lease:
             max_frame_bytes=max_frame_bytes, replay_limit_bytes=replay_limit_bytes
         )
         self.pipe = SessionPipe(self.session)
-        self.files = LeaseFiles(store, self.dir, self.workdir)
+        self.files = LeaseFiles(
+            store, self.dir, self.workdir, quota_bytes=settings.effective_limits.disk_bytes
+        )
+        self._file_ops = BlockingRunner(FILE_OP_TIMEOUT, "file operation")
         self._context = context
         self._settings = settings
         self._client_grace = client_grace
@@ -154,7 +161,7 @@ class Lease:
         async with self._op_lock:
             try:
                 if isinstance(msg, FILE_OPS):
-                    replies = await asyncio.to_thread(self.files.handle, msg, extra)
+                    replies = await self._file_ops.run(self.files.handle, msg, extra)
                     for reply, data in replies:
                         self.pipe.send(
                             Channel.AGENT,
@@ -283,8 +290,16 @@ class Lease:
         self.ended = True
         if self._grace_timer is not None:
             self._grace_timer.cancel()
-        async with self._op_lock:
+        locked = False
+        try:  # an op stuck in the kernel must not hold up the end (or the agent's SIGTERM)
+            locked = await asyncio.wait_for(self._op_lock.acquire(), END_LOCK_WAIT)
+        except TimeoutError:
+            log.warning("lease %s: an operation is still running; ending anyway", self.id)
+        try:
             await self._stop_kernel()
+        finally:
+            if locked:
+                self._op_lock.release()
         if self.payment is not None and not self.payment.settled:
             self.payment.kernel_stopped()
             self.payment.settled = True
@@ -295,5 +310,8 @@ class Lease:
         if ws is not None:
             await ws.close(1000, "lease ended")
         shutil.rmtree(self.dir, ignore_errors=True)
+        if locked and not self._file_ops.stuck:  # no file op is running: tidy up after it
+            with contextlib.suppress(GpuMarketError, OSError):
+                await self._file_ops.run(self.files.close)
         self._on_end(self)
         log.info("lease %s ended", self.id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,18 @@ def test_launch_sync_and_pull_back_round_trip(store: BlobStore, tmp_path: Path) 
     [conflict] = pull.conflicts
     assert (local / conflict.saved_as).read_bytes() == b"remote v2"
     assert not (local / ".git/hooks").exists()
+
+
+def test_prune_removes_least_recently_used_blobs_of_every_store(tmp_path: Path) -> None:
+    pool = tmp_path / "blobs"
+    mine, theirs = BlobStore(pool / "a", pool=pool), BlobStore(pool / "b", pool=pool)
+    blobs = [bytes([i]) * 100 for i in range(4)]
+    for i, (store, data) in enumerate(zip([mine, theirs, mine, theirs], blobs, strict=True)):
+        store.put(sha(data), [data])
+        os.utime(store.path(sha(data)), ns=(i * 10**9, i * 10**9))  # put in this order
+    mine.missing([sha(blobs[0])])  # asked for again: now the most recently used
+    assert mine.total_bytes() == 400
+    assert mine.prune(250, keep={sha(blobs[1])}) == 200
+    assert mine.hashes() == {sha(blobs[0])}  # 0 was used again, 2 was the oldest not kept
+    assert theirs.hashes() == {sha(blobs[1])}  # 1 kept, 3 next oldest
+    assert mine.total_bytes() == 200
