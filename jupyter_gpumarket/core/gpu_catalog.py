@@ -92,7 +92,7 @@ class GpuClass:
 
 
 def canonical_name(name: str) -> str:
-    """``"NVIDIA GeForce RTX 4090"`` -> ``"RTX 4090"``; ``"H100-SXM5-80GB"`` -> ``"H100 SXM5 80GB"``.
+    """``"NVIDIA GeForce RTX 4090"`` -> ``"RTX 4090"``, ``"H100-SXM5-80GB"`` -> ``"H100 SXM5 80GB"``
 
     Upper case, separators to single spaces, vendor/brand words dropped, ``80 GB`` joined to
     ``80GB`` and ``144G`` read as ``144GB``. ConfigError for a non-string or an over-long name.
