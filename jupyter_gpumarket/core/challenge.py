@@ -67,10 +67,7 @@ __all__ = [
     "matrix_keys",
     "max_reveal_bytes",
     "measured_tflops",
-    "reference_answer",
     "reference_entry",
-    "reference_product",
-    "reveal_for",
     "round_digest",
 ]
 
@@ -368,49 +365,3 @@ def measured_tflops(spec: MatmulSpec, elapsed_s: float, rtt_s: float = 0.0) -> f
     spec to receiving the commit, less one network round trip (never less than 1 µs)."""
     seconds = max(float(elapsed_s) - max(float(rtt_s), 0.0), 1e-6)
     return spec.flops / seconds / 1e12
-
-
-# -- the reference answer (tests; the agent's CPU fallback when no GPU library is present) ------
-
-
-def reference_product(spec: MatmulSpec, round_index: int) -> list[array[float]]:
-    """``C_r`` as float32 rows, computed exactly then rounded (pure Python: O(n³), small n only)."""
-    keys = matrix_keys(spec, round_index)
-    cols = [_b_col(spec, keys, j) for j in range(spec.n)]
-    out = []
-    for i in range(spec.n):
-        a = _a_row(spec, keys, i)
-        out.append(
-            array("f", (sum(x * y for x, y in zip(a, c, strict=True)) * _SCALE**2 for c in cols))
-        )
-    return out
-
-
-def _row_sums(product: Sequence[array[float]]) -> bytes:
-    # float32 sum, as a device would compute it: round after every addition.
-    sums = []
-    for row in product:
-        acc = array("f", [0.0])
-        for v in row:
-            acc[0] = acc[0] + v * v
-        sums.append(acc[0])
-    return encode_f32(sums)
-
-
-def reference_answer(
-    spec: MatmulSpec,
-) -> tuple[Commit, dict[int, list[array[float]]], dict[int, bytes]]:
-    """An honest agent's work: the commit, every round's product and every round's row sums."""
-    products = {r: reference_product(spec, r) for r in range(spec.rounds)}
-    sums = {r: _row_sums(p) for r, p in products.items()}
-    return Commit(tuple(round_digest(spec, r, sums[r]) for r in range(spec.rounds))), products, sums
-
-
-def reveal_for(
-    sample: Sample, products: Mapping[int, Sequence[array[float]]], sums: Mapping[int, bytes]
-) -> Reveal:
-    """What an honest agent sends for ``sample`` given its products and row sums."""
-    return Reveal(
-        {r: sums[r] for r in sample.rounds},
-        {(r, i): encode_f32(products[r][i]) for r, i in sample.rows},
-    )

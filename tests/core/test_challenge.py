@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jupyter_gpumarket.core import challenge as ch
+from jupyter_gpumarket.core import challenge_reference as ref
 from jupyter_gpumarket.core.seeded import derive_keys, mix32, stream_word
 from jupyter_gpumarket.exceptions import ConfigError, ProtocolError
 
@@ -20,9 +21,9 @@ SEED = bytes(range(32))
 
 
 def honest(spec: ch.MatmulSpec, entropy: bytes = b"e" * 32):
-    commit, products, sums = ch.reference_answer(spec)
+    commit, products, sums = ref.reference_answer(spec)
     sample = ch.choose_sample(spec, entropy)
-    return commit, sample, ch.reveal_for(sample, products, sums), products, sums
+    return commit, sample, ref.reveal_for(sample, products, sums), products, sums
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -45,20 +46,20 @@ def _to_bf16(x: float) -> float:
 def test_a_bf16_output_rounding_is_within_tolerance_but_fp32_is_not_that_loose():
     """A real BF16 matmul rounds its output to 8 bits: the bf16 spec accepts it."""
     spec = ch.MatmulSpec(SEED, 32, precision="bf16")
-    _, products, _ = ch.reference_answer(spec)
+    _, products, _ = ref.reference_answer(spec)
     rounded = {0: [array("f", map(_to_bf16, row)) for row in products[0]]}
-    sums = {0: ch._row_sums(rounded[0])}
+    sums = {0: ref.row_sums(rounded[0])}
     commit = ch.Commit((ch.round_digest(spec, 0, sums[0]),))
     sample = ch.choose_sample(spec, b"x" * 32)
-    assert ch.check_reveal(spec, commit, sample, ch.reveal_for(sample, rounded, sums)).ok
+    assert ch.check_reveal(spec, commit, sample, ref.reveal_for(sample, rounded, sums)).ok
     # the same bf16-rounded answer for an fp32 spec is caught (when rounding changed a value)
     spec32 = ch.MatmulSpec(SEED, 32, precision="fp32")
-    _, p32, _ = ch.reference_answer(spec32)
+    _, p32, _ = ref.reference_answer(spec32)
     r32 = {0: [array("f", map(_to_bf16, row)) for row in p32[0]]}
-    s32 = {0: ch._row_sums(r32[0])}
+    s32 = {0: ref.row_sums(r32[0])}
     c32 = ch.Commit((ch.round_digest(spec32, 0, s32[0]),))
     sample = ch.choose_sample(spec32, b"x" * 32, cols=32, rows_per_round=8)
-    assert not ch.check_reveal(spec32, c32, sample, ch.reveal_for(sample, r32, s32)).ok
+    assert not ch.check_reveal(spec32, c32, sample, ref.reveal_for(sample, r32, s32)).ok
 
 
 def test_a_tampered_row_fails():
@@ -101,11 +102,11 @@ def test_row_sums_that_differ_from_the_commit_fail():
 def test_an_answer_computed_from_another_seed_fails():
     spec = ch.MatmulSpec(SEED, 16, rounds=2)
     other = ch.MatmulSpec(bytes(32), 16, rounds=2)
-    _, products, sums = ch.reference_answer(other)
+    _, products, sums = ref.reference_answer(other)
     # the cheat commits its own sums under the renter's spec, so the digests agree
     commit = ch.Commit(tuple(ch.round_digest(spec, r, sums[r]) for r in range(2)))
     sample = ch.choose_sample(spec, b"s" * 32)
-    check = ch.check_reveal(spec, commit, sample, ch.reveal_for(sample, products, sums))
+    check = ch.check_reveal(spec, commit, sample, ref.reveal_for(sample, products, sums))
     assert not check.ok
     assert "the product is" in check.reason
 
@@ -113,7 +114,7 @@ def test_an_answer_computed_from_another_seed_fails():
 def test_a_result_from_a_smaller_matrix_fails_padded_or_not():
     spec = ch.MatmulSpec(SEED, 32)
     small = ch.MatmulSpec(SEED, 16)
-    _, products, sums = ch.reference_answer(small)
+    _, products, sums = ref.reference_answer(small)
     sample = ch.choose_sample(spec, b"s" * 32)
     # as is: wrong sizes
     commit = ch.Commit((ch.round_digest(spec, 0, sums[0]),))
@@ -123,15 +124,15 @@ def test_a_result_from_a_smaller_matrix_fails_padded_or_not():
     assert "malformed" in check.reason
     # padded with zeros to the claimed size: wrong values
     padded = [array("f", list(products[0][i % 16]) * 2) for i in range(32)]
-    psums = {0: ch._row_sums(padded)}
+    psums = {0: ref.row_sums(padded)}
     commit = ch.Commit((ch.round_digest(spec, 0, psums[0]),))
-    check = ch.check_reveal(spec, commit, sample, ch.reveal_for(sample, {0: padded}, psums))
+    check = ch.check_reveal(spec, commit, sample, ref.reveal_for(sample, {0: padded}, psums))
     assert not check.ok
 
 
 def test_skipped_rounds_are_caught_when_sampled():
     spec = ch.MatmulSpec(SEED, 16, rounds=4)
-    commit, products, sums = ch.reference_answer(spec)
+    commit, products, sums = ref.reference_answer(spec)
     fake = b"\0" * (4 * spec.n)
     lazy = ch.Commit((*commit.round_digests[:3], ch.round_digest(spec, 3, fake)))
     sample = ch.choose_sample(spec, b"s" * 32)  # rounds_checked=4 >= rounds: every round
@@ -139,7 +140,7 @@ def test_skipped_rounds_are_caught_when_sampled():
     bad_products = dict(products)
     bad_products[3] = [array("f", [0.0] * spec.n)] * spec.n
     check = ch.check_reveal(
-        spec, lazy, sample, ch.reveal_for(sample, bad_products, {**sums, 3: fake})
+        spec, lazy, sample, ref.reveal_for(sample, bad_products, {**sums, 3: fake})
     )
     assert not check.ok
     assert "round 3" in check.reason
@@ -150,7 +151,7 @@ def test_a_reveal_that_answers_other_rows_fails():
     commit, sample, _reveal, products, sums = honest(spec)
     other = ch.choose_sample(spec, b"z" * 32)
     assert other.rows != sample.rows
-    check = ch.check_reveal(spec, commit, sample, ch.reveal_for(other, products, sums))
+    check = ch.check_reveal(spec, commit, sample, ref.reveal_for(other, products, sums))
     assert not check.ok
     assert "does not answer" in check.reason
 
@@ -196,7 +197,7 @@ def test_mix32_never_needs_more_than_63_bits():
 
 def test_reference_entry_matches_the_product_and_a_known_vector():
     spec = ch.MatmulSpec(SEED, 8)
-    product = ch.reference_product(spec, 0)
+    product = ref.reference_product(spec, 0)
     assert ch.reference_entry(spec, 0, 3, 5) == pytest.approx(product[3][5], rel=1e-6)
     # a fixed vector pins the spec: any change to the stream or the layout changes this digest
     digest = hashlib.sha256(ch.encode_f32([v for row in product for v in row])).hexdigest()

@@ -1,0 +1,397 @@
+"""The verification ladder and the verdicts that move an offer on it.
+
+.. code-block:: text
+
+    level           rung reached when                                          evidence
+    self-reported   always (the offer's own words)                             Claim
+    detected        NVML, through the probe, agrees with the claim             compare_detected
+    challenged      the seeded challenge matched the claimed model's figures   challenge_verdict
+    attested        paying renters' on-chain attestations agree                AttestationSummary
+    mismatch        ANY rung contradicts the claim (it outranks every other)
+
+An offer's level is the highest rung it reached, unless some rung contradicts the claim: then it
+is ``mismatch`` whatever else agrees. Two labels travel with the level: ``cpu`` (the offer is
+CPU-only, or the challenge ran on CPU for a CPU offer) and ``simulated`` (the provider said it is a
+dev agent claiming hardware it lacks). The verdicts never read ``simulated``: a simulated GPU is
+caught by what it fails to do.
+
+Challenge bands (measured on the renter's clock, so they include launch overheads): FP32 and the
+tensor-core precision must land within [40 %, 115 %] and [45 %, 115 %] of the claimed model's
+dense peak, and their ratio within 0.5x to 2x of the table's. An H100 80GB HBM3 measured 51.6
+FP32 / 781 BF16 TFLOPS = 77 % / 79 % of peak, ratio 15.1 vs the table's 14.8. FP32 alone cannot
+tell GPUs apart (an RTX 4090's FP32 peak is above an H100's); its BF16 peak is 17 % of an H100's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from jupyter_gpumarket.core.gpu_catalog import GpuClass, canonical_name, normalize
+from jupyter_gpumarket.core.reputation import AttestationSummary
+from jupyter_gpumarket.core.vram_proof import fill_mib_for
+from jupyter_gpumarket.exceptions import ConfigError, ProtocolError
+
+__all__ = [
+    "FP32_BAND",
+    "LOWP_BAND",
+    "RATIO_BAND",
+    "VRAM_TOLERANCE",
+    "Assessment",
+    "ChallengeMeasurement",
+    "ChallengeVerdict",
+    "Claim",
+    "Detected",
+    "Finding",
+    "Level",
+    "assess",
+    "attested_band",
+    "challenge_verdict",
+    "claim_consistency",
+    "compare_detected",
+]
+
+FP32_BAND = (0.40, 1.15)  # measured / dense peak
+LOWP_BAND = (0.45, 1.15)
+RATIO_BAND = (0.5, 2.0)  # (measured lowp / fp32) / (table lowp / fp32)
+VRAM_TOLERANCE = 0.08  # NVML totals run up to ~7 % under the nominal size (T4: 15360 of 16384)
+MAX_GPUS = 64  # in one probe answer; more is junk
+_CPU_WORDS = frozenset({"", "CPU", "NONE"})
+
+
+class Level(IntEnum):
+    """The ladder, ordered: ``Level.CHALLENGED > Level.DETECTED``; MISMATCH is below all."""
+
+    MISMATCH = -1
+    SELF_REPORTED = 0
+    DETECTED = 1
+    CHALLENGED = 2
+    ATTESTED = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower().replace("_", "-")
+
+    @classmethod
+    def parse(cls, text: str) -> Level:
+        """``"challenged"`` -> Level.CHALLENGED; ConfigError naming the choices otherwise."""
+        for level in cls:
+            if level.label == str(text).strip().lower():
+                return level
+        choices = ", ".join(level.label for level in cls)
+        raise ConfigError(f"unknown verification level {text!r}: use one of {choices}")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What an offer says about its hardware (``vram_mib`` is per GPU)."""
+
+    gpu_model: str
+    gpu_count: int
+    vram_mib: int
+    simulated: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.gpu_model, str):
+            raise ConfigError(f"claim gpu_model must be a string, not {self.gpu_model!r}")
+        for name in ("gpu_count", "vram_mib"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ConfigError(f"claim {name} must be an integer >= 0, not {v!r}")
+
+    @property
+    def cpu_only(self) -> bool:
+        try:
+            return self.gpu_count == 0 or canonical_name(self.gpu_model) in _CPU_WORDS
+        except ConfigError:
+            return False
+
+    @property
+    def gpu_class(self) -> GpuClass | None:
+        return None if self.cpu_only else normalize(self.gpu_model)
+
+    def describe(self) -> str:
+        if self.cpu_only:
+            return "CPU only"
+        cls = self.gpu_class
+        return f"{self.gpu_count}x {cls.name if cls else self.gpu_model!r}"
+
+
+@dataclass(frozen=True)
+class Detected:
+    """What the agent's NVML reports (the probe's ``gpus`` entries): names and MiB per GPU."""
+
+    names: tuple[str, ...]
+    vram_mib: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.names) != len(self.vram_mib) or len(self.names) > MAX_GPUS:
+            raise ProtocolError(
+                f"detected GPUs: {len(self.names)} names for {len(self.vram_mib)} sizes"
+            )
+
+    @classmethod
+    def from_json(cls, data: Any) -> Detected:
+        """From the agent's inventory JSON (``{"gpus": [{"name", "memory_total_bytes"}, ...]}``);
+        ProtocolError for anything malformed (a peer sent it)."""
+        gpus = data.get("gpus") if isinstance(data, dict) else None
+        if not isinstance(gpus, list) or len(gpus) > MAX_GPUS:
+            raise ProtocolError(f"detected GPUs must be a list of at most {MAX_GPUS}")
+        names, sizes = [], []
+        for g in gpus:
+            name = g.get("name") if isinstance(g, dict) else None
+            size = g.get("memory_total_bytes") if isinstance(g, dict) else None
+            if not isinstance(name, str) or not 0 < len(name) <= 128:
+                raise ProtocolError("a detected GPU needs a name of 1 to 128 characters")
+            if isinstance(size, bool) or not isinstance(size, int) or not 0 < size < 2**50:
+                raise ProtocolError(f"detected GPU {name!r}: memory_total_bytes is not a size")
+            names.append(name)
+            sizes.append(size // (1024 * 1024))
+        return cls(tuple(names), tuple(sizes))
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One rung's answer: ``ok`` True (agrees), False (contradicts), None (nothing to compare)."""
+
+    ok: bool | None
+    reason: str
+
+
+def _same_model(claim: Claim, name: str) -> bool:
+    want, got = claim.gpu_class, normalize(name)
+    if want is None or got is None:
+        try:
+            return got is None and canonical_name(name) == canonical_name(claim.gpu_model)
+        except ConfigError:
+            return False
+    if want == got:
+        return True
+    # a claim that names only the family ("H100") accepts any of its classes
+    return got.family == want.family and canonical_name(claim.gpu_model) == canonical_name(
+        want.family
+    )
+
+
+def claim_consistency(claim: Claim) -> Finding:
+    """The claim against the table alone: more memory than the model has is a contradiction."""
+    cls = claim.gpu_class
+    if claim.cpu_only:
+        return Finding(True, "CPU offer")
+    if cls is None:
+        return Finding(None, f"GPU model {claim.gpu_model!r} is not in the GPU table")
+    if claim.vram_mib > cls.vram_mib * (1 + VRAM_TOLERANCE):
+        return Finding(
+            False, f"claims {claim.vram_mib} MiB but a {cls.name} has {cls.vram_mib} MiB"
+        )
+    return Finding(True, f"{cls.name} as listed")
+
+
+def compare_detected(claim: Claim, detected: Detected | None) -> Finding:
+    """The claim against what the agent detects (model class, count, VRAM per GPU)."""
+    if detected is None:
+        return Finding(None, "not probed")
+    have = len(detected.names)
+    if claim.cpu_only:
+        return Finding(True, "CPU offer" + (f" ({have} GPU(s) unused)" if have else ""))
+    if have < claim.gpu_count:
+        what = "no GPU" if have == 0 else f"{have} GPU(s)"
+        return Finding(False, f"claims {claim.describe()}, the agent detects {what}")
+    matching = [
+        mib
+        for name, mib in zip(detected.names, detected.vram_mib, strict=True)
+        if _same_model(claim, name)
+    ]
+    if len(matching) < claim.gpu_count:
+        return Finding(
+            False,
+            f"claims {claim.describe()}, the agent detects "
+            + ", ".join(sorted(set(detected.names))),
+        )
+    low = sorted(matching, reverse=True)[claim.gpu_count - 1]
+    if low < claim.vram_mib * (1 - VRAM_TOLERANCE):
+        return Finding(False, f"claims {claim.vram_mib} MiB per GPU, the agent detects {low} MiB")
+    return Finding(True, f"NVML agrees: {claim.describe()}, {low} MiB")
+
+
+@dataclass(frozen=True)
+class ChallengeMeasurement:
+    """What the renter measured. TFLOPS come from :func:`~jupyter_gpumarket.core.challenge.
+    measured_tflops` (the renter's clock), ``rows_ok`` from ``check_reveal`` of every precision,
+    ``vram_proven_mib`` from ``vram_verdict`` (None: the VRAM proof was not run)."""
+
+    backend: str  # what the agent says it ran on: "cuda", "rocm", "cpu"
+    rows_ok: bool
+    rows_reason: str
+    fp32_tflops: float | None
+    lowp_tflops: float | None
+    lowp_precision: str = "bf16"
+    vram_proven_mib: int | None = None
+    seconds: float = 0.0
+    timed_out: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("fp32_tflops", "lowp_tflops", "seconds"):
+            v = getattr(self, name)
+            if v is not None and (
+                isinstance(v, bool) or not isinstance(v, int | float) or not v >= 0
+            ):
+                raise ConfigError(f"challenge {name} must be a number >= 0, not {v!r}")
+        if self.lowp_precision not in ("bf16", "fp16"):
+            raise ConfigError(
+                f"challenge lowp_precision must be bf16 or fp16, not {self.lowp_precision!r}"
+            )
+
+
+@dataclass(frozen=True)
+class ChallengeVerdict:
+    result: str  # "match" | "mismatch" | "cpu"
+    reason: str
+    fp32_of_peak: float | None = None
+    lowp_of_peak: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "verdict": self.result,
+            "reason": self.reason,
+            "fp32_of_peak": self.fp32_of_peak,
+            "lowp_of_peak": self.lowp_of_peak,
+        }
+
+
+def _band(
+    label: str, value: float | None, peak: float | None, band: tuple[float, float], model: str
+) -> str | None:
+    if value is None:
+        return f"no {label} figure was measured"
+    if peak is None:
+        return f"a {model} has no {label} tensor cores, yet {label} was measured"
+    ratio = value / peak
+    if ratio < band[0]:
+        return (
+            f"{label} {value:.1f} TFLOPS is {ratio:.0%} of a {model}'s {peak:g} dense peak "
+            f"(at least {band[0]:.0%} expected)"
+        )
+    if ratio > band[1]:
+        return f"{label} {value:.1f} TFLOPS is above what a {model} can do ({peak:g} peak)"
+    return None
+
+
+def challenge_verdict(claim: Claim, m: ChallengeMeasurement) -> ChallengeVerdict:
+    """``match``, ``mismatch`` or ``cpu`` (a CPU offer that answered correctly), with the reason."""
+    if m.timed_out:
+        return ChallengeVerdict("mismatch", f"no correct answer within {m.seconds:.1f} s")
+    if not m.rows_ok:
+        return ChallengeVerdict("mismatch", f"wrong result: {m.rows_reason}")
+    if claim.cpu_only:
+        fp32 = f"{m.fp32_tflops:.3g}" if m.fp32_tflops is not None else "?"
+        return ChallengeVerdict("cpu", f"CPU offer: correct result, {fp32} TFLOPS FP32")
+    cls = claim.gpu_class
+    if cls is None:
+        return ChallengeVerdict(
+            "mismatch",
+            f"GPU model {claim.gpu_model!r} is not in the GPU table: no figures to check against",
+        )
+    if m.backend.strip().lower() == "cpu":
+        return ChallengeVerdict("mismatch", f"ran on CPU, but the offer claims {claim.describe()}")
+    fp32_peak, lowp_peak = cls.fp32_tflops, cls.peak(m.lowp_precision)
+    for label, value, peak, band in (
+        ("FP32", m.fp32_tflops, fp32_peak, FP32_BAND),
+        (m.lowp_precision.upper(), m.lowp_tflops, lowp_peak, LOWP_BAND),
+    ):
+        problem = _band(label, value, peak, band, cls.name)
+        if problem:
+            return ChallengeVerdict("mismatch", problem, *_ratios(m, fp32_peak, lowp_peak))
+    if not (m.fp32_tflops and m.lowp_tflops and lowp_peak):  # pragma: no cover - _band refused
+        return ChallengeVerdict("mismatch", "incomplete figures")
+    ratio = (m.lowp_tflops / m.fp32_tflops) / (lowp_peak / fp32_peak)
+    if not RATIO_BAND[0] <= ratio <= RATIO_BAND[1]:
+        return ChallengeVerdict(
+            "mismatch",
+            f"{m.lowp_precision.upper()}/FP32 = {m.lowp_tflops / m.fp32_tflops:.1f}, "
+            f"a {cls.name} gives {lowp_peak / fp32_peak:.1f}",
+            *_ratios(m, fp32_peak, lowp_peak),
+        )
+    vram = ""
+    if m.vram_proven_mib is not None:
+        need = fill_mib_for(claim.vram_mib)
+        if m.vram_proven_mib < need:
+            return ChallengeVerdict(
+                "mismatch",
+                f"VRAM proof: {m.vram_proven_mib} MiB proven, {need} MiB needed",
+                *_ratios(m, fp32_peak, lowp_peak),
+            )
+        vram = f", {m.vram_proven_mib} MiB proven"
+    f32, lp = _ratios(m, fp32_peak, lowp_peak)
+    return ChallengeVerdict(
+        "match",
+        f"{cls.name}: {m.lowp_precision.upper()} {m.lowp_tflops:.0f} TFLOPS ({lp:.0%} of peak), "
+        f"FP32 {m.fp32_tflops:.1f} ({f32:.0%}){vram}",
+        f32,
+        lp,
+    )
+
+
+def _ratios(
+    m: ChallengeMeasurement, fp32_peak: float, lowp_peak: float | None
+) -> tuple[float | None, float | None]:
+    f = m.fp32_tflops / fp32_peak if m.fp32_tflops is not None else None
+    lp = m.lowp_tflops / lowp_peak if m.lowp_tflops is not None and lowp_peak else None
+    return f, lp
+
+
+def attested_band(claim: Claim) -> tuple[float, float] | None:
+    """The TFLOPS an attestation's measured figure must fall in to agree with the claim (the
+    tensor-core precision's band), None when the claim has no table row."""
+    cls = claim.gpu_class
+    if cls is None:
+        return None
+    return cls.lowp_tflops * LOWP_BAND[0], cls.lowp_tflops * LOWP_BAND[1]
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """An offer's place on the ladder, why, and its labels (``cpu``, ``simulated``)."""
+
+    level: Level
+    reason: str
+    labels: tuple[str, ...] = ()
+
+    @property
+    def usable(self) -> bool:
+        return self.level is not Level.MISMATCH
+
+
+def assess(
+    claim: Claim,
+    *,
+    detected: Finding | None = None,
+    challenge: ChallengeVerdict | None = None,
+    attestations: AttestationSummary | None = None,
+) -> Assessment:
+    """Combine the rungs (see the module docstring): any contradiction -> MISMATCH."""
+    labels = tuple(
+        label
+        for label, on in (
+            ("cpu", claim.cpu_only or (challenge is not None and challenge.result == "cpu")),
+            ("simulated", claim.simulated),
+        )
+        if on
+    )
+    rungs: list[tuple[Level, Finding]] = [(Level.SELF_REPORTED, claim_consistency(claim))]
+    if detected is not None:
+        rungs.append((Level.DETECTED, detected))
+    if challenge is not None:
+        rungs.append((Level.CHALLENGED, Finding(challenge.result != "mismatch", challenge.reason)))
+    if attestations is not None and attestations.verdict is not None:
+        rungs.append((Level.ATTESTED, Finding(attestations.verdict, attestations.reason)))
+    for _, finding in rungs:
+        if finding.ok is False:
+            return Assessment(Level.MISMATCH, finding.reason, labels)
+    level, finding = max(
+        ((lv, f) for lv, f in rungs if f.ok),
+        default=(Level.SELF_REPORTED, rungs[0][1]),
+        key=lambda x: x[0],
+    )
+    return Assessment(level, finding.reason, labels)
