@@ -13,16 +13,12 @@ from jupyter_gpumarket.core.gpu_catalog import normalize
 from jupyter_gpumarket.core.reputation import AttestationSummary
 from jupyter_gpumarket.exceptions import ConfigError, ProtocolError
 
-FIXTURES = Path("/work/shared/fixtures/gpu")
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "gpu"
 H100 = v.Claim("H100-SXM5-80GB", 1, 81920)
 
 
 def fixture_detected() -> v.Detected:
-    path = FIXTURES / "h100-nvml.json"
-    if path.exists():
-        nvml = json.loads(path.read_text())
-    else:  # the same reading, for checkouts without the shared fixtures
-        nvml = {"name": "NVIDIA H100 80GB HBM3", "memory_total": 85520809984}
+    nvml = json.loads((FIXTURES / "h100-nvml.json").read_text())
     return v.Detected.from_json(
         {"gpus": [{"name": nvml["name"], "memory_total_bytes": nvml["memory_total"]}]}
     )
