@@ -101,10 +101,17 @@ def canonical_name(name: str) -> str:
         raise ConfigError(f"a GPU name must be a string, not {type(name).__name__}")
     if len(name) > MAX_NAME_CHARS:
         raise ConfigError(f"GPU name of {len(name)} characters is too long (max {MAX_NAME_CHARS})")
-    tokens = [t for t in re.split(r"[^A-Z0-9]+", name.upper()) if t and t not in _NOISE]
-    text = " ".join(tokens)
-    text = re.sub(r"\b(\d+) ?GB?\b", r"\1GB", text)
-    return text
+    return _canonical(name)
+
+
+_SEPARATORS = re.compile(r"[^A-Z0-9]+")
+_SIZE = re.compile(r"\b(\d+) ?GB?\b")
+
+
+@lru_cache(maxsize=4096)
+def _canonical(name: str) -> str:
+    tokens = [t for t in _SEPARATORS.split(name.upper()) if t and t not in _NOISE]
+    return _SIZE.sub(r"\1GB", " ".join(tokens))
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ tell GPUs apart (an RTX 4090's FP32 peak is above an H100's); its BF16 peak is 1
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
@@ -92,6 +92,9 @@ class Claim:
     vram_mib: int
     simulated: bool = False
 
+    cpu_only: bool = field(init=False, compare=False)
+    gpu_class: GpuClass | None = field(init=False, compare=False)
+
     def __post_init__(self) -> None:
         if not isinstance(self.gpu_model, str):
             raise ConfigError(f"claim gpu_model must be a string, not {self.gpu_model!r}")
@@ -99,17 +102,12 @@ class Claim:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ConfigError(f"claim {name} must be an integer >= 0, not {v!r}")
-
-    @property
-    def cpu_only(self) -> bool:
         try:
-            return self.gpu_count == 0 or canonical_name(self.gpu_model) in _CPU_WORDS
-        except ConfigError:
-            return False
-
-    @property
-    def gpu_class(self) -> GpuClass | None:
-        return None if self.cpu_only else normalize(self.gpu_model)
+            cpu = self.gpu_count == 0 or canonical_name(self.gpu_model) in _CPU_WORDS
+        except ConfigError:  # an over-long model name: not a CPU word, and no class either
+            cpu = False
+        object.__setattr__(self, "cpu_only", cpu)
+        object.__setattr__(self, "gpu_class", None if cpu else normalize(self.gpu_model))
 
     def describe(self) -> str:
         if self.cpu_only:
