@@ -102,8 +102,8 @@ def main() -> int:
         query = parse_offer_filter(spec)
         result: list[Any] = []
 
-        def run(q: Any = query) -> None:
-            result[:] = rank(offers, probes, q.constraints, q.policy)
+        def run(q: Any = query, out: list[Any] = result) -> None:
+            out[:] = rank(offers, probes, q.constraints, q.policy)
 
         seconds = best_of(run)
         usable = sum(1 for r in result if r.usable)

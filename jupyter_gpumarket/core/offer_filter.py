@@ -65,11 +65,12 @@ def parse_offer_filter(text: str) -> int | OfferQuery:
     for part in parts:
         if not part:
             continue
-        key, sep, value = part.partition("=")
-        key, value = key.strip().lower(), value.strip()
+        raw_key, sep, value = part.partition("=")
+        key, value = raw_key.strip().lower(), value.strip()
         if not sep or key not in KEYS:
+            what = f"key {raw_key.strip()!r}" if sep else f"{part!r} (not key=value)"
             raise ConfigError(
-                f"{_WHERE}: {key or part!r} is not understood in {part!r}: use an offer id, or "
+                f"{_WHERE}: {what} is not understood: use an offer id, or "
                 f"{', '.join(k + '=' for k in KEYS)} separated by commas"
             )
         if not value or len(value) > MAX_VALUE_CHARS:

@@ -112,8 +112,8 @@ class Claim:
     def describe(self) -> str:
         if self.cpu_only:
             return "CPU only"
-        cls = self.gpu_class
-        return f"{self.gpu_count}x {cls.name if cls else self.gpu_model!r}"
+        name = self.gpu_class.name if self.gpu_class else repr(self.gpu_model)
+        return f"{self.gpu_count}x {name}"
 
 
 @dataclass(frozen=True)
