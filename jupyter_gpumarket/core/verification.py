@@ -181,7 +181,7 @@ def claim_consistency(claim: Claim) -> Finding:
         return Finding(None, f"GPU model {claim.gpu_model!r} is not in the GPU table")
     if claim.vram_mib > cls.vram_mib * (1 + VRAM_TOLERANCE):
         return Finding(
-            False, f"claims {claim.vram_mib} MiB but a {cls.name} has {cls.vram_mib} MiB"
+            False, f"claims {claim.vram_mib} MiB but the {cls.name} has {cls.vram_mib} MiB"
         )
     return Finding(True, f"{cls.name} as listed")
 
@@ -264,15 +264,15 @@ def _band(
     if value is None:
         return f"no {label} figure was measured"
     if peak is None:
-        return f"a {model} has no {label} tensor cores, yet {label} was measured"
+        return f"the {model} has no {label} tensor cores, yet {label} was measured"
     ratio = value / peak
     if ratio < band[0]:
         return (
-            f"{label} {value:.1f} TFLOPS is {ratio:.0%} of a {model}'s {peak:g} dense peak "
+            f"{label} {value:.1f} TFLOPS is {ratio:.0%} of the {model}'s {peak:g} dense peak "
             f"(at least {band[0]:.0%} expected)"
         )
     if ratio > band[1]:
-        return f"{label} {value:.1f} TFLOPS is above what a {model} can do ({peak:g} peak)"
+        return f"{label} {value:.1f} TFLOPS is above what the {model} can do ({peak:g} peak)"
     return None
 
 
@@ -308,7 +308,7 @@ def challenge_verdict(claim: Claim, m: ChallengeMeasurement) -> ChallengeVerdict
         return ChallengeVerdict(
             "mismatch",
             f"{m.lowp_precision.upper()}/FP32 = {m.lowp_tflops / m.fp32_tflops:.1f}, "
-            f"a {cls.name} gives {lowp_peak / fp32_peak:.1f}",
+            f"the {cls.name} gives {lowp_peak / fp32_peak:.1f}",
             *_ratios(m, fp32_peak, lowp_peak),
         )
     vram = ""
