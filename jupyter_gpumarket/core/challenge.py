@@ -4,20 +4,23 @@ Who does what (the I/O shells on both ends drive these steps; nothing here touch
 
 .. code-block:: text
 
-    renter                                        agent
-    spec = MatmulSpec.fresh(n, rounds, precision)  ─ spec ─►  for r in range(rounds):
-    (start the clock)                                            A_r, B_r from the seed
-                                                                 C_r = A_r @ B_r   (spec.precision)
-                                                                 s_r[i] = Σ_j C_r[i, j]² (float32)
-                                             ◄─ Commit ──       round digest d_r = round_digest(s_r)
-    (stop the clock: elapsed bounds the work)
+    renter                                          agent
+    spec = MatmulSpec.fresh(n, rounds, precision)
+                        ── spec.setup_json() ──►    A, B from the seed (matrix_keys)   untimed
+                        ◄── ready ──
+    (start the clock)   ── spec.salt ──►            for r in range(rounds):
+                                                      sign_r from the salt (round_signs)
+                                                      C_r = (A · diag sign_r) @ B   (precision)
+                                                      s_r[i] = Σ_j C_r[i, j]²    (float32)
+                        ◄── Commit ──                 d_r = round_digest(spec, r, s_r bytes)
+    (stop the clock: elapsed bounds the work, see measured_tflops)
     sample = choose_sample(spec, secrets.token_bytes(32))
-                                             ─ sample ─►
-                                             ◄─ Reveal ──      s_r and rows C_r[i] of the sample
+                        ── sample ──►
+                        ◄── Reveal ──               s_r and the rows C_r[i] of the sample
     check_reveal(spec, commit, sample, reveal) -> RowCheck(ok, reason)
 
-**Matrices.** Element ``[i, k]`` of ``A_r`` is stream word ``i*n + k`` keyed by
-``matrix_keys(spec, r)[0:2]``; element ``[k, j]`` of ``B_r`` is word ``k*n + j`` keyed by ``[2:4]``
+**Matrices.** Element ``[i, k]`` of ``A`` is stream word ``i*n + k`` keyed by
+``matrix_keys(spec)[0:2]``; element ``[k, j]`` of ``B`` is word ``k*n + j`` keyed by ``[2:4]``
 (:mod:`~jupyter_gpumarket.core.seeded`). A word ``h`` becomes the value
 ``±(128 + (h & 127)) · 2**-(7 + ((h >> 7) & 3))`` (minus when bit 9 is set): in [1/8, 2), exact
 in FP32, TF32, BF16 and FP16 alike, so every precision multiplies the very same matrices, and the
@@ -27,22 +30,29 @@ renter's reference (:func:`reference_entry`) is exact (integers). With torch::
     v = (128 + (h & 127)).float() * torch.exp2(-(7 + ((h >> 7) & 3)).float())
     v = torch.where((h >> 9) & 1 == 1, -v, v).reshape(n, n).to(dtype)
 
+Round ``r`` flips the signs of ``A``'s columns: ``sign_r[k]`` is -1 when word ``k`` of the stream
+keyed by ``round_keys(spec, r)`` is odd, else +1. The flips cost the agent ``n²`` per round (no
+new matrices), but every round is a different product (``A D_r B``: no shortcut but a matmul),
+and they come from the salt, sent only when the clock starts: nothing can be computed ahead.
+
 **Answer.** ``s_r`` is the float32 sum of squares of each output row (of the output converted to
 float32), sent as little-endian float32 bytes only when revealed; the commit carries SHA-256
-digests of them. The row sums cannot be had without the product (``A (B Bᵀ) Aᵀ`` costs a
+digests of them. The row sums cannot be had without the product (``A D_r (B Bᵀ) D_r Aᵀ`` costs a
 matmul too), and they bind every revealed row to what was committed before the sample was known.
 
 **Check.** For each sampled (round, row): the revealed ``s_r`` hashes to ``d_r``; the revealed
 row's sum of squares equals ``s_r[row]`` within float32 summation error; and the row's entries in
 the sampled columns equal the exact product within the rounding bound of the precision
-(:func:`entry_tolerance`). A tampered row, another seed, a smaller matrix or skipped rounds fail
-(a cheat that skips a fraction ``f`` of rounds passes with probability ``(1-f)**rounds_checked``).
+(:func:`entry_tolerance`). A tampered row, another seed or salt, a smaller matrix or skipped
+rounds fail (a cheat that skips a fraction ``f`` of the rounds passes with probability about
+``(1-f)**rounds_checked``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import operator
 import secrets
 import struct
 import sys
@@ -50,7 +60,7 @@ from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from jupyter_gpumarket.core.seeded import MASK32, MIX_A, MIX_B, derive_keys
+from jupyter_gpumarket.core.seeded import MASK32, MIX_A, MIX_B, derive_keys, stream_word
 from jupyter_gpumarket.exceptions import ConfigError, ProtocolError
 
 __all__ = [
@@ -69,6 +79,8 @@ __all__ = [
     "measured_tflops",
     "reference_entry",
     "round_digest",
+    "round_keys",
+    "round_signs",
 ]
 
 VERSION = b"gpumarket/challenge/v1"
@@ -84,16 +96,22 @@ _SCALE = 2.0**-10  # a value is an integer times 2**-10 (see _value_int)
 
 @dataclass(frozen=True)
 class MatmulSpec:
-    """One challenge: ``rounds`` products of seeded ``n`` x ``n`` matrices in ``precision``."""
+    """One challenge: ``rounds`` products of seeded ``n`` x ``n`` matrices in ``precision``.
 
-    seed: bytes  # 16 to 64 random bytes, chosen by the renter
+    ``seed`` makes the matrices (sent first, untimed); ``salt`` makes each round's signs (sent
+    when the renter starts its clock). Both are 16 to 64 random bytes chosen by the renter."""
+
+    seed: bytes
     n: int
-    rounds: int = 1
-    precision: str = "fp32"
+    rounds: int
+    precision: str
+    salt: bytes
 
     def __post_init__(self) -> None:
-        if not isinstance(self.seed, bytes) or not 16 <= len(self.seed) <= 64:
-            raise ConfigError("challenge seed must be 16 to 64 bytes")
+        for name in ("seed", "salt"):
+            value = getattr(self, name)
+            if not isinstance(value, bytes) or not 16 <= len(value) <= 64:
+                raise ConfigError(f"challenge {name} must be 16 to 64 bytes")
         for name, value, lo, hi in (
             ("n", self.n, MIN_N, MAX_N),
             ("rounds", self.rounds, 1, MAX_ROUNDS),
@@ -109,21 +127,35 @@ class MatmulSpec:
 
     @classmethod
     def fresh(cls, n: int, rounds: int = 1, precision: str = "fp32") -> MatmulSpec:
-        """A spec with a new random 32-byte seed (the renter's side)."""
-        return cls(secrets.token_bytes(32), n, rounds, precision)
+        """A spec with a new random seed and salt (the renter's side)."""
+        return cls(secrets.token_bytes(32), n, rounds, precision, secrets.token_bytes(32))
+
+    @property
+    def setup_ident(self) -> bytes:
+        """SHA-256 of what makes the matrices (seed, n, precision)."""
+        head = struct.pack("<IB", self.n, PRECISIONS.index(self.precision))
+        return hashlib.sha256(VERSION + b"|setup|" + head + self.seed).digest()
 
     @property
     def ident(self) -> bytes:
         """SHA-256 of every field: digests of one spec never pass for another's."""
-        head = struct.pack("<IIB", self.n, self.rounds, PRECISIONS.index(self.precision))
-        return hashlib.sha256(VERSION + head + self.seed).digest()
+        head = struct.pack(
+            "<IIBBB",
+            self.n,
+            self.rounds,
+            PRECISIONS.index(self.precision),
+            len(self.seed),
+            len(self.salt),
+        )
+        return hashlib.sha256(VERSION + b"|spec|" + head + self.seed + self.salt).digest()
 
     @property
     def flops(self) -> int:
         """Multiply-adds counted twice, all rounds."""
         return 2 * self.n**3 * self.rounds
 
-    def to_json(self) -> dict[str, object]:
+    def setup_json(self) -> dict[str, object]:
+        """What the agent gets first (no salt: it cannot start the rounds yet)."""
         return {
             "seed": self.seed.hex(),
             "n": self.n,
@@ -131,26 +163,51 @@ class MatmulSpec:
             "precision": self.precision,
         }
 
+    def to_json(self) -> dict[str, object]:
+        return {**self.setup_json(), "salt": self.salt.hex()}
+
     @classmethod
     def from_json(cls, data: object) -> MatmulSpec:
-        """From :meth:`to_json` output; ProtocolError for anything else (a peer sent it)."""
-        if not isinstance(data, dict) or set(data) != {"seed", "n", "rounds", "precision"}:
-            raise ProtocolError("challenge spec must be an object with seed, n, rounds, precision")
-        seed = data["seed"]
-        if not isinstance(seed, str) or len(seed) > 128:
-            raise ProtocolError("challenge seed must be at most 128 hex digits")
+        """From :meth:`to_json` output (the agent merges the setup and the salt it was sent);
+        ProtocolError for anything else (a peer sent it)."""
+        keys = {"seed", "n", "rounds", "precision", "salt"}
+        if not isinstance(data, dict) or set(data) != keys:
+            raise ProtocolError("challenge spec must be an object with " + ", ".join(sorted(keys)))
+        for name in ("seed", "salt"):
+            if not isinstance(data[name], str) or len(data[name]) > 128:
+                raise ProtocolError(f"challenge {name} must be at most 128 hex digits")
         try:
-            return cls(bytes.fromhex(seed), data["n"], data["rounds"], data["precision"])
+            return cls(
+                bytes.fromhex(data["seed"]),
+                data["n"],
+                data["rounds"],
+                data["precision"],
+                bytes.fromhex(data["salt"]),
+            )
         except (ValueError, ConfigError) as exc:
             raise ProtocolError(f"challenge spec is invalid: {exc}") from None
 
 
-def matrix_keys(spec: MatmulSpec, round_index: int) -> tuple[int, int, int, int]:
-    """``(a_k1, a_k2, b_k1, b_k2)``: the stream keys of ``A_r`` and ``B_r``."""
+def matrix_keys(spec: MatmulSpec) -> tuple[int, int, int, int]:
+    """``(a_k1, a_k2, b_k1, b_k2)``: the stream keys of ``A`` and ``B``."""
+    a1, a2, b1, b2 = derive_keys(spec.setup_ident, b"matrices", 4)
+    return a1, a2, b1, b2
+
+
+def round_keys(spec: MatmulSpec, round_index: int) -> tuple[int, int]:
+    """The stream keys of round ``round_index``'s column signs."""
+    if isinstance(round_index, bool) or not isinstance(round_index, int):
+        raise ConfigError(f"round must be an integer, not {round_index!r}")
     if not 0 <= round_index < spec.rounds:
         raise ConfigError(f"round {round_index} is outside the spec's {spec.rounds} rounds")
-    a1, a2, b1, b2 = derive_keys(spec.ident, b"matmul" + struct.pack("<I", round_index), 4)
-    return a1, a2, b1, b2
+    k1, k2 = derive_keys(spec.ident, b"signs" + struct.pack("<I", round_index), 2)
+    return k1, k2
+
+
+def round_signs(spec: MatmulSpec, round_index: int) -> list[int]:
+    """``sign_r``: +1 or -1 for each of ``A``'s columns (word ``k`` odd -> -1)."""
+    k1, k2 = round_keys(spec, round_index)
+    return [-1 if stream_word(k1, k2, k) & 1 else 1 for k in range(spec.n)]
 
 
 def _value_int(k1: int, k2: int, idx: int) -> int:
@@ -183,11 +240,10 @@ def _b_col(spec: MatmulSpec, keys: Sequence[int], j: int) -> list[int]:
 
 def reference_entry(spec: MatmulSpec, round_index: int, i: int, j: int) -> float:
     """``C_r[i, j]`` exactly (as a float64; the integer sum is exact)."""
-    keys = matrix_keys(spec, round_index)
-    return (
-        sum(a * b for a, b in zip(_a_row(spec, keys, i), _b_col(spec, keys, j), strict=True))
-        * _SCALE**2
-    )
+    keys = matrix_keys(spec)
+    signs = round_signs(spec, round_index)
+    a, b = _a_row(spec, keys, i), _b_col(spec, keys, j)
+    return sum(s * x * y for s, x, y in zip(signs, a, b, strict=True)) * _SCALE**2
 
 
 def entry_tolerance(spec: MatmulSpec, abs_dot: float, exact: float) -> float:
@@ -260,13 +316,13 @@ def choose_sample(
     spec: MatmulSpec,
     entropy: bytes,
     *,
-    rounds_checked: int = 4,
+    rounds_checked: int = 8,
     rows_per_round: int = 2,
     cols: int = 16,
 ) -> Sample:
     """The renter's sample, derived from its own secret ``entropy`` (``secrets.token_bytes(32)``,
-    drawn after the commit arrived). Renter cost: about ``(rounds_checked · cols + rows) · n``
-    stream words and ``rows · cols · n`` multiply-adds in Python: ~0.6 s for n = 4096 here."""
+    drawn after the commit arrived). Renter cost: ``(cols + rows) · n`` stream words and
+    ``rows · cols · n`` multiply-adds in Python, ~1 s for n = 4096 with the defaults here."""
     keys = derive_keys(entropy, b"sample" + spec.ident, 3)
     k = min(rounds_checked, spec.rounds)
     rounds = _distinct(keys[0], k, spec.rounds)
@@ -327,9 +383,10 @@ def check_reveal(spec: MatmulSpec, commit: Commit, sample: Sample, reveal: Revea
                 return RowCheck(False, f"round {r}: row sums do not match the committed digest")
             sums[r] = decode_f32(bytes(raw), spec.n)
         worst = 0.0
+        keys = matrix_keys(spec)
+        columns = {j: _b_col(spec, keys, j) for j in sample.cols}
         for r in sample.rounds:
-            keys = matrix_keys(spec, r)
-            columns = {j: _b_col(spec, keys, j) for j in sample.cols}
+            signs = round_signs(spec, r)
             for rr, i in sample.rows:
                 if rr != r:
                     continue
@@ -343,10 +400,11 @@ def check_reveal(spec: MatmulSpec, commit: Commit, sample: Sample, reveal: Revea
                     return RowCheck(
                         False, f"round {r} row {i}: does not match its committed row sum"
                     )
-                a = _a_row(spec, keys, i)
+                a = [sg * x for sg, x in zip(signs, _a_row(spec, keys, i), strict=True)]
                 for j, col in columns.items():
-                    exact = sum(x * y for x, y in zip(a, col, strict=True)) * _SCALE**2
-                    abs_dot = sum(abs(x * y) for x, y in zip(a, col, strict=True)) * _SCALE**2
+                    products = list(map(operator.mul, a, col))
+                    exact = sum(products) * _SCALE**2
+                    abs_dot = sum(map(abs, products)) * _SCALE**2
                     ratio = abs(row[j] - exact) / entry_tolerance(spec, abs_dot, exact)
                     worst = max(worst, ratio)
                     if ratio > 1:

@@ -19,6 +19,7 @@ from jupyter_gpumarket.core.challenge import (
     encode_f32,
     matrix_keys,
     round_digest,
+    round_signs,
 )
 
 __all__ = ["reference_answer", "reference_product", "reveal_for", "row_sums"]
@@ -26,11 +27,12 @@ __all__ = ["reference_answer", "reference_product", "reveal_for", "row_sums"]
 
 def reference_product(spec: MatmulSpec, round_index: int) -> list[array[float]]:
     """``C_r`` as float32 rows, computed exactly then rounded (pure Python: O(n³), small n only)."""
-    keys = matrix_keys(spec, round_index)
+    keys = matrix_keys(spec)
+    signs = round_signs(spec, round_index)
     cols = [_b_col(spec, keys, j) for j in range(spec.n)]
     out = []
     for i in range(spec.n):
-        a = _a_row(spec, keys, i)
+        a = [s * x for s, x in zip(signs, _a_row(spec, keys, i), strict=True)]
         out.append(
             array("f", (sum(x * y for x, y in zip(a, c, strict=True)) * _SCALE**2 for c in cols))
         )

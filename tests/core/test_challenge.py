@@ -18,6 +18,11 @@ from jupyter_gpumarket.core.seeded import derive_keys, mix32, stream_word
 from jupyter_gpumarket.exceptions import ConfigError, ProtocolError
 
 SEED = bytes(range(32))
+SALT = bytes(range(100, 132))
+
+
+def mk(seed, n, rounds=1, precision="fp32", salt=SALT):
+    return ch.MatmulSpec(seed, n, rounds, precision, salt)
 
 
 def honest(spec: ch.MatmulSpec, entropy: bytes = b"e" * 32):
@@ -28,7 +33,7 @@ def honest(spec: ch.MatmulSpec, entropy: bytes = b"e" * 32):
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_an_honest_cpu_run_verifies(precision):
-    spec = ch.MatmulSpec(SEED, 24, rounds=3, precision=precision)
+    spec = mk(SEED, 24, rounds=3, precision=precision)
     commit, sample, reveal, _, _ = honest(spec)
     check = ch.check_reveal(spec, commit, sample, reveal)
     assert check.ok, check.reason
@@ -45,7 +50,7 @@ def _to_bf16(x: float) -> float:
 
 def test_a_bf16_output_rounding_is_within_tolerance_but_fp32_is_not_that_loose():
     """A real BF16 matmul rounds its output to 8 bits: the bf16 spec accepts it."""
-    spec = ch.MatmulSpec(SEED, 32, precision="bf16")
+    spec = mk(SEED, 32, precision="bf16")
     _, products, _ = ref.reference_answer(spec)
     rounded = {0: [array("f", map(_to_bf16, row)) for row in products[0]]}
     sums = {0: ref.row_sums(rounded[0])}
@@ -53,7 +58,7 @@ def test_a_bf16_output_rounding_is_within_tolerance_but_fp32_is_not_that_loose()
     sample = ch.choose_sample(spec, b"x" * 32)
     assert ch.check_reveal(spec, commit, sample, ref.reveal_for(sample, rounded, sums)).ok
     # the same bf16-rounded answer for an fp32 spec is caught (when rounding changed a value)
-    spec32 = ch.MatmulSpec(SEED, 32, precision="fp32")
+    spec32 = mk(SEED, 32, precision="fp32")
     _, p32, _ = ref.reference_answer(spec32)
     r32 = {0: [array("f", map(_to_bf16, row)) for row in p32[0]]}
     s32 = {0: ref.row_sums(r32[0])}
@@ -63,7 +68,7 @@ def test_a_bf16_output_rounding_is_within_tolerance_but_fp32_is_not_that_loose()
 
 
 def test_a_tampered_row_fails():
-    spec = ch.MatmulSpec(SEED, 24, rounds=2)
+    spec = mk(SEED, 24, rounds=2)
     commit, sample, reveal, products, _sums = honest(spec)
     r, i = sample.rows[0]
     row = array("f", products[r][i])
@@ -76,7 +81,7 @@ def test_a_tampered_row_fails():
 
 
 def test_a_tampered_row_outside_the_sampled_columns_breaks_its_row_sum():
-    spec = ch.MatmulSpec(SEED, 24)
+    spec = mk(SEED, 24)
     commit, sample, reveal, products, _ = honest(spec)
     r, i = sample.rows[0]
     j = next(j for j in range(spec.n) if j not in sample.cols)
@@ -90,7 +95,7 @@ def test_a_tampered_row_outside_the_sampled_columns_breaks_its_row_sum():
 
 
 def test_row_sums_that_differ_from_the_commit_fail():
-    spec = ch.MatmulSpec(SEED, 16)
+    spec = mk(SEED, 16)
     commit, sample, reveal, _, sums = honest(spec)
     bad = bytearray(sums[0])
     bad[0] ^= 1
@@ -100,8 +105,8 @@ def test_row_sums_that_differ_from_the_commit_fail():
 
 
 def test_an_answer_computed_from_another_seed_fails():
-    spec = ch.MatmulSpec(SEED, 16, rounds=2)
-    other = ch.MatmulSpec(bytes(32), 16, rounds=2)
+    spec = mk(SEED, 16, rounds=2)
+    other = mk(bytes(32), 16, rounds=2)
     _, products, sums = ref.reference_answer(other)
     # the cheat commits its own sums under the renter's spec, so the digests agree
     commit = ch.Commit(tuple(ch.round_digest(spec, r, sums[r]) for r in range(2)))
@@ -111,9 +116,32 @@ def test_an_answer_computed_from_another_seed_fails():
     assert "the product is" in check.reason
 
 
+def test_an_answer_computed_before_the_salt_was_known_fails():
+    """Rounds precomputed with a guessed salt: the matrices are right, the signs are not."""
+    spec = mk(SEED, 16, rounds=2)
+    guess = mk(SEED, 16, rounds=2, salt=bytes(32))
+    _, products, sums = ref.reference_answer(guess)
+    commit = ch.Commit(tuple(ch.round_digest(spec, r, sums[r]) for r in range(2)))
+    sample = ch.choose_sample(spec, b"s" * 32)
+    check = ch.check_reveal(spec, commit, sample, ref.reveal_for(sample, products, sums))
+    assert not check.ok
+    assert "the product is" in check.reason
+
+
+def test_rounds_differ_and_the_setup_does_not_depend_on_the_salt():
+    spec = mk(SEED, 16, rounds=2)
+    assert ch.matrix_keys(spec) == ch.matrix_keys(mk(SEED, 16, rounds=2, salt=bytes(32)))
+    assert ch.round_signs(spec, 0) != ch.round_signs(spec, 1)
+    assert set(ch.round_signs(spec, 0)) == {-1, 1}
+    assert "salt" not in spec.setup_json()
+    assert ref.reference_product(spec, 0) != ref.reference_product(spec, 1)
+    with pytest.raises(ConfigError):
+        ch.round_keys(spec, 2)
+
+
 def test_a_result_from_a_smaller_matrix_fails_padded_or_not():
-    spec = ch.MatmulSpec(SEED, 32)
-    small = ch.MatmulSpec(SEED, 16)
+    spec = mk(SEED, 32)
+    small = mk(SEED, 16)
     _, products, sums = ref.reference_answer(small)
     sample = ch.choose_sample(spec, b"s" * 32)
     # as is: wrong sizes
@@ -131,7 +159,7 @@ def test_a_result_from_a_smaller_matrix_fails_padded_or_not():
 
 
 def test_skipped_rounds_are_caught_when_sampled():
-    spec = ch.MatmulSpec(SEED, 16, rounds=4)
+    spec = mk(SEED, 16, rounds=4)
     commit, products, sums = ref.reference_answer(spec)
     fake = b"\0" * (4 * spec.n)
     lazy = ch.Commit((*commit.round_digests[:3], ch.round_digest(spec, 3, fake)))
@@ -147,7 +175,7 @@ def test_skipped_rounds_are_caught_when_sampled():
 
 
 def test_a_reveal_that_answers_other_rows_fails():
-    spec = ch.MatmulSpec(SEED, 16)
+    spec = mk(SEED, 16)
     commit, sample, _reveal, products, sums = honest(spec)
     other = ch.choose_sample(spec, b"z" * 32)
     assert other.rows != sample.rows
@@ -157,7 +185,7 @@ def test_a_reveal_that_answers_other_rows_fails():
 
 
 def test_commit_for_fewer_rounds_fails():
-    spec = ch.MatmulSpec(SEED, 16, rounds=2)
+    spec = mk(SEED, 16, rounds=2)
     commit, sample, reveal, _, _ = honest(spec)
     check = ch.check_reveal(spec, ch.Commit(commit.round_digests[:1]), sample, reveal)
     assert not check.ok
@@ -165,7 +193,7 @@ def test_commit_for_fewer_rounds_fails():
 
 
 def test_non_finite_rows_fail():
-    spec = ch.MatmulSpec(SEED, 16)
+    spec = mk(SEED, 16)
     commit, sample, reveal, _products, _sums = honest(spec)
     rows = {k: ch.encode_f32([float("nan")] * 16) for k in reveal.rows}
     assert not ch.check_reveal(spec, commit, sample, ch.Reveal(reveal.row_sums, rows)).ok
@@ -196,7 +224,7 @@ def test_mix32_never_needs_more_than_63_bits():
 
 
 def test_reference_entry_matches_the_product_and_a_known_vector():
-    spec = ch.MatmulSpec(SEED, 8)
+    spec = mk(SEED, 8)
     product = ref.reference_product(spec, 0)
     assert ch.reference_entry(spec, 0, 3, 5) == pytest.approx(product[3][5], rel=1e-6)
     # a fixed vector pins the spec: any change to the stream or the layout changes this digest
@@ -204,23 +232,26 @@ def test_reference_entry_matches_the_product_and_a_known_vector():
     assert digest == VECTOR
 
 
-VECTOR = "ff57fe1ccbcf67d0fc7c001298fc7f112755f39cbd2c433c96ebfb76138fd6cb"
+VECTOR = "4ef896c79fe0c9a6b0460c13adf674f12d2d733fad6869ac36d2f5eca9e7455b"
 
 
 def test_the_spec_binds_every_field_and_parses_strictly():
-    base = ch.MatmulSpec(SEED, 16)
+    base = mk(SEED, 16)
     others = [
-        ch.MatmulSpec(SEED, 17),
-        ch.MatmulSpec(SEED, 16, 2),
-        ch.MatmulSpec(SEED, 16, 1, "bf16"),
-        ch.MatmulSpec(bytes(32), 16),
+        mk(SEED, 16, salt=bytes(32)),
+        mk(SEED, 17),
+        mk(SEED, 16, 2),
+        mk(SEED, 16, 1, "bf16"),
+        mk(bytes(32), 16),
     ]
-    assert len({base.ident, *(o.ident for o in others)}) == 5
+    assert len({base.ident, *(o.ident for o in others)}) == 6
     assert ch.MatmulSpec.from_json(base.to_json()) == base
     for bad in (
         {**base.to_json(), "n": 2**20},
         {**base.to_json(), "seed": "ab"},
         {**base.to_json(), "seed": "x" * 10_000},
+        {**base.to_json(), "salt": "00" * 8},
+        base.setup_json(),
         {**base.to_json(), "extra": 1},
         {**base.to_json(), "precision": "fp8"},
         [],
@@ -228,11 +259,11 @@ def test_the_spec_binds_every_field_and_parses_strictly():
         with pytest.raises(ProtocolError):
             ch.MatmulSpec.from_json(bad)
     with pytest.raises(ConfigError, match="rounds"):
-        ch.MatmulSpec(SEED, 16, 0)
+        mk(SEED, 16, 0)
 
 
 def test_measured_tflops_uses_the_renters_clock_less_one_round_trip():
-    spec = ch.MatmulSpec(SEED, 4096, rounds=10)
+    spec = mk(SEED, 4096, rounds=10)
     assert ch.measured_tflops(spec, 0.050, 0.010) == pytest.approx(2 * 4096**3 * 10 / 0.040 / 1e12)
     assert ch.measured_tflops(spec, 0.001, 0.5) > 0  # never divides by zero or goes negative
 
