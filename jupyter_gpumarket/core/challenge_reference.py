@@ -1,6 +1,6 @@
 """The honest answer to a matmul challenge in pure Python: the tests' agent, and the agent's CPU
-fallback when no GPU library (torch, cupy) is importable. O(n³) in Python: keep n small (64 takes
-~0.2 s); the agent's GPU path computes the same numbers with the recipe in
+fallback when no GPU library (torch, cupy) is importable. O(n³) in Python: keep n small (128 takes
+~0.7 s here); the agent's GPU path computes the same numbers with the recipe in
 :mod:`~jupyter_gpumarket.core.challenge`."""
 
 from __future__ import annotations
