@@ -61,7 +61,7 @@ def plan_challenge(claim: Claim, *, rtt_s: float = 0.0, target_s: float = 0.25) 
     cls = claim.gpu_class
     if claim.cpu_only or cls is None:
         # nothing to compare with the table: a small correctness check, CPU-sized (an agent with
-    # numpy or a GPU answers at once; the pure-Python fallback within seconds)
+        # numpy or a GPU answers at once; the pure-Python fallback within seconds)
         fp32 = MatmulSpec.fresh(CPU_N, 1, "fp32")
         lowp = MatmulSpec.fresh(CPU_N, 1, "bf16")
         wait = 60.0 + 2 * rtt_s

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from jupyter_gpumarket.core.gpu_catalog import GpuClass
+from jupyter_gpumarket.core.gpu_catalog import MAX_NAME_CHARS, GpuClass
 from jupyter_gpumarket.core.offer_meta import parse_offer_metadata
 from jupyter_gpumarket.core.offer_terms import OfferOnChain, PublishedTerms
 from jupyter_gpumarket.core.verification import Claim, Detected, Level
@@ -200,6 +200,14 @@ class Constraints:
             raise ConfigError(
                 f"min_level must be a ladder level above mismatch, not {self.min_level!r}"
             )
+        for name in ("gpu", "region", "provider"):
+            value = getattr(self, name)
+            if value is not None and (
+                not isinstance(value, str) or not 0 < len(value) <= MAX_NAME_CHARS
+            ):
+                raise ConfigError(
+                    f"{name} must be text of 1 to {MAX_NAME_CHARS} characters, not {value!r}"
+                )
         if self.provider is not None:
             object.__setattr__(self, "provider", self.provider.lower())
 

@@ -50,6 +50,7 @@ __all__ = [
     "challenge_verdict",
     "claim_consistency",
     "compare_detected",
+    "verify_json",
 ]
 
 FP32_BAND = (0.40, 1.15)  # measured / dense peak
@@ -329,6 +330,28 @@ def challenge_verdict(claim: Claim, m: ChallengeMeasurement) -> ChallengeVerdict
         f32,
         lp,
     )
+
+
+def verify_json(
+    offer_id: int, claim: Claim, m: ChallengeMeasurement, verdict: ChallengeVerdict
+) -> dict[str, Any]:
+    """The object ``gpumarket offers verify --json`` prints (keys other tools rely on)."""
+    return {
+        "offer_id": offer_id,
+        "verdict": verdict.result,
+        "reason": verdict.reason,
+        "claimed_model": claim.gpu_model,
+        "claimed_class": claim.gpu_class.name if claim.gpu_class else None,
+        "backend": m.backend,
+        "fp32_tflops": m.fp32_tflops,
+        "lowp_tflops": m.lowp_tflops,
+        "lowp_precision": m.lowp_precision,
+        "fp32_of_peak": verdict.fp32_of_peak,
+        "lowp_of_peak": verdict.lowp_of_peak,
+        "vram_proven_mib": m.vram_proven_mib,
+        "rows_ok": m.rows_ok,
+        "seconds": m.seconds,
+    }
 
 
 def _ratios(

@@ -251,3 +251,10 @@ def test_ranking_is_a_total_order_within_constraints(fleet, c, policy, rnd):
     if policy is Policy.CHEAPEST and picks:
         prices = [r.offer.price_per_hour for r in picks]
         assert prices == sorted(prices)
+
+
+def test_constraints_refuse_overlong_text():
+    with pytest.raises(ConfigError, match="gpu must be text"):
+        Constraints(gpu="x" * 500)
+    with pytest.raises(ConfigError, match="region"):
+        Constraints(region="")

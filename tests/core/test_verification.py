@@ -167,3 +167,20 @@ def test_attested_band_is_the_lowp_band():
     assert lo == pytest.approx(989 * v.LOWP_BAND[0])
     assert hi == pytest.approx(989 * v.LOWP_BAND[1])
     assert v.attested_band(v.Claim("Mystery", 1, 1)) is None
+
+
+def test_verify_json_has_the_keys_the_cli_promises():
+    m = measured()
+    j = v.verify_json(7, H100, m, v.challenge_verdict(H100, m))
+    for key in (
+        "offer_id",
+        "verdict",
+        "claimed_model",
+        "fp32_tflops",
+        "lowp_tflops",
+        "vram_proven_mib",
+        "seconds",
+    ):
+        assert key in j
+    assert j["verdict"] == "match"
+    assert j["claimed_class"] == "H100 SXM"
