@@ -351,6 +351,13 @@ class Reveal:
     row_sums: Mapping[int, bytes]  # round -> n float32
     rows: Mapping[tuple[int, int], bytes]  # (round, row) -> n float32
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.row_sums, Mapping) or not isinstance(self.rows, Mapping):
+            raise ProtocolError("a reveal holds row sums and rows keyed by round")
+        for key, value in [*self.row_sums.items(), *self.rows.items()]:
+            if not isinstance(value, bytes | bytearray):
+                raise ProtocolError(f"reveal entry {key!r} is not bytes")
+
     def size(self) -> int:
         return sum(map(len, self.row_sums.values())) + sum(map(len, self.rows.values()))
 
