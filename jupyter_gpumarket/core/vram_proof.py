@@ -43,6 +43,8 @@ __all__ = [
     "VramProof",
     "VramSlices",
     "VramSpec",
+    "answers_from_json",
+    "answers_to_json",
     "choose_slices",
     "fill_mib_for",
     "fill_word",
@@ -123,6 +125,38 @@ class VramSlices:
 
     def to_json(self) -> dict[str, object]:
         return {"offsets": list(self.offsets), "length": self.length}
+
+    @classmethod
+    def from_json(cls, data: object, spec: VramSpec) -> VramSlices:
+        """The renter's slices as the agent parses them: bounded and inside the fill."""
+        offsets = data.get("offsets") if isinstance(data, dict) else None
+        length = data.get("length") if isinstance(data, dict) else None
+        if isinstance(length, bool) or not isinstance(length, int):
+            raise ProtocolError("VRAM slices need an integer length")
+        if not 1 <= length <= min(MAX_SLICE_WORDS, spec.words):
+            raise ProtocolError(f"VRAM slice length must be 1 to {MAX_SLICE_WORDS} words")
+        if not isinstance(offsets, list) or not 1 <= len(offsets) <= MAX_SLICES:
+            raise ProtocolError(f"VRAM slices: 1 to {MAX_SLICES} offsets")
+        for o in offsets:
+            if isinstance(o, bool) or not isinstance(o, int) or not 0 <= o <= spec.words - length:
+                raise ProtocolError(f"VRAM slice offset {o!r} is outside the fill")
+        return cls(tuple(offsets), length)
+
+
+def answers_to_json(answers: Sequence[bytes]) -> list[str]:
+    return [a.hex() for a in answers]
+
+
+def answers_from_json(data: object, slices: VramSlices) -> list[bytes]:
+    """The agent's checksums as the renter parses them: one 32-byte hex digest per slice."""
+    if not isinstance(data, list) or len(data) != len(slices.offsets):
+        raise ProtocolError(f"expected {len(slices.offsets)} slice checksums")
+    if not all(isinstance(a, str) and len(a) == 64 for a in data):
+        raise ProtocolError("slice checksums are 64 hex digits each")
+    try:
+        return [bytes.fromhex(a) for a in data]
+    except ValueError:
+        raise ProtocolError("slice checksums are 64 hex digits each") from None
 
 
 def choose_slices(

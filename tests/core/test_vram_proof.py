@@ -78,3 +78,23 @@ def test_fill_size_and_spec_parsing():
             vp.VramSpec.from_json(bad)
     with pytest.raises(ConfigError):
         vp.choose_slices(SPEC, b"e", count=10_000)
+
+
+def test_wire_forms_round_trip_and_refuse_hostile_input():
+    slices = vp.choose_slices(SPEC, b"e" * 32, count=4, length=64)
+    assert vp.VramSlices.from_json(slices.to_json(), SPEC) == slices
+    good = answers(SPEC, slices)
+    assert vp.answers_from_json(vp.answers_to_json(good), slices) == good
+    for bad in (
+        {"offsets": [SPEC.words], "length": 1},
+        {"offsets": [-1], "length": 1},
+        {"offsets": [0] * 300, "length": 1},
+        {"offsets": [0], "length": 2**20},
+        {"offsets": [0], "length": True},
+        [],
+    ):
+        with pytest.raises(ProtocolError):
+            vp.VramSlices.from_json(bad, SPEC)
+    for bad in ([], ["zz" * 32] * 4, [1, 2, 3, 4], ["00" * 33] * 4, "00"):
+        with pytest.raises(ProtocolError):
+            vp.answers_from_json(bad, slices)
