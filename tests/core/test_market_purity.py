@@ -24,6 +24,9 @@ MODULES = (
     "ranking",
     "market_offer",
     "offer_filter",
+    "challenge_wire",
+    "probe_limit",
+    "telemetry",
 )
 IO_MODULES = {
     "socket",
