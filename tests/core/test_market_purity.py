@@ -27,6 +27,7 @@ MODULES = (
     "challenge_wire",
     "probe_limit",
     "telemetry",
+    "hw_claim",
 )
 IO_MODULES = {
     "socket",
