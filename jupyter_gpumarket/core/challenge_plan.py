@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 
 from jupyter_gpumarket.core.challenge import MAX_ROUNDS, MatmulSpec
-from jupyter_gpumarket.core.verification import FP32_BAND, LOWP_BAND, Claim
+from jupyter_gpumarket.core.verification import Claim, band
 from jupyter_gpumarket.core.vram_proof import VramSpec, fill_mib_for
 from jupyter_gpumarket.exceptions import ConfigError
 
@@ -75,8 +75,8 @@ def plan_challenge(claim: Claim, *, rtt_s: float = 0.0, target_s: float = 0.25) 
     return ChallengePlan(
         fp32,
         lowp,
-        _deadline(fp32, cls.fp32_tflops, FP32_BAND[0], rtt_s),
-        _deadline(lowp, cls.lowp_tflops, LOWP_BAND[0], rtt_s),
+        _deadline(fp32, cls.fp32_tflops, band(cls, "fp32")[0], rtt_s),
+        _deadline(lowp, cls.lowp_tflops, band(cls, cls.lowp_precision)[0], rtt_s),
         vram,
         fill_s + 2 * rtt_s + 10.0,
         2 * rtt_s + SLACK_S,

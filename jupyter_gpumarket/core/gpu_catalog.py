@@ -53,6 +53,7 @@ class GpuClass:
     fp16_tflops: float | None
     estimate: bool = False  # a figure is derived, not read off a spec sheet (see ``note``)
     note: str = ""
+    min_efficiency: float | None = None  # honest floor (fraction of peak) when below the default
 
     def __post_init__(self) -> None:
         for field in ("name", "family", "vendor", "arch"):
@@ -68,6 +69,9 @@ class GpuClass:
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ConfigError(f"GPU table row {self.name}: {p} must be positive TFLOPS")
+        me = self.min_efficiency
+        if me is not None and (isinstance(me, bool) or not isinstance(me, float) or not 0 < me < 1):
+            raise ConfigError(f"GPU table row {self.name}: min_efficiency must be in (0, 1)")
         if self.bf16_tflops is None and self.fp16_tflops is None:
             raise ConfigError(f"GPU table row {self.name}: needs a bf16 or fp16 figure")
 
@@ -136,6 +140,7 @@ def _row(raw: Any) -> _Row:
             fp16_tflops=raw["fp16"],
             estimate=bool(raw.get("estimate", False)),
             note=str(raw.get("note", "")),
+            min_efficiency=raw.get("min_efficiency"),
         )
         patterns = tuple(re.compile(p) for p in raw["patterns"])
     except KeyError as exc:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+from jupyter_gpumarket.core.gpu_catalog import GpuClass
 from jupyter_gpumarket.core.hw_claim import (
     VRAM_TOLERANCE,
     Claim,
@@ -55,14 +56,25 @@ __all__ = [
     "Level",
     "assess",
     "attested_band",
+    "band",
     "challenge_verdict",
     "claim_consistency",
     "compare_detected",
     "verify_json",
 ]
 
-FP32_BAND = (0.40, 1.15)  # measured / dense peak
+FP32_BAND = (0.40, 1.15)  # measured / dense peak (a table row's min_efficiency lowers the floor)
 LOWP_BAND = (0.45, 1.15)
+
+
+def band(cls: GpuClass, precision: str) -> tuple[float, float]:
+    """The (floor, ceiling) fraction of ``cls``'s peak an honest ``precision`` run lands in."""
+    low, high = FP32_BAND if precision == "fp32" else LOWP_BAND
+    if cls.min_efficiency is not None:
+        low = min(low, cls.min_efficiency)
+    return low, high
+
+
 RATIO_BAND = (0.5, 2.0)  # (measured lowp / fp32) / (table lowp / fp32)
 
 
@@ -141,20 +153,20 @@ class ChallengeVerdict:
         }
 
 
-def _band(
-    label: str, value: float | None, peak: float | None, band: tuple[float, float], model: str
+def _out_of_band(
+    label: str, value: float | None, peak: float | None, limits: tuple[float, float], model: str
 ) -> str | None:
     if value is None:
         return f"no {label} figure was measured"
     if peak is None:
         return f"the {model} has no {label} tensor cores, yet {label} was measured"
     ratio = value / peak
-    if ratio < band[0]:
+    if ratio < limits[0]:
         return (
             f"{label} {value:.1f} TFLOPS is {ratio:.0%} of the {model}'s {peak:g} dense peak "
-            f"(at least {band[0]:.0%} expected)"
+            f"(at least {limits[0]:.0%} expected)"
         )
-    if ratio > band[1]:
+    if ratio > limits[1]:
         return f"{label} {value:.1f} TFLOPS is above what the {model} can do ({peak:g} peak)"
     return None
 
@@ -177,11 +189,11 @@ def challenge_verdict(claim: Claim, m: ChallengeMeasurement) -> ChallengeVerdict
     if m.backend.strip().lower() == "cpu":
         return ChallengeVerdict("mismatch", f"ran on CPU, but the offer claims {claim.describe()}")
     fp32_peak, lowp_peak = cls.fp32_tflops, cls.peak(m.lowp_precision)
-    for label, value, peak, band in (
-        ("FP32", m.fp32_tflops, fp32_peak, FP32_BAND),
-        (m.lowp_precision.upper(), m.lowp_tflops, lowp_peak, LOWP_BAND),
+    for label, value, peak, limits in (
+        ("FP32", m.fp32_tflops, fp32_peak, band(cls, "fp32")),
+        (m.lowp_precision.upper(), m.lowp_tflops, lowp_peak, band(cls, m.lowp_precision)),
     ):
-        problem = _band(label, value, peak, band, cls.name)
+        problem = _out_of_band(label, value, peak, limits, cls.name)
         if problem:
             return ChallengeVerdict("mismatch", problem, *_ratios(m, fp32_peak, lowp_peak))
     if not (m.fp32_tflops and m.lowp_tflops and lowp_peak):  # pragma: no cover - _band refused
@@ -250,7 +262,8 @@ def attested_band(claim: Claim) -> tuple[float, float] | None:
     cls = claim.gpu_class
     if cls is None:
         return None
-    return cls.lowp_tflops * LOWP_BAND[0], cls.lowp_tflops * LOWP_BAND[1]
+    low, high = band(cls, cls.lowp_precision)
+    return cls.lowp_tflops * low, cls.lowp_tflops * high
 
 
 @dataclass(frozen=True)

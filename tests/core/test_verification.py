@@ -112,9 +112,15 @@ def test_challenge_mismatches(what, claim, m, words):
     assert words in verdict.reason
 
 
-def test_a_t4_honestly_measured_in_fp16_matches():
-    m = measured(fp32_tflops=4.5, lowp_tflops=40.0, lowp_precision="fp16", vram_proven_mib=13_926)
-    assert v.challenge_verdict(v.Claim("Tesla T4", 1, 16384), m).result == "match"
+def test_a_t4_honestly_measured_in_fp16_matches_even_power_limited():
+    t4 = v.Claim("Tesla T4", 1, 16384)
+    for fp16 in (40.0, 20.0):  # 20 TFLOPS: 31 % of peak, below the default floor
+        m = measured(
+            fp32_tflops=4.5, lowp_tflops=fp16, lowp_precision="fp16", vram_proven_mib=13_926
+        )
+        assert v.challenge_verdict(t4, m).result == "match", fp16
+    assert v.band(t4.gpu_class, "fp16") == (0.25, 1.15)
+    assert v.band(H100.gpu_class, "bf16") == v.LOWP_BAND
 
 
 def test_a_cpu_offer_that_answered_is_cpu_and_a_simulated_gpu_on_cpu_is_mismatch():
