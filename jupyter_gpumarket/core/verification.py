@@ -17,7 +17,8 @@ caught by what it fails to do.
 
 Challenge bands (measured on the renter's clock, so they include launch overheads): FP32 and the
 tensor-core precision must land within [40 %, 115 %] and [45 %, 115 %] of the claimed model's
-dense peak, and their ratio within 0.5x to 2x of the table's. An H100 80GB HBM3 measured 51.6
+dense peak (a table row's ``min_efficiency`` lowers the floor: the power-limited T4), and their
+ratio within 0.5x to 2x of the table's. An H100 80GB HBM3 measured 51.6
 FP32 / 781 BF16 TFLOPS = 77 % / 79 % of peak, ratio 15.1 vs the table's 14.8. FP32 alone cannot
 tell GPUs apart (an RTX 4090's FP32 peak is above an H100's); its BF16 peak is 17 % of an H100's.
 """
