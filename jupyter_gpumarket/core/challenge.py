@@ -55,11 +55,11 @@ import math
 import operator
 import secrets
 import struct
-import sys
 from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from jupyter_gpumarket.core.f32codec import decode_f32, encode_f32
 from jupyter_gpumarket.core.seeded import MASK32, MIX_A, MIX_B, derive_keys, stream_word
 from jupyter_gpumarket.exceptions import ConfigError, ProtocolError
 
@@ -253,26 +253,6 @@ def entry_tolerance(spec: MatmulSpec, abs_dot: float, exact: float) -> float:
     gamma = n_u / (1 - n_u)
     u_out = _U_OUT[spec.precision]
     return gamma * abs_dot + u_out * (abs(exact) + gamma * abs_dot) + 1e-30
-
-
-def encode_f32(values: Sequence[float]) -> bytes:
-    """Little-endian float32 bytes (the wire form of rows and row sums)."""
-    out = array("f", values)
-    if sys.byteorder == "big":
-        out.byteswap()
-    return out.tobytes()
-
-
-def decode_f32(data: bytes, count: int) -> array[float]:
-    """``count`` little-endian float32 values; ProtocolError unless exactly that many bytes."""
-    if not isinstance(data, bytes | bytearray) or len(data) != 4 * count:
-        size = len(data) if isinstance(data, bytes | bytearray) else type(data).__name__
-        raise ProtocolError(f"expected {4 * count} bytes of float32, got {size}")
-    out = array("f")
-    out.frombytes(bytes(data))
-    if sys.byteorder == "big":
-        out.byteswap()
-    return out
 
 
 def round_digest(spec: MatmulSpec, round_index: int, row_sums: bytes) -> bytes:

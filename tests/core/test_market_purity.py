@@ -28,6 +28,7 @@ MODULES = (
     "probe_limit",
     "telemetry",
     "hw_claim",
+    "f32codec",
 )
 IO_MODULES = {
     "socket",
