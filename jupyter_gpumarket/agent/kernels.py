@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import json
 import logging
 import os
+import platform
 import resource
 import shutil
 import signal
@@ -25,6 +27,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from jupyter_gpumarket.agent.kernel_env import (
+    AGENT_ENV_ALLOW,
+    LAUNCHER_ENV,
+    RENTER_ENV_DENY,
+    build_kernel_env,
+    shim_argv,
+)
 from jupyter_gpumarket.agent.limits import (
     KernelCgroup,
     KernelLimits,
@@ -39,6 +48,7 @@ from jupyter_gpumarket.agent.sandbox import (
     build_bwrap_argv,
     gpu_device_nodes,
 )
+from jupyter_gpumarket.agent.seccomp import filter_fd, userns_filter
 from jupyter_gpumarket.agent.slots import KernelSlot
 from jupyter_gpumarket.exceptions import KernelLaunchError
 
@@ -54,26 +64,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-# Variables the kernel inherits from the agent's environment (the provider's own settings).
-# Anything else in the agent's environment (wallet passwords, tokens, RPC keys) never reaches it.
-AGENT_ENV_ALLOW = (
-    "PATH",
-    "LANG",
-    "LANGUAGE",
-    "LC_ALL",
-    "LC_CTYPE",
-    "TZ",
-    "TERM",
-    "PYTHONPATH",
-    "LD_LIBRARY_PATH",
-    "CUDA_HOME",
-    "CUDA_PATH",
-)
-# Variables a renter may not set: the agent decides them.
-RENTER_ENV_DENY = frozenset(
-    {"CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "NVIDIA_VISIBLE_DEVICES", "HOME", "PWD"}
-)
 
 # ipc "ports": the endpoint of channel c is ipc://<runtime>/k-<port>
 CHANNEL_PORTS = {"shell": 1, "iopub": 2, "stdin": 3, "control": 4, "hb": 5}
@@ -104,30 +94,6 @@ class KernelSettings:
         return self.limits
 
 
-def build_kernel_env(
-    agent_env: Mapping[str, str],
-    renter_env: Mapping[str, str],
-    *,
-    workdir: Path,
-    gpu_env: Mapping[str, str],
-    settings: KernelSettings,
-) -> dict[str, str]:
-    """The kernel's whole environment: allow-listed agent vars + renter's vars + pinned ones.
-
-    ``gpu_env`` (CUDA_VISIBLE_DEVICES, CUDA_DEVICE_ORDER) pins the GPUs allotted to the kernel.
-    """
-    allow = (*AGENT_ENV_ALLOW, *settings.extra_env_allow)
-    env = {k: agent_env[k] for k in allow if k in agent_env}
-    env.update(settings.extra_env)
-    env.update({k: v for k, v in renter_env.items() if k not in RENTER_ENV_DENY})
-    # HOME inside the working dir's .gpumarket/ (which file sync never copies back): IPython's
-    # profile, pip --user and caches survive restarts of the lease but stay out of results.
-    env["HOME"] = str(workdir / ".gpumarket" / "home")
-    env.update(gpu_env)
-    env.setdefault("PATH", os.defpath)
-    return env
-
-
 def _child_setup(
     rlimits: list[tuple[int, int]], cgroup: KernelCgroup | None, cpus: set[int] | None
 ) -> None:  # pragma: no cover - runs in the child
@@ -142,6 +108,24 @@ def _child_setup(
         resource.setrlimit(res, (value, value))
     if cpus:
         os.sched_setaffinity(0, cpus)
+
+
+@functools.cache
+def _userns_program() -> bytes | None:
+    program = userns_filter()
+    if program is None:
+        log.warning(
+            "no seccomp filter for this architecture (%s): kernels of a root agent can create "
+            "user namespaces here",
+            platform.machine(),
+        )
+    return program
+
+
+def _userns_filter_fd() -> int | None:
+    """An fd of the filter that keeps root-mode kernels out of user namespaces (or None)."""
+    program = _userns_program()
+    return filter_fd(program) if program is not None else None
 
 
 def _children(pid: int) -> list[int]:
@@ -187,6 +171,9 @@ class KernelProcess:
         self.runtime = Path(tempfile.mkdtemp(prefix="gpm-"))  # short: ipc paths max ~107 chars
         self.ipc_base = str(self.runtime / "k")
         self.connection_file = self.runtime / "kernel.json"
+        self.env_file = self.runtime / "kernel-env.json"  # read (and removed) by the shim
+        # by absolute path: the shim execs it without a PATH lookup
+        self.python = os.path.abspath(shutil.which(settings.python) or settings.python)
         self._key = key
         self._env = env
         self.proc: asyncio.subprocess.Process | None = None
@@ -201,7 +188,6 @@ class KernelProcess:
         return f"ipc://{self.ipc_base}-{CHANNEL_PORTS[channel]}"
 
     async def start(self) -> None:
-        os.makedirs(self._env.get("HOME", self.workdir), exist_ok=True)
         info = {
             "transport": "ipc",
             "ip": self.ipc_base,
@@ -212,8 +198,30 @@ class KernelProcess:
         }
         self.connection_file.write_text(json.dumps(info))
         self.connection_file.chmod(0o600)
-        argv = [self.settings.python, "-m", "ipykernel_launcher", "-f", str(self.connection_file)]
-        argv = self._sandboxed(argv)
+        python = self.python
+        argv = [python, "-m", "ipykernel_launcher", "-f", str(self.connection_file)]
+        seccomp_fd: int | None = None
+        if self.sandboxed:
+            # The launcher runs outside the sandbox (as root for a real provider): it gets the
+            # fixed LAUNCHER_ENV and "/" as cwd; the renter's variables reach only the kernel,
+            # through a file the shim reads inside the sandbox as the kernel's uid.
+            self._write_env_file()
+            if self._slot_uid() is not None:
+                seccomp_fd = _userns_filter_fd()
+            argv = self._sandboxed(shim_argv(python, str(self.env_file), argv), seccomp_fd)
+            env, cwd = dict(LAUNCHER_ENV), "/"
+        else:  # no sandbox: the kernel runs as the agent's uid; nothing to keep apart
+            os.makedirs(self._env.get("HOME", self.workdir), exist_ok=True)
+            env, cwd = self._env, str(self.workdir)
+        try:
+            await self._launch(argv, env, cwd, seccomp_fd)
+        finally:
+            if seccomp_fd is not None:
+                os.close(seccomp_fd)
+
+    async def _launch(
+        self, argv: list[str], env: dict[str, str], cwd: str, seccomp_fd: int | None
+    ) -> None:
         if self.sandboxed and self.slot is not None and self.slot.uid is not None:
             # the slot's user owns the kernel's dirs (a big synced dir: off the event loop)
             await asyncio.to_thread(self._hand_over, self.slot.uid, self.slot.gid or 0)
@@ -240,11 +248,12 @@ class KernelProcess:
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 *argv,
-                cwd=self.workdir,
-                env=self._env,
+                cwd=cwd,
+                env=env,
                 stdin=asyncio.subprocess.DEVNULL,
                 start_new_session=True,
                 preexec_fn=lambda: _child_setup(plan, self._cgroup, cpus),
+                pass_fds=() if seccomp_fd is None else (seccomp_fd,),
             )
         except OSError as exc:
             raise KernelLaunchError(f"could not start the kernel process {argv[0]}: {exc}") from exc
@@ -254,8 +263,18 @@ class KernelProcess:
         if limits.disk_bytes is not None:
             self._disk_watch = asyncio.ensure_future(self._watch_disk(limits.disk_bytes))
 
-    def _sandboxed(self, argv: list[str]) -> list[str]:
-        """Wrap ``argv`` in bwrap and hand the kernel's dirs to the slot's user."""
+    def _slot_uid(self) -> int | None:
+        return self.slot.uid if self.slot is not None else None
+
+    def _write_env_file(self) -> None:
+        """The kernel's environment, for the shim (0600, in the agent's fresh runtime dir)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self.env_file, flags, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(self._env, f)
+
+    def _sandboxed(self, argv: list[str], seccomp_fd: int | None = None) -> list[str]:
+        """Wrap ``argv`` in bwrap (and setpriv to the slot's uid when the agent is root)."""
         policy = self.settings.sandbox
         if policy is None:
             return argv
@@ -275,12 +294,13 @@ class KernelProcess:
             uid=uid,
             gid=gid,
         )
-        return build_bwrap_argv(policy, mounts, argv)
+        return build_bwrap_argv(policy, mounts, argv, seccomp_fd=seccomp_fd)
 
     def _hand_over(self, uid: int, gid: int) -> None:
         _chown_tree(self.workdir, uid, gid)
         os.chown(self.runtime, uid, gid)
         os.chown(self.connection_file, uid, gid)
+        os.chown(self.env_file, uid, gid)
 
     def _find_inner_pgid(self) -> int | None:
         """bwrap -> its init (pid 1 inside, session leader) -> the kernel: signals must reach

@@ -11,7 +11,8 @@ network namespace when ``egress="none"``).
 Two ways to drop privileges, chosen by who runs the agent:
 
 - **agent is root** (a real provider): bwrap runs privileged and, inside, ``setpriv`` switches to
-  the lease slot's unprivileged uid with no capabilities and ``no_new_privs``;
+  the lease slot's unprivileged uid with no capabilities and ``no_new_privs``; a seccomp filter
+  (:mod:`jupyter_gpumarket.agent.seccomp`) keeps the kernel from creating user namespaces;
 - **agent is not root** (dev): bwrap runs unprivileged in a user namespace and further user
   namespaces are disabled; the kernel keeps the agent's uid but sees none of its files.
 
@@ -29,6 +30,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from jupyter_gpumarket.agent.kernel_env import LAUNCHER_ENV
+from jupyter_gpumarket.agent.seccomp import filter_fd, userns_filter
 from jupyter_gpumarket.exceptions import ConfigError
 
 __all__ = [
@@ -132,11 +135,21 @@ def _parents_below(path: str, roots: Iterable[str]) -> list[str]:
 
 
 def build_bwrap_argv(
-    policy: SandboxPolicy, mounts: SandboxMounts, command: Sequence[str]
+    policy: SandboxPolicy,
+    mounts: SandboxMounts,
+    command: Sequence[str],
+    *,
+    seccomp_fd: int | None = None,
 ) -> list[str]:
-    """The full argv (bwrap ... -- [setpriv ... --] command) for one sandboxed kernel."""
+    """The full argv (bwrap ... -- [setpriv ... --] command) for one sandboxed kernel.
+
+    ``seccomp_fd``: an fd holding :func:`~jupyter_gpumarket.agent.seccomp.userns_filter`'s
+    program, which bwrap loads (root mode: the kernel cannot create user namespaces).
+    """
     if not command:
         raise ConfigError("the sandboxed command is empty")
+    if seccomp_fd is not None and (not isinstance(seccomp_fd, int) or seccomp_fd < 0):
+        raise ConfigError(f"seccomp_fd must be a file descriptor, got {seccomp_fd!r}")
     argv = [policy.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     # Hide (shallowest first; a path under another hidden one or under /tmp is already gone).
     hidden = sorted(set(policy.hidden) | {"/tmp"}, key=lambda p: (p.count("/"), p))
@@ -183,8 +196,12 @@ def build_bwrap_argv(
     argv += ["--chdir", mounts.workdir]
     if mounts.uid is None:
         # Unprivileged bwrap: a user namespace, and no nested ones for the kernel.
-        argv += ["--unshare-user", "--disable-userns", "--"]
-        return [*argv, *command]
+        argv += ["--unshare-user", "--disable-userns"]
+        if seccomp_fd is not None:
+            argv += ["--seccomp", str(seccomp_fd)]
+        return [*argv, "--", *command]
+    if seccomp_fd is not None:
+        argv += ["--seccomp", str(seccomp_fd)]
     argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--", policy.setpriv]
     argv += [f"--reuid={mounts.uid}", f"--regid={mounts.gid}", "--clear-groups"]
     argv += ["--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
@@ -254,15 +271,22 @@ def sandbox_available(bwrap: str | None = None, timeout: float = 10.0) -> tuple[
         nobody = 65534 if root else None
         policy = SandboxPolicy(hidden=(), bwrap=path, setpriv=setpriv or "setpriv")
         mounts = SandboxMounts(str(work), str(runtime), uid=nobody, gid=nobody)
+        program = userns_filter() if root else None
+        fd = filter_fd(program) if program is not None else None
         try:
             res = subprocess.run(
-                build_bwrap_argv(policy, mounts, ["true"]),
+                build_bwrap_argv(policy, mounts, ["true"], seccomp_fd=fd),
                 capture_output=True,
                 timeout=timeout,
                 stdin=subprocess.DEVNULL,
+                env=dict(LAUNCHER_ENV),
+                pass_fds=() if fd is None else (fd,),
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             return False, f"bwrap could not run: {exc}"
+        finally:
+            if fd is not None:
+                os.close(fd)
     if res.returncode != 0:
         err = res.stderr.decode(errors="replace").strip() or f"exit code {res.returncode}"
         return False, f"bwrap cannot create a sandbox here ({err}); user namespaces may be off"
