@@ -13,11 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import functools
 import json
 import logging
 import os
-import platform
 import resource
 import shutil
 import signal
@@ -34,6 +32,7 @@ from jupyter_gpumarket.agent.kernel_env import (
     build_kernel_env,
     shim_argv,
 )
+from jupyter_gpumarket.agent.kernel_output import drain_output
 from jupyter_gpumarket.agent.limits import (
     KernelCgroup,
     KernelLimits,
@@ -48,7 +47,7 @@ from jupyter_gpumarket.agent.sandbox import (
     build_bwrap_argv,
     gpu_device_nodes,
 )
-from jupyter_gpumarket.agent.seccomp import filter_fd, userns_filter
+from jupyter_gpumarket.agent.seccomp import userns_filter_fd
 from jupyter_gpumarket.agent.slots import KernelSlot
 from jupyter_gpumarket.exceptions import KernelLaunchError
 
@@ -110,24 +109,6 @@ def _child_setup(
         os.sched_setaffinity(0, cpus)
 
 
-@functools.cache
-def _userns_program() -> bytes | None:
-    program = userns_filter()
-    if program is None:
-        log.warning(
-            "no seccomp filter for this architecture (%s): kernels of a root agent can create "
-            "user namespaces here",
-            platform.machine(),
-        )
-    return program
-
-
-def _userns_filter_fd() -> int | None:
-    """An fd of the filter that keeps root-mode kernels out of user namespaces (or None)."""
-    program = _userns_program()
-    return filter_fd(program) if program is not None else None
-
-
 def _children(pid: int) -> list[int]:
     try:
         return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -183,6 +164,7 @@ class KernelProcess:
         self._inner_pgid: int | None = None  # the kernel's process group inside the sandbox
         self._cgroup: KernelCgroup | None = None
         self._disk_watch: asyncio.Task[None] | None = None
+        self._output: asyncio.Future[None] | None = None
 
     def endpoint(self, channel: str) -> str:
         return f"ipc://{self.ipc_base}-{CHANNEL_PORTS[channel]}"
@@ -207,7 +189,7 @@ class KernelProcess:
             # through a file the shim reads inside the sandbox as the kernel's uid.
             self._write_env_file()
             if self._slot_uid() is not None:
-                seccomp_fd = _userns_filter_fd()
+                seccomp_fd = userns_filter_fd()
             argv = self._sandboxed(shim_argv(python, str(self.env_file), argv), seccomp_fd)
             env, cwd = dict(LAUNCHER_ENV), "/"
         else:  # no sandbox: the kernel runs as the agent's uid; nothing to keep apart
@@ -251,12 +233,18 @@ class KernelProcess:
                 cwd=cwd,
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,  # never the agent's own log file (see
+                stderr=asyncio.subprocess.STDOUT,  # kernel_output): read, bounded, escaped
                 start_new_session=True,
                 preexec_fn=lambda: _child_setup(plan, self._cgroup, cpus),
                 pass_fds=() if seccomp_fd is None else (seccomp_fd,),
             )
         except OSError as exc:
             raise KernelLaunchError(f"could not start the kernel process {argv[0]}: {exc}") from exc
+        assert self.proc.stdout is not None
+        self._output = asyncio.ensure_future(
+            drain_output(self.proc.stdout, f"kernel pid {self.proc.pid}")
+        )
         await self._wait_bound()
         if self.sandboxed:
             self._inner_pgid = self._find_inner_pgid()
@@ -401,8 +389,9 @@ class KernelProcess:
         return self.proc.returncode
 
     def cleanup(self) -> None:
-        if self._disk_watch is not None:
-            self._disk_watch.cancel()
+        for task in (self._disk_watch, self._output):
+            if task is not None:
+                task.cancel()
         shutil.rmtree(self.runtime, ignore_errors=True)
         if self._cgroup is not None:
             self._cgroup.remove()

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from jupyter_gpumarket.agent.kernel_env import LAUNCHER_ENV
-from jupyter_gpumarket.agent.seccomp import filter_fd, userns_filter
+from jupyter_gpumarket.agent.seccomp import userns_filter_fd
 from jupyter_gpumarket.exceptions import ConfigError
 
 __all__ = [
@@ -271,8 +271,7 @@ def sandbox_available(bwrap: str | None = None, timeout: float = 10.0) -> tuple[
         nobody = 65534 if root else None
         policy = SandboxPolicy(hidden=(), bwrap=path, setpriv=setpriv or "setpriv")
         mounts = SandboxMounts(str(work), str(runtime), uid=nobody, gid=nobody)
-        program = userns_filter() if root else None
-        fd = filter_fd(program) if program is not None else None
+        fd = userns_filter_fd() if root else None
         try:
             res = subprocess.run(
                 build_bwrap_argv(policy, mounts, ["true"], seccomp_fd=fd),

@@ -10,17 +10,21 @@ back to ``clone`` (the same choice as Docker's and Flatpak's profiles). Every ot
 
 :func:`userns_filter` is pure (the program for an architecture, or None where this module has no
 syscall table: there, user namespaces stay possible and the agent logs so);
-:func:`filter_fd` is the I/O that hands the program to bwrap.
+:func:`filter_fd` and :func:`userns_filter_fd` are the I/O that hand the program to bwrap.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
+import logging
 import os
 import platform
 import struct
 
-__all__ = ["CLONE_NEWUSER", "filter_fd", "userns_filter"]
+__all__ = ["CLONE_NEWUSER", "filter_fd", "userns_filter", "userns_filter_fd"]
+
+log = logging.getLogger(__name__)
 
 CLONE_NEWUSER = 0x10000000
 
@@ -111,3 +115,21 @@ def filter_fd(program: bytes) -> int:
         os.close(fd)
         raise
     return fd
+
+
+@functools.cache
+def _machine_filter() -> bytes | None:
+    program = userns_filter()
+    if program is None:
+        log.warning(
+            "no seccomp filter for this architecture (%s): kernels of a root agent can create "
+            "user namespaces here",
+            platform.machine(),
+        )
+    return program
+
+
+def userns_filter_fd() -> int | None:
+    """An fd of this machine's filter for bwrap (caller closes), or None where there is none."""
+    program = _machine_filter()
+    return filter_fd(program) if program is not None else None

@@ -246,3 +246,41 @@ def test_a_restart_creates_nothing_through_the_renters_symlinks(
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+TAMPER = """
+import json, os
+hit = []
+for name in os.listdir('/proc/self/fd'):
+    fd = int(name)
+    try:
+        if os.fstat(fd).st_ino == {ino}:
+            os.ftruncate(fd, 0)
+            hit.append(fd)
+    except OSError:
+        pass
+print(json.dumps(hit))
+"""
+
+
+def test_kernel_output_cannot_truncate_or_forge_the_agents_log(agent: AgentProcess) -> None:
+    """The kernel's stdout/stderr are not the agent's own log file (an open fd outside)."""
+    before = agent.log()
+    assert "kernel isolation:" in before
+    km = KernelManager(kernel_name="gpumarket")
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)
+        hit = run_code(kc, TAMPER.format(ino=agent.log_path.stat().st_ino))
+        assert hit == [], "the kernel holds a writable fd of the agent's log"
+        forge = "printf 'FORGED agent line\\n'; printf 'FORGED on stderr\\n' >&2"
+        kc.execute_interactive(f"import os; os.system({forge!r})", timeout=30)
+        healthy(kc)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    after = agent.log()
+    assert after.startswith(before)  # nothing truncated
+    assert not [ln for ln in after.splitlines() if ln.startswith("FORGED")], after[-2000:]
