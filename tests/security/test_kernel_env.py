@@ -8,8 +8,11 @@ names with ``=``, NUL, oversized values, too many variables).
 from __future__ import annotations
 
 import json
+import os
 import ssl
 import struct
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -27,8 +30,14 @@ from jupyter_gpumarket.agent.kernel_env import (
     shim_argv,
 )
 from jupyter_gpumarket.agent.kernels import KernelSettings
-from jupyter_gpumarket.agent.sandbox import SandboxMounts, SandboxPolicy, build_bwrap_argv
-from jupyter_gpumarket.agent.seccomp import userns_filter
+from jupyter_gpumarket.agent.sandbox import (
+    SandboxMounts,
+    SandboxPolicy,
+    build_bwrap_argv,
+    default_policy,
+    sandbox_available,
+)
+from jupyter_gpumarket.agent.seccomp import userns_filter, userns_filter_fd
 from jupyter_gpumarket.agent.server import AgentConfig, AgentServer
 from jupyter_gpumarket.core import control
 from jupyter_gpumarket.core.frames import Channel
@@ -162,3 +171,50 @@ async def test_agent_refuses_bad_renter_envs_and_keeps_serving(server: AgentServ
     reply = await _ask(ws, TunnelSession(), _start({"MY_SETTING": "1"}))
     assert isinstance(reply, control.KernelStarted), reply
     await ws.close()
+
+
+def test_the_shim_gives_the_kernel_exactly_its_env_inside_a_real_sandbox(tmp_path: Path) -> None:
+    ok, why = sandbox_available()
+    if not ok:
+        pytest.skip(f"no kernel sandbox on this machine: {why}")
+    work, run = tmp_path / "work", tmp_path / "run"
+    work.mkdir()
+    run.mkdir()
+    env = {"HOME": str(work / ".gpumarket" / "home"), "MY_SETTING": "1", "PATH": "/w/bin"}
+    env_file = run / "kernel-env.json"
+    env_file.write_text(json.dumps(env))
+    nobody = 65534 if os.geteuid() == 0 else None
+    if nobody is not None:  # a root agent hands the dirs to the slot's user
+        for p in (work, run, env_file):
+            os.chown(p, nobody, nobody)
+    report = (  # the environment as exec'd (Python itself may add LC_CTYPE to os.environ)
+        "import json, os; raw = open('/proc/self/environ', 'rb').read().split(b'\\0'); "
+        "env = dict(i.decode().split('=', 1) for i in raw if i); "
+        "json.dump([env, os.getuid()], open('out.json', 'w'))"
+    )
+    kernel = [sys.executable, "-c", report]
+    policy = default_policy(tmp_path / "state", python=sys.executable)
+    mounts = SandboxMounts(str(work), str(run), uid=nobody, gid=nobody)
+    fd = userns_filter_fd() if nobody is not None else None
+    try:
+        argv = build_bwrap_argv(
+            policy, mounts, shim_argv(sys.executable, str(env_file), kernel), seccomp_fd=fd
+        )
+        res = subprocess.run(
+            argv,
+            env=dict(LAUNCHER_ENV),
+            cwd="/",
+            capture_output=True,
+            timeout=60,
+            pass_fds=() if fd is None else (fd,),
+        )
+    finally:
+        if fd is not None:
+            os.close(fd)
+    assert res.returncode == 0, res.stderr.decode(errors="replace")
+    seen, uid = json.loads((work / "out.json").read_text())
+    assert seen == env  # no more, no less: nothing of the launcher's, nothing lost
+    assert Path(env["HOME"]).is_dir()  # made inside, as the kernel's user
+    assert not env_file.exists()  # read once and gone
+    if nobody is not None:
+        assert uid == nobody
