@@ -32,7 +32,7 @@ from jupyter_gpumarket.agent.kernel_env import (
     build_kernel_env,
     shim_argv,
 )
-from jupyter_gpumarket.agent.kernel_output import drain_output
+from jupyter_gpumarket.agent.kernel_output import OutputPipe
 from jupyter_gpumarket.agent.limits import (
     KernelCgroup,
     KernelLimits,
@@ -164,7 +164,7 @@ class KernelProcess:
         self._inner_pgid: int | None = None  # the kernel's process group inside the sandbox
         self._cgroup: KernelCgroup | None = None
         self._disk_watch: asyncio.Task[None] | None = None
-        self._output: asyncio.Future[None] | None = None
+        self._output: OutputPipe | None = None
 
     def endpoint(self, channel: str) -> str:
         return f"ipc://{self.ipc_base}-{CHANNEL_PORTS[channel]}"
@@ -195,6 +195,7 @@ class KernelProcess:
         else:  # no sandbox: the kernel runs as the agent's uid; nothing to keep apart
             os.makedirs(self._env.get("HOME", self.workdir), exist_ok=True)
             env, cwd = self._env, str(self.workdir)
+        self._output = OutputPipe()
         try:
             await self._launch(argv, env, cwd, seccomp_fd)
         finally:
@@ -224,6 +225,8 @@ class KernelProcess:
                 "kernel memory limit is an address-space limit (no cgroup v2 here) below 32 GiB: "
                 "CUDA cannot initialize under it; raise --kernel-memory-mb or delegate a cgroup"
             )
+        output = self._output
+        assert output is not None
         cpus = None
         if "cpu" not in enforced and self.slot is not None:
             cpus = cpu_set(self.slot.index, limits.cpus, sorted(os.sched_getaffinity(0)))
@@ -233,18 +236,15 @@ class KernelProcess:
                 cwd=cwd,
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,  # never the agent's own log file (see
-                stderr=asyncio.subprocess.STDOUT,  # kernel_output): read, bounded, escaped
+                stdout=output.write_fd,  # never the agent's own log file (see
+                stderr=output.write_fd,  # kernel_output): read, bounded, escaped
                 start_new_session=True,
                 preexec_fn=lambda: _child_setup(plan, self._cgroup, cpus),
                 pass_fds=() if seccomp_fd is None else (seccomp_fd,),
             )
         except OSError as exc:
             raise KernelLaunchError(f"could not start the kernel process {argv[0]}: {exc}") from exc
-        assert self.proc.stdout is not None
-        self._output = asyncio.ensure_future(
-            drain_output(self.proc.stdout, f"kernel pid {self.proc.pid}")
-        )
+        await output.drain(f"kernel pid {self.proc.pid}")
         await self._wait_bound()
         if self.sandboxed:
             self._inner_pgid = self._find_inner_pgid()
@@ -389,9 +389,10 @@ class KernelProcess:
         return self.proc.returncode
 
     def cleanup(self) -> None:
-        for task in (self._disk_watch, self._output):
-            if task is not None:
-                task.cancel()
+        if self._disk_watch is not None:
+            self._disk_watch.cancel()
+        if self._output is not None:
+            self._output.close()
         shutil.rmtree(self.runtime, ignore_errors=True)
         if self._cgroup is not None:
             self._cgroup.remove()
