@@ -6,6 +6,10 @@ ZMQ ``ipc`` sockets in a private runtime dir (no TCP ports on the provider, noth
 With a :class:`~jupyter_gpumarket.agent.sandbox.SandboxPolicy` the kernel runs inside bubblewrap
 (as its slot's uid when the agent is root), the runtime dir bound in at the same path; limits
 come from :mod:`jupyter_gpumarket.agent.limits` (cgroup v2 when possible, rlimits otherwise).
+Nothing of the renter's reaches a process outside the sandbox: the launcher runs with a fixed
+environment from ``/`` (:mod:`~jupyter_gpumarket.agent.kernel_env`), the kernel's own environment
+is applied inside; its stdout/stderr are a pipe the agent logs from
+(:mod:`~jupyter_gpumarket.agent.kernel_output`), never the agent's log file.
 """
 
 from __future__ import annotations
@@ -188,7 +192,7 @@ class KernelProcess:
             # fixed LAUNCHER_ENV and "/" as cwd; the renter's variables reach only the kernel,
             # through a file the shim reads inside the sandbox as the kernel's uid.
             self._write_env_file()
-            if self._slot_uid() is not None:
+            if self.slot is not None and self.slot.uid is not None:  # root: no userns for it
                 seccomp_fd = userns_filter_fd()
             argv = self._sandboxed(shim_argv(python, str(self.env_file), argv), seccomp_fd)
             env, cwd = dict(LAUNCHER_ENV), "/"
@@ -250,9 +254,6 @@ class KernelProcess:
             self._inner_pgid = self._find_inner_pgid()
         if limits.disk_bytes is not None:
             self._disk_watch = asyncio.ensure_future(self._watch_disk(limits.disk_bytes))
-
-    def _slot_uid(self) -> int | None:
-        return self.slot.uid if self.slot is not None else None
 
     def _write_env_file(self) -> None:
         """The kernel's environment, for the shim (0600, in the agent's fresh runtime dir)."""
