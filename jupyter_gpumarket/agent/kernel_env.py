@@ -18,6 +18,7 @@ may be its tokens. Names and values are checked and bounded (:func:`check_renter
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -40,6 +41,7 @@ __all__ = [
     "build_kernel_env",
     "check_renter_env",
     "shim_argv",
+    "write_env_file",
 ]
 
 # Variables the kernel inherits from the agent's environment (the provider's own settings).
@@ -159,3 +161,12 @@ def shim_argv(python: str, env_file: str, kernel_argv: Sequence[str]) -> list[st
     if not os.path.isabs(kernel_argv[0]) or not os.path.isabs(env_file):
         raise ValueError("the kernel's program and env file need absolute paths")
     return [python, "-I", "-S", "-c", ENV_SHIM, env_file, *kernel_argv]
+
+
+def write_env_file(path: Path, env: Mapping[str, str]) -> None:
+    """The kernel's environment for the shim: a new 0600 file (in the agent's fresh runtime
+    dir; never through a name that already exists)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(dict(env), f)

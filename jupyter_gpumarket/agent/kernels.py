@@ -35,6 +35,7 @@ from jupyter_gpumarket.agent.kernel_env import (
     RENTER_ENV_DENY,
     build_kernel_env,
     shim_argv,
+    write_env_file,
 )
 from jupyter_gpumarket.agent.kernel_output import OutputPipe
 from jupyter_gpumarket.agent.limits import (
@@ -50,6 +51,7 @@ from jupyter_gpumarket.agent.sandbox import (
     SandboxPolicy,
     build_bwrap_argv,
     gpu_device_nodes,
+    lock_runtime,
 )
 from jupyter_gpumarket.agent.seccomp import userns_filter_fd
 from jupyter_gpumarket.agent.slots import KernelSlot
@@ -191,7 +193,7 @@ class KernelProcess:
             # The launcher runs outside the sandbox (as root for a real provider): it gets the
             # fixed LAUNCHER_ENV and "/" as cwd; the renter's variables reach only the kernel,
             # through a file the shim reads inside the sandbox as the kernel's uid.
-            self._write_env_file()
+            write_env_file(self.env_file, self._env)
             if self.slot is not None and self.slot.uid is not None:  # root: no userns for it
                 seccomp_fd = userns_filter_fd()
             argv = self._sandboxed(shim_argv(python, str(self.env_file), argv), seccomp_fd)
@@ -254,13 +256,6 @@ class KernelProcess:
             self._inner_pgid = self._find_inner_pgid()
         if limits.disk_bytes is not None:
             self._disk_watch = asyncio.ensure_future(self._watch_disk(limits.disk_bytes))
-
-    def _write_env_file(self) -> None:
-        """The kernel's environment, for the shim (0600, in the agent's fresh runtime dir)."""
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(self.env_file, flags, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(self._env, f)
 
     def _sandboxed(self, argv: list[str], seccomp_fd: int | None = None) -> list[str]:
         """Wrap ``argv`` in bwrap (and setpriv to the slot's uid when the agent is root)."""
@@ -344,6 +339,12 @@ class KernelProcess:
                     " s; the provider may be overloaded — try again or pick another offer"
                 )
             await asyncio.sleep(0.005)
+        if self.sandboxed and self.slot is not None and self.slot.uid is not None:
+            try:
+                lock_runtime(self.runtime, paths, self.slot.uid)
+            except (OSError, KernelLaunchError):
+                await self.kill_group()
+                raise
 
     @property
     def pid(self) -> int | None:

@@ -16,7 +16,8 @@ Two ways to drop privileges, chosen by who runs the agent:
 - **agent is not root** (dev): bwrap runs unprivileged in a user namespace and further user
   namespaces are disabled; the kernel keeps the agent's uid but sees none of its files.
 
-:func:`sandbox_available` and :func:`gpu_device_nodes` are the two small I/O probes.
+:func:`sandbox_available` and :func:`gpu_device_nodes` are the two small I/O probes;
+:func:`lock_runtime` fixes a root-mode kernel's sockets once it has bound them.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from stat import S_ISSOCK
 
 from jupyter_gpumarket.agent.kernel_env import LAUNCHER_ENV
 from jupyter_gpumarket.agent.seccomp import userns_filter_fd
-from jupyter_gpumarket.exceptions import ConfigError
+from jupyter_gpumarket.exceptions import ConfigError, KernelLaunchError
 
 __all__ = [
     "EGRESS_MODES",
@@ -42,6 +44,7 @@ __all__ = [
     "build_bwrap_argv",
     "default_policy",
     "gpu_device_nodes",
+    "lock_runtime",
     "python_paths",
     "sandbox_available",
 ]
@@ -290,3 +293,19 @@ def sandbox_available(bwrap: str | None = None, timeout: float = 10.0) -> tuple[
         err = res.stderr.decode(errors="replace").strip() or f"exit code {res.returncode}"
         return False, f"bwrap cannot create a sandbox here ({err}); user namespaces may be off"
     return True, f"bubblewrap at {path}"
+
+
+def lock_runtime(runtime: Path, sockets: Sequence[Path], uid: int) -> None:
+    """Root agent, once the kernel (as ``uid``) has bound ``sockets`` in ``runtime``: the dir
+    becomes the agent's again, so the kernel can no longer swap a name for a symlink to some
+    socket of the host (which the agent, as root, would connect to by that name), and each
+    name must be a socket the kernel's user made. KernelLaunchError otherwise."""
+    os.chown(runtime, os.geteuid(), os.getegid())
+    os.chmod(runtime, 0o755)
+    for path in sockets:
+        st = os.lstat(path)
+        if not S_ISSOCK(st.st_mode) or st.st_uid != uid:
+            raise KernelLaunchError(
+                f"the kernel replaced its socket {path.name} with something else, so the "
+                "provider did not connect to it; start the kernel again without that code"
+            )

@@ -12,8 +12,10 @@ Needs bubblewrap (installed here when missing and we are root) and a C compiler 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,8 @@ from pathlib import Path
 import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
+
+from jupyter_gpumarket.exceptions import GpuMarketError
 
 from agentproc import AgentProcess, environ, start_agent
 from sandboxkit import attempt, descendants, ensure_sandbox, healthy, run_code
@@ -285,3 +289,60 @@ def test_kernel_output_cannot_truncate_or_forge_the_agents_log(agent: AgentProce
     after = agent.log()
     assert after.startswith(before)  # nothing truncated
     assert not [ln for ln in after.splitlines() if ln.startswith("FORGED")], after[-2000:]
+
+
+SWAP_SOCKET = """
+import json, os, threading, time
+def _swap():  # as soon as the kernel binds iopub, put a symlink to the bait in its place
+    args = open("/proc/self/cmdline", "rb").read().split(b"\\0")
+    if b"ipykernel_launcher" not in args:
+        return
+    with open(args[args.index(b"-f") + 1]) as f:
+        target = json.load(f)["ip"] + "-2"
+    deadline = time.monotonic() + 30
+    while not os.path.exists(target) and time.monotonic() < deadline:
+        time.sleep(0.0001)
+    try:
+        os.rename(target, target + ".real")
+        os.symlink(BAIT, target)
+    except OSError:
+        pass
+threading.Thread(target=_swap, daemon=True).start()
+"""
+
+
+def test_agent_never_follows_the_kernels_symlinks_to_other_sockets(
+    agent: AgentProcess, tmp_path: Path
+) -> None:
+    """The agent (root) connects to the kernel's ipc sockets by path, in a dir the kernel
+    writes: a symlink there must not make it connect to a socket of the host's."""
+    bait_path = tmp_path / "host-service.sock"  # a host socket the sandbox cannot see
+    bait = socket.socket(socket.AF_UNIX)
+    bait.bind(str(bait_path))
+    bait.listen(4)
+    bait.settimeout(3)
+    notebook = tmp_path / "notebook"
+    (notebook / "py").mkdir(parents=True)
+    code = SWAP_SOCKET.replace("BAIT", repr(str(bait_path)))
+    (notebook / "py" / "sitecustomize.py").write_text(code)
+    km = KernelManager(kernel_name="gpumarket")
+    km.start_kernel(cwd=str(notebook))
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)
+        work = run_code(kc, "import os, json; print(json.dumps(os.getcwd()))")
+        kc.stop_channels()
+        assert km.kernel_spec is not None
+        km.kernel_spec.env = {"PYTHONPATH": f"{work}/py"}
+        with contextlib.suppress(GpuMarketError):  # refusing to start is fine too
+            km.restart_kernel(now=True)
+        try:
+            conn, _ = bait.accept()
+        except TimeoutError:
+            conn = None
+        assert conn is None, "the agent connected to a host socket through the kernel's symlink"
+    finally:
+        bait.close()
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
