@@ -6,6 +6,10 @@ ZMQ ``ipc`` sockets in a private runtime dir (no TCP ports on the provider, noth
 With a :class:`~jupyter_gpumarket.agent.sandbox.SandboxPolicy` the kernel runs inside bubblewrap
 (as its slot's uid when the agent is root), the runtime dir bound in at the same path; limits
 come from :mod:`jupyter_gpumarket.agent.limits` (cgroup v2 when possible, rlimits otherwise).
+Nothing of the renter's reaches a process outside the sandbox: the launcher runs with a fixed
+environment from ``/`` (:mod:`~jupyter_gpumarket.agent.kernel_env`), the kernel's own environment
+is applied inside; its stdout/stderr are a pipe the agent logs from
+(:mod:`~jupyter_gpumarket.agent.kernel_output`), never the agent's log file.
 """
 
 from __future__ import annotations
@@ -25,6 +29,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from jupyter_gpumarket.agent.kernel_env import (
+    AGENT_ENV_ALLOW,
+    LAUNCHER_ENV,
+    RENTER_ENV_DENY,
+    build_kernel_env,
+    shim_argv,
+    write_env_file,
+)
+from jupyter_gpumarket.agent.kernel_output import OutputPipe
 from jupyter_gpumarket.agent.limits import (
     KernelCgroup,
     KernelLimits,
@@ -38,7 +51,9 @@ from jupyter_gpumarket.agent.sandbox import (
     SandboxPolicy,
     build_bwrap_argv,
     gpu_device_nodes,
+    lock_runtime,
 )
+from jupyter_gpumarket.agent.seccomp import userns_filter_fd
 from jupyter_gpumarket.agent.slots import KernelSlot
 from jupyter_gpumarket.exceptions import KernelLaunchError
 
@@ -54,26 +69,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-# Variables the kernel inherits from the agent's environment (the provider's own settings).
-# Anything else in the agent's environment (wallet passwords, tokens, RPC keys) never reaches it.
-AGENT_ENV_ALLOW = (
-    "PATH",
-    "LANG",
-    "LANGUAGE",
-    "LC_ALL",
-    "LC_CTYPE",
-    "TZ",
-    "TERM",
-    "PYTHONPATH",
-    "LD_LIBRARY_PATH",
-    "CUDA_HOME",
-    "CUDA_PATH",
-)
-# Variables a renter may not set: the agent decides them.
-RENTER_ENV_DENY = frozenset(
-    {"CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "NVIDIA_VISIBLE_DEVICES", "HOME", "PWD"}
-)
 
 # ipc "ports": the endpoint of channel c is ipc://<runtime>/k-<port>
 CHANNEL_PORTS = {"shell": 1, "iopub": 2, "stdin": 3, "control": 4, "hb": 5}
@@ -102,30 +97,6 @@ class KernelSettings:
         if self.limits.memory_bytes is None and self.memory_limit_bytes is not None:
             return replace(self.limits, memory_bytes=self.memory_limit_bytes)
         return self.limits
-
-
-def build_kernel_env(
-    agent_env: Mapping[str, str],
-    renter_env: Mapping[str, str],
-    *,
-    workdir: Path,
-    gpu_env: Mapping[str, str],
-    settings: KernelSettings,
-) -> dict[str, str]:
-    """The kernel's whole environment: allow-listed agent vars + renter's vars + pinned ones.
-
-    ``gpu_env`` (CUDA_VISIBLE_DEVICES, CUDA_DEVICE_ORDER) pins the GPUs allotted to the kernel.
-    """
-    allow = (*AGENT_ENV_ALLOW, *settings.extra_env_allow)
-    env = {k: agent_env[k] for k in allow if k in agent_env}
-    env.update(settings.extra_env)
-    env.update({k: v for k, v in renter_env.items() if k not in RENTER_ENV_DENY})
-    # HOME inside the working dir's .gpumarket/ (which file sync never copies back): IPython's
-    # profile, pip --user and caches survive restarts of the lease but stay out of results.
-    env["HOME"] = str(workdir / ".gpumarket" / "home")
-    env.update(gpu_env)
-    env.setdefault("PATH", os.defpath)
-    return env
 
 
 def _child_setup(
@@ -185,6 +156,9 @@ class KernelProcess:
         self.runtime = Path(tempfile.mkdtemp(prefix="gpm-"))  # short: ipc paths max ~107 chars
         self.ipc_base = str(self.runtime / "k")
         self.connection_file = self.runtime / "kernel.json"
+        self.env_file = self.runtime / "kernel-env.json"  # read (and removed) by the shim
+        # by absolute path: the shim execs it without a PATH lookup
+        self.python = os.path.abspath(shutil.which(settings.python) or settings.python)
         self._key = key
         self._env = env
         self.proc: asyncio.subprocess.Process | None = None
@@ -194,12 +168,12 @@ class KernelProcess:
         self._inner_pgid: int | None = None  # the kernel's process group inside the sandbox
         self._cgroup: KernelCgroup | None = None
         self._disk_watch: asyncio.Task[None] | None = None
+        self._output: OutputPipe | None = None
 
     def endpoint(self, channel: str) -> str:
         return f"ipc://{self.ipc_base}-{CHANNEL_PORTS[channel]}"
 
     async def start(self) -> None:
-        os.makedirs(self._env.get("HOME", self.workdir), exist_ok=True)
         info = {
             "transport": "ipc",
             "ip": self.ipc_base,
@@ -210,8 +184,31 @@ class KernelProcess:
         }
         self.connection_file.write_text(json.dumps(info))
         self.connection_file.chmod(0o600)
-        argv = [self.settings.python, "-m", "ipykernel_launcher", "-f", str(self.connection_file)]
-        argv = self._sandboxed(argv)
+        python = self.python
+        argv = [python, "-m", "ipykernel_launcher", "-f", str(self.connection_file)]
+        seccomp_fd: int | None = None
+        if self.sandboxed:
+            # The launcher runs outside the sandbox (as root for a real provider): it gets the
+            # fixed LAUNCHER_ENV and "/" as cwd; the renter's variables reach only the kernel,
+            # through a file the shim reads inside the sandbox as the kernel's uid.
+            write_env_file(self.env_file, self._env)
+            if self.slot is not None and self.slot.uid is not None:  # root: no userns for it
+                seccomp_fd = userns_filter_fd()
+            argv = self._sandboxed(shim_argv(python, str(self.env_file), argv), seccomp_fd)
+            env, cwd = dict(LAUNCHER_ENV), "/"
+        else:  # no sandbox: the kernel runs as the agent's uid; nothing to keep apart
+            os.makedirs(self._env.get("HOME", self.workdir), exist_ok=True)
+            env, cwd = self._env, str(self.workdir)
+        self._output = OutputPipe()
+        try:
+            await self._launch(argv, env, cwd, seccomp_fd)
+        finally:
+            if seccomp_fd is not None:
+                os.close(seccomp_fd)
+
+    async def _launch(
+        self, argv: list[str], env: dict[str, str], cwd: str, seccomp_fd: int | None
+    ) -> None:
         if self.sandboxed and self.slot is not None and self.slot.uid is not None:
             # the slot's user owns the kernel's dirs (a big synced dir: off the event loop)
             await asyncio.to_thread(self._hand_over, self.slot.uid, self.slot.gid or 0)
@@ -232,28 +229,34 @@ class KernelProcess:
                 "kernel memory limit is an address-space limit (no cgroup v2 here) below 32 GiB: "
                 "CUDA cannot initialize under it; raise --kernel-memory-mb or delegate a cgroup"
             )
+        output = self._output
+        assert output is not None
         cpus = None
         if "cpu" not in enforced and self.slot is not None:
             cpus = cpu_set(self.slot.index, limits.cpus, sorted(os.sched_getaffinity(0)))
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 *argv,
-                cwd=self.workdir,
-                env=self._env,
+                cwd=cwd,
+                env=env,
                 stdin=asyncio.subprocess.DEVNULL,
+                stdout=output.write_fd,  # never the agent's own log file (see
+                stderr=output.write_fd,  # kernel_output): read, bounded, escaped
                 start_new_session=True,
                 preexec_fn=lambda: _child_setup(plan, self._cgroup, cpus),
+                pass_fds=() if seccomp_fd is None else (seccomp_fd,),
             )
         except OSError as exc:
             raise KernelLaunchError(f"could not start the kernel process {argv[0]}: {exc}") from exc
+        await output.drain(f"kernel pid {self.proc.pid}")
         await self._wait_bound()
         if self.sandboxed:
             self._inner_pgid = self._find_inner_pgid()
         if limits.disk_bytes is not None:
             self._disk_watch = asyncio.ensure_future(self._watch_disk(limits.disk_bytes))
 
-    def _sandboxed(self, argv: list[str]) -> list[str]:
-        """Wrap ``argv`` in bwrap and hand the kernel's dirs to the slot's user."""
+    def _sandboxed(self, argv: list[str], seccomp_fd: int | None = None) -> list[str]:
+        """Wrap ``argv`` in bwrap (and setpriv to the slot's uid when the agent is root)."""
         policy = self.settings.sandbox
         if policy is None:
             return argv
@@ -273,12 +276,13 @@ class KernelProcess:
             uid=uid,
             gid=gid,
         )
-        return build_bwrap_argv(policy, mounts, argv)
+        return build_bwrap_argv(policy, mounts, argv, seccomp_fd=seccomp_fd)
 
     def _hand_over(self, uid: int, gid: int) -> None:
         _chown_tree(self.workdir, uid, gid)
         os.chown(self.runtime, uid, gid)
         os.chown(self.connection_file, uid, gid)
+        os.chown(self.env_file, uid, gid)
 
     def _find_inner_pgid(self) -> int | None:
         """bwrap -> its init (pid 1 inside, session leader) -> the kernel: signals must reach
@@ -333,6 +337,12 @@ class KernelProcess:
                     " s; the provider may be overloaded — try again or pick another offer"
                 )
             await asyncio.sleep(0.005)
+        if self.sandboxed and self.slot is not None and self.slot.uid is not None:
+            try:
+                lock_runtime(self.runtime, paths, self.slot.uid)
+            except (OSError, KernelLaunchError):
+                await self.kill_group()
+                raise
 
     @property
     def pid(self) -> int | None:
@@ -381,6 +391,8 @@ class KernelProcess:
     def cleanup(self) -> None:
         if self._disk_watch is not None:
             self._disk_watch.cancel()
+        if self._output is not None:
+            self._output.close()
         shutil.rmtree(self.runtime, ignore_errors=True)
         if self._cgroup is not None:
             self._cgroup.remove()

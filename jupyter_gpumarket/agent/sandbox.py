@@ -11,11 +11,13 @@ network namespace when ``egress="none"``).
 Two ways to drop privileges, chosen by who runs the agent:
 
 - **agent is root** (a real provider): bwrap runs privileged and, inside, ``setpriv`` switches to
-  the lease slot's unprivileged uid with no capabilities and ``no_new_privs``;
+  the lease slot's unprivileged uid with no capabilities and ``no_new_privs``; a seccomp filter
+  (:mod:`jupyter_gpumarket.agent.seccomp`) keeps the kernel from creating user namespaces;
 - **agent is not root** (dev): bwrap runs unprivileged in a user namespace and further user
   namespaces are disabled; the kernel keeps the agent's uid but sees none of its files.
 
-:func:`sandbox_available` and :func:`gpu_device_nodes` are the two small I/O probes.
+:func:`sandbox_available` and :func:`gpu_device_nodes` are the two small I/O probes;
+:func:`lock_runtime` fixes a root-mode kernel's sockets once it has bound them.
 """
 
 from __future__ import annotations
@@ -28,8 +30,11 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from stat import S_ISSOCK
 
-from jupyter_gpumarket.exceptions import ConfigError
+from jupyter_gpumarket.agent.kernel_env import LAUNCHER_ENV
+from jupyter_gpumarket.agent.seccomp import userns_filter_fd
+from jupyter_gpumarket.exceptions import ConfigError, KernelLaunchError
 
 __all__ = [
     "EGRESS_MODES",
@@ -39,6 +44,7 @@ __all__ = [
     "build_bwrap_argv",
     "default_policy",
     "gpu_device_nodes",
+    "lock_runtime",
     "python_paths",
     "sandbox_available",
 ]
@@ -132,11 +138,21 @@ def _parents_below(path: str, roots: Iterable[str]) -> list[str]:
 
 
 def build_bwrap_argv(
-    policy: SandboxPolicy, mounts: SandboxMounts, command: Sequence[str]
+    policy: SandboxPolicy,
+    mounts: SandboxMounts,
+    command: Sequence[str],
+    *,
+    seccomp_fd: int | None = None,
 ) -> list[str]:
-    """The full argv (bwrap ... -- [setpriv ... --] command) for one sandboxed kernel."""
+    """The full argv (bwrap ... -- [setpriv ... --] command) for one sandboxed kernel.
+
+    ``seccomp_fd``: an fd holding :func:`~jupyter_gpumarket.agent.seccomp.userns_filter`'s
+    program, which bwrap loads (root mode: the kernel cannot create user namespaces).
+    """
     if not command:
         raise ConfigError("the sandboxed command is empty")
+    if seccomp_fd is not None and (not isinstance(seccomp_fd, int) or seccomp_fd < 0):
+        raise ConfigError(f"seccomp_fd must be a file descriptor, got {seccomp_fd!r}")
     argv = [policy.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     # Hide (shallowest first; a path under another hidden one or under /tmp is already gone).
     hidden = sorted(set(policy.hidden) | {"/tmp"}, key=lambda p: (p.count("/"), p))
@@ -183,8 +199,12 @@ def build_bwrap_argv(
     argv += ["--chdir", mounts.workdir]
     if mounts.uid is None:
         # Unprivileged bwrap: a user namespace, and no nested ones for the kernel.
-        argv += ["--unshare-user", "--disable-userns", "--"]
-        return [*argv, *command]
+        argv += ["--unshare-user", "--disable-userns"]
+        if seccomp_fd is not None:
+            argv += ["--seccomp", str(seccomp_fd)]
+        return [*argv, "--", *command]
+    if seccomp_fd is not None:
+        argv += ["--seccomp", str(seccomp_fd)]
     argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--", policy.setpriv]
     argv += [f"--reuid={mounts.uid}", f"--regid={mounts.gid}", "--clear-groups"]
     argv += ["--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
@@ -254,16 +274,38 @@ def sandbox_available(bwrap: str | None = None, timeout: float = 10.0) -> tuple[
         nobody = 65534 if root else None
         policy = SandboxPolicy(hidden=(), bwrap=path, setpriv=setpriv or "setpriv")
         mounts = SandboxMounts(str(work), str(runtime), uid=nobody, gid=nobody)
+        fd = userns_filter_fd() if root else None
         try:
             res = subprocess.run(
-                build_bwrap_argv(policy, mounts, ["true"]),
+                build_bwrap_argv(policy, mounts, ["true"], seccomp_fd=fd),
                 capture_output=True,
                 timeout=timeout,
                 stdin=subprocess.DEVNULL,
+                env=dict(LAUNCHER_ENV),
+                pass_fds=() if fd is None else (fd,),
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             return False, f"bwrap could not run: {exc}"
+        finally:
+            if fd is not None:
+                os.close(fd)
     if res.returncode != 0:
         err = res.stderr.decode(errors="replace").strip() or f"exit code {res.returncode}"
         return False, f"bwrap cannot create a sandbox here ({err}); user namespaces may be off"
     return True, f"bubblewrap at {path}"
+
+
+def lock_runtime(runtime: Path, sockets: Sequence[Path], uid: int) -> None:
+    """Root agent, once the kernel (as ``uid``) has bound ``sockets`` in ``runtime``: the dir
+    becomes the agent's again, so the kernel can no longer swap a name for a symlink to some
+    socket of the host (which the agent, as root, would connect to by that name), and each
+    name must be a socket the kernel's user made. KernelLaunchError otherwise."""
+    os.chown(runtime, os.geteuid(), os.getegid())
+    os.chmod(runtime, 0o755)
+    for path in sockets:
+        st = os.lstat(path)
+        if not S_ISSOCK(st.st_mode) or st.st_uid != uid:
+            raise KernelLaunchError(
+                f"the kernel replaced its socket {path.name} with something else, so the "
+                "provider did not connect to it; start the kernel again without that code"
+            )
