@@ -240,8 +240,8 @@ class ChallengeIssuer:
         left = channel.deposit - channel.redeemed
         if left < self.min_deposit:
             raise AuthenticationFailed(
-                f"channel {cid} holds {left} base units, less than one voucher "
-                f"interval ({self.min_deposit}): top it up or open one with a larger deposit"
+                f"less than one voucher interval ({self.min_deposit}) left in channel {cid} "
+                f"({left} base units): top it up or open one with a larger deposit"
             )
         typed = hello_typed_data(self.domain, nonce, channel.channel_id, self.provider)
         try:

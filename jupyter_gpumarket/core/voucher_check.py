@@ -193,8 +193,8 @@ def channel_refusal(channel: ChannelView, *, provider: str, token: str | None) -
         )
     if token is not None and (channel.token is None or channel.token != _addr("token", token)):
         return (
-            f"channel {cid} holds its deposit in token {channel.token}, not this offer's "
-            f"{_addr('token', token)}: open a channel in the offer's token"
+            f"not the offer's token: channel {cid} holds its deposit in {channel.token}, this "
+            f"provider is paid in {_addr('token', token)}; open a channel in the offer's token"
         )
     if channel.state != "open":
         return (

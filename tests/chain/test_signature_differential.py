@@ -12,14 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from chain_helpers import open_channel, permit_sig, token_domain, voucher_sig
 from eth_account import Account
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from paidclient import MALLEATIONS, malleate
 
-from chain_helpers import open_channel, permit_sig, token_domain, voucher_sig
 from jupyter_gpumarket.core import eip712
 from jupyter_gpumarket.exceptions import PaymentError
-from paidclient import MALLEATIONS, malleate
 
 AMOUNT = 1_000
 
@@ -110,9 +110,9 @@ def _permit_verdicts(c: Any, owner: Any, sig: bytes) -> tuple[bool, bool]:
         offchain = False
     r, s, v = sig[:32], sig[32:64], sig[64]
     try:
-        c.token.functions.permit(
-            owner.address, c.escrow.address, AMOUNT, deadline, v, r, s
-        ).call({"from": owner.address})
+        c.token.functions.permit(owner.address, c.escrow.address, AMOUNT, deadline, v, r, s).call(
+            {"from": owner.address}
+        )
         onchain = True
     except Exception:
         onchain = False
