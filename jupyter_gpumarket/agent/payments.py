@@ -152,6 +152,8 @@ class Payments:
             interval=t.interval,
             now=now,
         )
+        if reason is None and req.grant:  # a pool opening is in the pool's token: check it
+            reason = await asyncio.to_thread(self._pool_token_refusal, req.grant)
         if reason is not None:
             raise PaymentError(f"relay refused: {reason}")
         async with self._tx_lock:
@@ -168,6 +170,19 @@ class Payments:
             tx.gas_used,
         )
         return paymsgs.RelayResult(channel="0x" + channel_id.hex(), tx_hash=tx.tx_hash)
+
+    def _pool_token_refusal(self, grant: str) -> str | None:
+        """Why a pool opening would not pay in this offer's token (None: it would)."""
+        from jupyter_gpumarket.chain.relay import pool_token
+        from jupyter_gpumarket.core.grant_code import GrantCode
+
+        try:
+            token = pool_token(self.chain, GrantCode.decode(grant))
+        except (GpuMarketError, ValueError) as exc:
+            return f"cannot read the grant's pool: {exc}"
+        if token.lower() != self.terms.token.lower():
+            return f"the grant's pool pays in {token}, this provider is paid in {self.terms.token}"
+        return None
 
     # -- settlement --------------------------------------------------------------------------
     async def _plan(self, channel_id: bytes) -> Collection | None:

@@ -37,6 +37,8 @@ from jupyter_gpumarket.exceptions import AuthenticationFailed, PaymentError
 
 __all__ = [
     "HELLO_TYPE",
+    "PER_CLIENT_BURST",
+    "PER_CLIENT_RATE",
     "Challenge",
     "ChallengeIssuer",
     "ClientBuckets",
@@ -57,7 +59,7 @@ _DOMAIN_TYPE = [
     {"name": "verifyingContract", "type": "address"},
 ]
 DEFAULT_TTL = 30.0
-PER_CLIENT_BURST = 64  # challenges one address may hold at once (a server starting kernels)
+PER_CLIENT_BURST = 128  # challenges one address may hold at once (a class behind one NAT)
 PER_CLIENT_RATE = 4.0  # ... refilled per second
 MAX_CLIENTS = 4096  # addresses whose budget is remembered
 MAX_USED = 200_000  # answered nonces remembered until they expire (then the oldest go)

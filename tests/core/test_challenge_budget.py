@@ -7,7 +7,7 @@ import pytest
 from eth_account import Account
 
 from jupyter_gpumarket.core import eip712
-from jupyter_gpumarket.core.auth_challenge import ChallengeIssuer, sign_hello
+from jupyter_gpumarket.core.auth_challenge import PER_CLIENT_BURST, ChallengeIssuer, sign_hello
 from jupyter_gpumarket.core.voucher_check import ChannelView
 from jupyter_gpumarket.exceptions import AuthenticationFailed
 
@@ -37,7 +37,7 @@ def test_ten_thousand_strangers_do_not_lock_a_renter_out():
 
 def test_one_address_runs_out_of_budget_and_others_do_not():
     issuer = _issuer()
-    for _ in range(64):
+    for _ in range(PER_CLIENT_BURST):
         issuer.issue(1.0, "203.0.113.9")
     for _ in range(10_000):
         with pytest.raises(AuthenticationFailed, match="too many connection challenges"):
