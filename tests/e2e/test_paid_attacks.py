@@ -61,40 +61,43 @@ async def _hello(market: Market, cid: bytes, key: Any, **kw: Any) -> Linked | Re
 # -- 17.1: a channel in a token that is not the offer's ---------------------------------------
 
 
-def _foreign_token_channel(market: Market, renter: Any) -> tuple[bytes, Any, str]:
-    """A channel to this provider whose deposit is not in the offer's token, made whichever
-    way this escrow still allows; (channel id, session key, how)."""
+def _foreign_token_channels(market: Market, renter: Any) -> tuple[list[tuple], list[str]]:
+    """Channels to this provider whose deposit is not in the offer's token, made whichever
+    way this escrow allows: ([(channel id, session key, how)], [why the escrow refused])."""
+    from jupyter_gpumarket.chain.client import deploy, send
     from jupyter_gpumarket.exceptions import ChainError
 
     profile = market.devnet.profile
     c = contracts(profile)
-    fakes = [("worthless", deploy_source(profile, renter, WORTHLESS_TOKEN))]
-    tusd = contracts(profile).w3.eth.contract  # a real ERC-20 that is not the offer's token
-    from jupyter_gpumarket.chain.client import deploy, send
-
-    other = tusd(address=deploy(c.w3, _dev(0), "TestUSD"), abi=c.token.abi)
+    other = c.w3.eth.contract(address=deploy(c.w3, _dev(0), "TestUSD"), abi=c.token.abi)
     send(c.w3, _dev(0), other.functions.mint(renter.address, 10**9), what="mint")
-    fakes.append(("real ERC-20, not the offer's", other))
-    errors = []
+    fakes = [
+        ("worthless", deploy_source(profile, renter, WORTHLESS_TOKEN)),
+        ("real ERC-20, not the offer's", other),
+    ]
+    opened, refused = [], []
     for how, token in fakes:
         try:
-            if any(f.get("name") == "addToken" for f in c.escrow.abi):
+            if any(f.get("name") == "addToken" for f in c.escrow.abi):  # anyone could list one
                 send(c.w3, renter, c.escrow.functions.addToken(token.address), what="addToken")
-            cid, key = open_channel(profile, renter, _provider(), 10**8, token=token)
-            return cid, key, how
-        except ChainError as exc:  # this escrow refuses the token: the contract's guard
-            errors.append(f"{how}: {exc}")
-    pytest.fail(
-        f"unreachable: an escrow refusing every foreign token needs no agent check {errors}"
-    )
+            opened.append((*open_channel(profile, renter, _provider(), 10**8, token=token), how))
+        except ChainError as exc:  # this escrow holds one token: the contract's own guard
+            refused.append(f"{how}: {exc}")
+    return opened, refused
 
 
 def test_a_channel_in_a_worthless_or_foreign_token_is_refused_at_the_hello(market: Market):
-    renter = _dev(4)
-    cid, key, how = _foreign_token_channel(market, renter)
-    got = _run(_hello(market, cid, key))
-    assert isinstance(got, Refused), f"the agent served a channel in a {how} token"
-    assert got.reason.startswith("not the offer's token")
+    """Whichever foreign-token channel the escrow lets a renter open, the agent refuses it at
+    the hello. (An escrow of one token refuses to open them at all: then that refusal is what
+    is checked here, and the agent's own check is in tests/core/test_channel_checks.py.)"""
+    opened, refused = _foreign_token_channels(market, _dev(4))
+    assert len(opened) + len(refused) == 2
+    for cid, key, how in opened:
+        got = _run(_hello(market, cid, key))
+        assert isinstance(got, Refused), f"the agent served a channel in a {how} token"
+        assert got.reason.startswith("not the offer's token")
+    for why in refused:
+        assert "revert" in why.lower() or "token" in why.lower(), why
 
 
 # -- 17.3: signatures the escrow refuses are refused by the agent ------------------------------
@@ -251,28 +254,38 @@ def test_a_challenge_flood_from_one_address_does_not_lock_renters_out(market: Ma
 
 
 def test_a_copied_offer_is_refused_before_any_money_moves(market: Market, tmp_path: Path):
+    """Another address registers the honest offer's endpoint and certificate, cheaper: the
+    renter's probe finds that the agent there is another provider and stops before any
+    transaction. (A registry that binds a certificate to its first provider refuses the copy
+    with the same fingerprint: the copy then carries its own, and the pinned TLS handshake
+    stops the renter, again before any money moves.)"""
     from jupyter_gpumarket.chain.client import send
-    from jupyter_gpumarket.exceptions import AuthenticationFailed
+    from jupyter_gpumarket.chain.keystore import create_keystore
+    from jupyter_gpumarket.exceptions import (
+        AuthenticationFailed,
+        ChainError,
+        TlsFingerprintMismatch,
+    )
     from jupyter_gpumarket.provisioning.paid import open_paid_lease
 
     from marketproc import PASSWORD, PRICE
 
-    profile = market.devnet.profile
-    c = contracts(profile)
+    c = contracts(market.devnet.profile)
     copier = _dev(3)
-    honest = c.registry.functions.offers(market.ready["offer_id"]).call()
-    send(
-        c.w3,
-        copier,
-        c.registry.functions.register(
-            honest[1], honest[2], honest[3], honest[4], honest[5], PRICE - 1, honest[7],
-            honest[8], honest[9],
-        ),
-        what="register a copy",
-    )  # fmt: skip
-    renter = _dev(9)
-    from jupyter_gpumarket.chain.keystore import create_keystore
+    honest = list(c.registry.functions.offers(market.ready["offer_id"]).call())
 
+    def register(fingerprint: bytes) -> None:
+        args = [*honest[1:6], PRICE - 1, *honest[7:10]]
+        args[1] = fingerprint
+        send(c.w3, copier, c.registry.functions.register(*args), what="register a copy")
+
+    try:
+        register(honest[2])
+        expected: type[Exception] = AuthenticationFailed
+    except ChainError:  # the registry binds the certificate to the honest provider
+        register(b"\x5a" * 32)
+        expected = TlsFingerprintMismatch
+    renter = _dev(9)
     wallet = tmp_path / "renter9.json"
     create_keystore(PASSWORD, private_key=renter.key, path=wallet)
 
@@ -283,7 +296,7 @@ def test_a_copied_offer_is_refused_before_any_money_moves(market: Market, tmp_pa
         )
 
     before = renter_state()
-    with pytest.raises(AuthenticationFailed) as err:
+    with pytest.raises(expected) as err:
         open_paid_lease(
             network=str(market.profile),
             offer_spec="region=eu,max_price=4000000",  # the copy is the cheapest
@@ -292,7 +305,8 @@ def test_a_copied_offer_is_refused_before_any_money_moves(market: Market, tmp_pa
             password=PASSWORD,
         )
     message = str(err.value)
-    assert copier.address.lower() in message.lower()
-    assert _provider().lower() in message.lower()
+    if expected is AuthenticationFailed:
+        assert copier.address.lower() in message.lower()
+        assert _provider().lower() in message.lower()
     assert "nothing was paid" in message
     assert renter_state() == before  # no deposit moved, no approve, no channel opened
