@@ -203,8 +203,8 @@ class Payments:
             log.warning("channel 0x%s: nothing to collect: %s", channel_id.hex(), plan.reason)
             self.ledger.set_channel_state(channel_id, "closed")
         elif plan.reason:
-            log.warning("channel 0x%s: collecting %s only: %s", channel_id.hex(), plan.amount,
-                        plan.reason)  # fmt: skip
+            cid = channel_id.hex()
+            log.warning("channel 0x%s: collecting %s only: %s", cid, plan.amount, plan.reason)
         return plan
 
     async def settle(self, channel_id: bytes) -> None:
