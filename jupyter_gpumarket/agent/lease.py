@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -92,7 +93,9 @@ class Lease:
         self.generation = 0
         self.ended = False
         self._held: list[tuple[Channel, tuple[bytes, ...]]] = []  # shell while payment paused
+        self._created = self._idle_since = time.monotonic()  # no kernel, no file op since
         if payment is not None:
+            payment.claim()  # one lease per channel
             self._spawn(self._watch_payment())
 
     # -- connection ------------------------------------------------------------------------
@@ -159,6 +162,8 @@ class Lease:
 
     async def _handle_op(self, msg: Any, extra: list[bytes]) -> None:
         async with self._op_lock:
+            if isinstance(msg, (*FILE_OPS, control.StartKernel)):
+                self._idle_since = time.monotonic()  # a launch under way (vouchers do not count)
             try:
                 if isinstance(msg, FILE_OPS):
                     replies = await self._file_ops.run(self.files.handle, msg, extra)
@@ -188,6 +193,9 @@ class Lease:
             except (GpuMarketError, OSError) as exc:
                 log.warning("lease %s: %s failed: %s", self.id, msg.op, exc)
                 self.send_control(control.Refused(request=msg.op, message=str(exc)))
+            finally:
+                if isinstance(msg, FILE_OPS):
+                    self._idle_since = time.monotonic()
 
     # -- kernel generations ------------------------------------------------------------------
     async def _start_kernel(self, msg: control.StartKernel) -> None:
@@ -235,6 +243,7 @@ class Lease:
         log.info("lease %s: kernel generation %d exited with %s", self.id, generation, code)
         if self._kernel is kernel:
             await self._drop_kernel()
+        self._idle_since = time.monotonic()
         if self.payment is not None:
             self.payment.kernel_stopped()  # restarts are not billed
         self.send_control(
@@ -273,7 +282,10 @@ class Lease:
         assert self.payment is not None
         while not self.ended:
             await asyncio.sleep(1.0)
-            action = self.payment.poll()
+            now = time.monotonic()
+            if self.payment.recheck_due(now):
+                self._spawn(self.payment.recheck())  # the channel on chain: off this loop
+            action = self.payment.poll() or self._kernel_wait(now)
             if action is None:
                 continue
             level, message = action
@@ -282,6 +294,22 @@ class Lease:
             if level == "stop":
                 self._spawn(self.end())
                 return
+
+    def _kernel_wait(self, now: float) -> tuple[str, str] | None:
+        """A paid lease holds a kernel slot: without a kernel (and no file transfer of a
+        launch) for the payment grace, or without ever starting one for ten graces, it ends."""
+        assert self.payment is not None
+        if self.kernel_alive or self._op_lock.locked():
+            return None
+        grace = self.payment.payments.terms.grace
+        if now - self._idle_since > grace:
+            return "stop", (
+                f"no kernel in this lease for {grace:.0f} s: the provider ends it and frees "
+                "its slot; start a new lease to run a kernel"
+            )
+        if self.generation == 0 and now - self._created > max(10 * grace, 600.0):
+            return "stop", "no kernel was ever started in this lease: the provider ends it"
+        return None
 
     async def end(self) -> None:
         """Stop the kernel, close the link, settle, wipe the lease's dir. Idempotent."""
@@ -304,6 +332,8 @@ class Lease:
             self.payment.kernel_stopped()
             self.payment.settled = True
             await self.payment.payments.settle(self.payment.channel.channel_id)
+        if self.payment is not None:
+            self.payment.release()
         await self.pipe.drain()  # the last control messages (KernelExited) reach the renter
         ws = self.pipe.ws
         self.pipe.close()

@@ -361,9 +361,14 @@ class ProviderLedger:
 
     def to_redeem(self) -> list[StoredVoucher]:
         """Best vouchers not yet confirmed on chain and with no transaction in flight (retry
-        these when the RPC is back; settle those whose channel is ``stopping``)."""
+        these when the RPC is back; settle those whose channel is ``stopping``). Channels set
+        ``closed`` (nothing left to collect on chain) are skipped."""
         out = []
-        for row in self._read("SELECT * FROM vouchers ORDER BY received_at"):
+        rows = self._read(
+            "SELECT v.* FROM vouchers v JOIN channels c ON c.channel_id = v.channel_id "
+            "WHERE c.state != 'closed' ORDER BY v.received_at"
+        )
+        for row in rows:
             v = _voucher(row)
             if self.settled(v.channel_id) or self.redeemed(v.channel_id) >= v.amount:
                 continue

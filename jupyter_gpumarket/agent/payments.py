@@ -19,7 +19,7 @@ from typing import Any
 
 from jupyter_gpumarket.agent.ledger import ProviderLedger
 from jupyter_gpumarket.core import eip712, paymsgs
-from jupyter_gpumarket.core.auth_challenge import Challenge, ChallengeIssuer
+from jupyter_gpumarket.core.auth_challenge import ChallengeIssuer
 from jupyter_gpumarket.core.lease_state import (
     DEFAULT_SLACK,
     Event,
@@ -31,10 +31,13 @@ from jupyter_gpumarket.core.metering import BillingClock
 from jupyter_gpumarket.core.offer_meta import DEFAULT_RELAY_FEE
 from jupyter_gpumarket.core.voucher_check import (
     ChannelView,
+    Collection,
     ProviderTerms,
     SignedVoucher,
     Verdict,
+    channel_change,
     check_voucher,
+    plan_collection,
 )
 from jupyter_gpumarket.exceptions import (
     AuthenticationFailed,
@@ -74,20 +77,25 @@ class Payments:
         self.provider = terms.account.address
         self.domain = eip712.Domain(terms.chain_id, terms.escrow)
         self.issuer = ChallengeIssuer(
-            self.domain, self.provider, price_per_hour=terms.price_per_hour, interval=terms.interval
+            self.domain,
+            self.provider,
+            price_per_hour=terms.price_per_hour,
+            interval=terms.interval,
+            token=terms.token,
         )
         self.provider_terms = ProviderTerms(
-            self.domain, self.provider, terms.price_per_hour, terms.interval
+            self.domain, self.provider, terms.price_per_hour, terms.interval, token=terms.token
         )
         self.ledger = ProviderLedger(state_dir)
         w3 = connect(terms.rpc_url)
         self.chain = LeaseChain(Contracts.at(w3, terms.token, terms.escrow, terms.registry))
-        self._pending: dict[str, Challenge] = {}
+        self.live: dict[bytes, LeasePayment] = {}  # channel -> its lease's payment (one each)
         self._tx_lock = asyncio.Lock()  # one provider transaction at a time (account nonce)
 
     # -- the hello ---------------------------------------------------------------------------
-    def challenge(self) -> paymsgs.AuthChallenge:
-        c = self.issuer.issue(time.monotonic())
+    def challenge(self, client: str = "") -> paymsgs.AuthChallenge:
+        """A challenge for ``client`` (its IP address: each address has a challenge budget)."""
+        c = self.issuer.issue(time.monotonic(), client)
         return paymsgs.AuthChallenge(
             nonce="0x" + c.nonce.hex(),
             provider=c.provider,
@@ -98,20 +106,23 @@ class Payments:
         )
 
     async def authenticate(
-        self, channel_hex: str, challenge: paymsgs.AuthChallenge, answer: paymsgs.AuthAnswer
+        self,
+        channel_hex: str,
+        challenge: paymsgs.AuthChallenge,
+        answer: paymsgs.AuthAnswer,
+        client: str = "",
     ) -> ChannelView:
         """The channel (read from the chain) when the answer proves its session key."""
         channel_id = bytes.fromhex(channel_hex[2:])
+        nonce = bytes.fromhex(challenge.nonce[2:])
+        self.issuer.consume(nonce, time.monotonic(), client)  # before any chain read
         try:
             info = await asyncio.to_thread(self.chain.channel, channel_id)
         except ChainError as exc:
             raise AuthenticationFailed(f"cannot check channel {channel_hex}: {exc}") from exc
         view = ChannelView.from_info(info)
-        self.issuer.verify(
-            nonce=bytes.fromhex(challenge.nonce[2:]),
-            channel=view,
-            signature=bytes.fromhex(answer.signature[2:]),
-            now=time.monotonic(),
+        self.issuer.check_answer(
+            nonce=nonce, channel=view, signature=bytes.fromhex(answer.signature[2:])
         )
         self.ledger.upsert_channel(
             channel_id,
@@ -141,6 +152,8 @@ class Payments:
             interval=t.interval,
             now=now,
         )
+        if reason is None and req.grant:  # a pool opening is in the pool's token: check it
+            reason = await asyncio.to_thread(self._pool_token_refusal, req.grant)
         if reason is not None:
             raise PaymentError(f"relay refused: {reason}")
         async with self._tx_lock:
@@ -158,19 +171,56 @@ class Payments:
         )
         return paymsgs.RelayResult(channel="0x" + channel_id.hex(), tx_hash=tx.tx_hash)
 
+    def _pool_token_refusal(self, grant: str) -> str | None:
+        """Why a pool opening would not pay in this offer's token (None: it would)."""
+        from jupyter_gpumarket.chain.relay import pool_token
+        from jupyter_gpumarket.core.grant_code import GrantCode
+
+        try:
+            token = pool_token(self.chain, GrantCode.decode(grant))
+        except (GpuMarketError, ValueError) as exc:
+            return f"cannot read the grant's pool: {exc}"
+        if token.lower() != self.terms.token.lower():
+            return f"the grant's pool pays in {token}, this provider is paid in {self.terms.token}"
+        return None
+
     # -- settlement --------------------------------------------------------------------------
-    async def settle(self, channel_id: bytes) -> None:
-        """Close the channel with the highest voucher held (0 if none); retried if it fails."""
+    async def _plan(self, channel_id: bytes) -> Collection | None:
+        """What can be collected on ``channel_id`` now (the channel re-read from the chain and
+        the best voucher checked against it); None when the chain cannot be read (retry)."""
+        try:
+            info = await asyncio.to_thread(self.chain.channel, channel_id)
+        except GpuMarketError as exc:
+            log.warning("cannot read channel 0x%s (will retry): %s", channel_id.hex(), exc)
+            return None
         best = self.ledger.highest_voucher(channel_id)
-        amount = best.amount if best else 0
-        tx_id = self.ledger.begin_tx(channel_id, "settle", amount)
+        plan = plan_collection(
+            ChannelView.from_info(info),
+            (best.amount, bytes(best.signature)) if best else None,
+            self.provider_terms,
+        )
+        if not plan.possible:
+            log.warning("channel 0x%s: nothing to collect: %s", channel_id.hex(), plan.reason)
+            self.ledger.set_channel_state(channel_id, "closed")
+        elif plan.reason:
+            cid = channel_id.hex()
+            log.warning("channel 0x%s: collecting %s only: %s", cid, plan.amount, plan.reason)
+        return plan
+
+    async def settle(self, channel_id: bytes) -> None:
+        """Close the channel with the highest voucher it still accepts (0 if none); retried
+        if it fails. Nothing is sent for a channel that cannot pay (closed, foreign token)."""
+        plan = await self._plan(channel_id)
+        if plan is None or not plan.possible:
+            return
+        tx_id = self.ledger.begin_tx(channel_id, "settle", plan.amount)
         try:
             async with self._tx_lock:
                 result = await asyncio.to_thread(
                     self.chain.settle_highest,
                     self.terms.account,
                     channel_id,
-                    (best.amount, best.signature) if best else None,
+                    (plan.amount, plan.signature) if plan.signature else None,
                 )
         except GpuMarketError as exc:
             self.ledger.tx_failed(tx_id, str(exc))
@@ -188,20 +238,24 @@ class Payments:
 
     async def catch_up(self, active: set[bytes]) -> None:
         """Redeem earned vouchers of running leases; settle those of leases that are over (a
-        settle that failed, or an agent that crashed). Failures stay in the ledger for later."""
+        settle that failed, or an agent that crashed). Failures stay in the ledger for later.
+        Each redemption first re-reads the channel (``_plan``)."""
         for voucher in self.ledger.to_redeem():
             channel_id = bytes(voucher.channel_id)
             if channel_id not in active:
                 await self.settle(channel_id)
                 continue
-            tx_id = self.ledger.begin_tx(channel_id, "redeem", voucher.amount)
+            plan = await self._plan(channel_id)
+            if plan is None or not plan.possible or not plan.signature:
+                continue
+            tx_id = self.ledger.begin_tx(channel_id, "redeem", plan.amount)
             try:
                 async with self._tx_lock:
                     result = await asyncio.to_thread(
                         self.chain.redeem_highest,
                         self.terms.account,
                         channel_id,
-                        (voucher.amount, bytes(voucher.signature)),
+                        (plan.amount, plan.signature),
                     )
             except GpuMarketError as exc:
                 self.ledger.tx_failed(tx_id, str(exc))
@@ -221,7 +275,16 @@ class Payments:
                 log.warning("redemption deferred: %s", exc)
             await asyncio.sleep(self.terms.redeem_every)
 
-    def lease(self, channel: ChannelView) -> LeasePayment:
+    def lease(self, channel: ChannelView, *, resuming: bool = False) -> LeasePayment:
+        """The payment of a new lease on ``channel``; AuthenticationFailed when the channel
+        already pays for a live lease (one lease per channel: a hello without a lease id on
+        it would take another kernel slot). ``resuming``: the hello names a lease."""
+        held = self.live.get(channel.channel_id)
+        if not resuming and held is not None:
+            raise AuthenticationFailed(
+                f"channel 0x{channel.channel_id.hex()} already pays for a lease on this "
+                "provider: resume that lease (its id in the hello) or open a new channel"
+            )
         return LeasePayment(self, channel)
 
 
@@ -242,6 +305,44 @@ class LeasePayment:
         )
         self.accepted = 0
         self.settled = False
+        self.stop_reason = ""  # set when the channel on chain stops backing this lease
+        self._recheck_at = time.monotonic() + interval
+        self._rechecking = False
+
+    def claim(self) -> None:
+        """This payment's lease exists: its channel pays for no other (see Payments.lease)."""
+        self.payments.live[self.channel.channel_id] = self
+
+    def release(self) -> None:
+        if self.payments.live.get(self.channel.channel_id) is self:
+            del self.payments.live[self.channel.channel_id]
+
+    def recheck_due(self, now: float) -> bool:
+        """Time to read the channel again (every voucher interval; one eth_call)."""
+        return not self._rechecking and not self.stop_reason and now >= self._recheck_at
+
+    async def recheck(self) -> None:
+        """Read the channel again: the renter may have rotated its session key (the vouchers
+        held would no longer redeem), asked to close it, or it may not be in the offer's
+        token. Any of these sets ``stop_reason``: no voucher is accepted after it, and the
+        lease's watcher stops the kernel and settles with the best voucher still valid. An
+        RPC that is down changes nothing (checked again next interval)."""
+        self._rechecking = True
+        cid = self.channel.channel_id
+        try:
+            info = await asyncio.to_thread(self.payments.chain.channel, cid)
+        except GpuMarketError as exc:
+            log.warning("cannot re-read channel 0x%s: %s", cid.hex(), exc)
+            return
+        finally:
+            self._rechecking = False
+            self._recheck_at = time.monotonic() + self.payments.terms.interval
+        now_view = ChannelView.from_info(info)
+        self.stop_reason = channel_change(self.channel, now_view, self.payments.provider_terms)
+        if self.stop_reason:
+            log.warning("channel 0x%s: %s", cid.hex(), self.stop_reason)
+        elif now_view.deposit > self.channel.deposit:  # a top-up the renter did not announce
+            self.channel = dataclasses.replace(self.channel, deposit=now_view.deposit)
 
     async def refresh_deposit(self) -> None:
         """The renter topped up: read the channel again (the chain is the truth, not the
@@ -275,6 +376,10 @@ class LeasePayment:
     def on_voucher(self, msg: paymsgs.Voucher) -> list[Any]:
         """Check a voucher; the messages to send back."""
         now = time.monotonic()
+        if self.stop_reason:
+            return [
+                paymsgs.PaymentNotice(level="warn", message=f"voucher refused: {self.stop_reason}")
+            ]
         billed = self.clock.billed_seconds(now)
         decision = check_voucher(
             SignedVoucher(self.channel.channel_id, msg.amount, bytes.fromhex(msg.signature[2:])),
@@ -304,6 +409,8 @@ class LeasePayment:
 
     def poll(self) -> tuple[str, str] | None:
         """Advance the clock: ("warn"|"pause"|"stop", message) when something changed."""
+        if self.stop_reason:
+            return "stop", f"the provider stops this kernel: {self.stop_reason}"
         now = time.monotonic()
         event = self.machine.poll(now)
         if event is None:

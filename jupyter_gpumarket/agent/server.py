@@ -295,12 +295,13 @@ class AgentServer:
             raise AuthenticationFailed(
                 "this provider is paid: open an escrow channel and send its id in the hello"
             )
-        challenge = self.payments.challenge()
+        client = str(ws.remote_address[0]) if ws.remote_address else ""
+        challenge = self.payments.challenge(client)
         await ws.send(control.dump(challenge).decode())
         raw = await asyncio.wait_for(ws.recv(), HELLO_TIMEOUT)
         answer = control.parse_text(raw, paymsgs.AuthAnswer)
-        view = await self.payments.authenticate(hello.channel, challenge, answer)
-        return self.payments.lease(view)
+        view = await self.payments.authenticate(hello.channel, challenge, answer, client)
+        return self.payments.lease(view, resuming=hello.lease is not None)
 
     async def _relay(self, ws: ServerConnection, req: paymsgs.RelayOpen) -> None:
         """Open a channel for a renter without gas (its signed opening), answer, close."""

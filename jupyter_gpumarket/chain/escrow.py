@@ -45,23 +45,47 @@ class EscrowClient:
         self.c = contracts
         self.w3 = contracts.w3
         self.domain = eip712.Domain(self.w3.eth.chain_id, contracts.escrow.address)
+        self._token: str | None = None
 
     def channel(self, channel_id: bytes) -> ChannelInfo:
-        """The channel's state; ``state == "none"`` for an id that was never opened."""
+        """The channel's state; ``state == "none"`` for an id that was never opened.
+
+        Fields are read by their ABI names, and the token from the escrow's ``token()`` when
+        the channel struct has none (an escrow of one token): the provider checks the token a
+        deposit is held in, wherever the deployment keeps it."""
         raw = call(self.c.escrow.functions.channels(channel_id), what="Escrow.channels")
-        renter, provider, token, key, deposit, redeemed, close_at, state, pool = raw
+        f = dict(zip(self._channel_fields(), raw, strict=True))
+        key = f.get("session_key")
+        pool = f.get("pool_id")
         return ChannelInfo(
             channel_id=bytes(channel_id),
-            renter=renter,
-            provider=provider,
-            token=token,
-            session_key=None if int(key, 16) == 0 else key,
-            deposit=deposit,
-            redeemed=redeemed,
-            close_at=close_at,
-            state=STATES.get(state, str(state)),
-            pool_id=None if bytes(pool) == bytes(32) else bytes(pool),
+            renter=f["renter"],
+            provider=f["provider"],
+            token=f["token"] if "token" in f else self.token(),
+            session_key=None if key is None or int(key, 16) == 0 else key,
+            deposit=f["deposit"],
+            redeemed=f["redeemed"],
+            close_at=f.get("close_at", 0),
+            state=STATES.get(f["state"], str(f["state"])),
+            pool_id=None if pool is None or bytes(pool) == bytes(32) else bytes(pool),
         )
+
+    def _channel_fields(self) -> list[str]:
+        (fn,) = [
+            e
+            for e in self.c.escrow.abi
+            if e.get("type") == "function" and e.get("name") == "channels"
+        ]
+        outs = fn["outputs"]
+        if len(outs) == 1 and outs[0].get("components"):
+            outs = outs[0]["components"]  # one struct: its fields
+        return [o["name"] for o in outs]
+
+    def token(self) -> str:
+        """The escrow's one token (an escrow that holds a single token per deployment)."""
+        if self._token is None:
+            self._token = str(call(self.c.escrow.functions.token(), what="Escrow.token"))
+        return self._token
 
     def open(self, renter: LocalAccount, provider: str, deposit: int, session_key: str) -> bytes:
         """approve + open (two transactions); the channel id."""

@@ -27,6 +27,7 @@ __all__ = [
     "permit",
     "recover_signer",
     "sign_typed_data",
+    "signature_problem",
     "voucher",
     "voucher_signer_ok",
 ]
@@ -250,20 +251,63 @@ def sign_typed_data(private_key: bytes | str, typed_data: dict[str, Any]) -> byt
     from eth_account.messages import encode_typed_data
 
     signed = Account.sign_message(encode_typed_data(full_message=typed_data), private_key)
-    return bytes(signed.signature)
+    signature = bytes(signed.signature)
+    problem = signature_problem(signature)  # eth-account signs low-s, v 27/28: keep it so
+    if problem is not None:
+        raise PaymentError(f"the signer made a signature the escrow refuses: {problem}")
+    return signature
+
+
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+_HALF_N = SECP256K1_N // 2  # snekmate's _MALLEABILITY_THRESHOLD
+
+
+def signature_problem(signature: bytes) -> str | None:
+    """Why the Escrow's ECDSA (snekmate ``_recover_sig`` + the ``ecrecover`` precompile) would
+    refuse this ``r || s || v`` signature; None when its form is acceptable.
+
+    The contract accepts exactly: 65 bytes, ``v`` in {27, 28}, ``0 < r < n``, ``0 < s <= n/2``
+    (low s), and a signature that recovers to a non-zero address. (It also takes EIP-2098
+    64-byte compact signatures; off chain those are refused: no signer of ours makes them,
+    and refusing more than the contract never costs the provider money.)
+    """
+    if not isinstance(signature, bytes | bytearray):
+        return f"a signature is bytes, got {type(signature).__name__}"
+    if len(signature) != 65:
+        return f"a signature is 65 bytes (r, s, v), got {len(signature)}"
+    r = int.from_bytes(signature[:32], "big")
+    s = int.from_bytes(signature[32:64], "big")
+    v = signature[64]
+    if v not in (27, 28):
+        return f"v must be 27 or 28 (the escrow's rule), got {v}"
+    if not 0 < r < SECP256K1_N:
+        return "r is out of range"
+    if not 0 < s <= _HALF_N:
+        return "s is zero or in the upper half (a malleated high-s signature)"
+    return None
 
 
 def recover_signer(typed_data: dict[str, Any], signature: bytes) -> str:
-    """The address that signed ``typed_data``; PaymentError for a malformed signature."""
+    """The address that signed ``typed_data``; PaymentError for a signature the Escrow would
+    refuse (see :func:`signature_problem`). The one place the project recovers a signer:
+    Voucher, TunnelHello, OpenChannel, Permit and Grant all go through it."""
     from eth_account import Account
     from eth_account.messages import encode_typed_data
 
+    problem = signature_problem(signature)
+    if problem is not None:
+        raise PaymentError(f"unreadable signature ({problem}); ask the signer to sign again")
     try:
-        return str(
-            Account.recover_message(encode_typed_data(full_message=typed_data), signature=signature)
+        signer = str(
+            Account.recover_message(
+                encode_typed_data(full_message=typed_data), signature=bytes(signature)
+            )
         )
     except Exception as exc:  # eth-keys / eth-account raise several types for bad bytes
         raise PaymentError(f"unreadable signature ({exc}); ask the signer to sign again") from None
+    if int(signer, 16) == 0:
+        raise PaymentError("unreadable signature (it recovers to no address); sign again")
+    return signer
 
 
 def voucher_signer_ok(

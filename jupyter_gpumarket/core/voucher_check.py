@@ -5,7 +5,8 @@ session key (or the renter, or a rotated key) over the escrow's EIP-712 ``Vouche
 checked in this order so the first broken rule is the reason given:
 
 1. the voucher names this lease's channel;
-2. the channel pays this provider and is open (a closing channel means the renter left);
+2. the channel pays this provider, in the offer's token, and is open (a closing channel means
+   the renter left) — ``channel_refusal``;
 3. the signature recovers, under *this* escrow's domain (chain id + verifying contract), to a
    key the Escrow accepts for the channel (``eip712.voucher_signer_ok``): a voucher signed for
    another chain, another escrow or another channel recovers to some other address;
@@ -18,6 +19,7 @@ checked in this order so the first broken rule is the reason given:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from enum import Enum
 
@@ -29,11 +31,15 @@ from jupyter_gpumarket.exceptions import PaymentError
 
 __all__ = [
     "ChannelView",
+    "Collection",
     "Decision",
     "ProviderTerms",
     "SignedVoucher",
     "Verdict",
+    "channel_change",
+    "channel_refusal",
     "check_voucher",
+    "plan_collection",
 ]
 
 
@@ -66,14 +72,19 @@ class ChannelView:
     deposit: int
     state: str = "open"
     rotated_key: str | None = None
+    token: str | None = None  # the token the deposit is held in (None: not known)
+    redeemed: int = 0  # what the provider already collected on chain
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channel_id", _cid(self.channel_id))
         object.__setattr__(self, "renter", _addr("renter", self.renter))
         object.__setattr__(self, "provider", _addr("provider", self.provider))
         _amount("deposit", self.deposit)
+        _amount("redeemed", self.redeemed)
         if self.rotated_key is not None:
             object.__setattr__(self, "rotated_key", _addr("rotated_key", self.rotated_key))
+        if self.token is not None:
+            object.__setattr__(self, "token", _addr("token", self.token))
 
     @classmethod
     def from_info(cls, info: object) -> ChannelView:
@@ -85,6 +96,8 @@ class ChannelView:
             deposit=info.deposit,  # type: ignore[attr-defined]
             state=info.state,  # type: ignore[attr-defined]
             rotated_key=info.session_key,  # type: ignore[attr-defined]
+            token=info.token,  # type: ignore[attr-defined]
+            redeemed=info.redeemed,  # type: ignore[attr-defined]
         )
 
 
@@ -96,11 +109,14 @@ class ProviderTerms:
     provider: str
     price_per_hour: int
     interval: int = DEFAULT_INTERVAL
+    token: str | None = None  # the offer's token: a channel in any other is not money
 
     def __post_init__(self) -> None:
         if not isinstance(self.domain, eip712.Domain):
             raise PaymentError(f"domain must be an eip712.Domain, got {self.domain!r}")
         object.__setattr__(self, "provider", _addr("provider", self.provider))
+        if self.token is not None:
+            object.__setattr__(self, "token", _addr("token", self.token))
         _amount("price_per_hour", self.price_per_hour)
         if isinstance(self.interval, bool) or not isinstance(self.interval, int):
             raise PaymentError(f"interval must be whole seconds, got {self.interval!r}")
@@ -165,6 +181,48 @@ class Decision:
         return self.verdict in (Verdict.ACCEPT, Verdict.DUPLICATE)
 
 
+def channel_refusal(channel: ChannelView, *, provider: str, token: str | None) -> str | None:
+    """Why ``channel`` cannot pay this provider (None: it can): it pays someone else, holds
+    its deposit in a token other than the offer's (a worthless token's "deposit" settles to
+    nothing), or is not open. Checked at the hello, on vouchers and before each redemption."""
+    cid = "0x" + channel.channel_id.hex()
+    if channel.provider != _addr("provider", provider):
+        return (
+            f"channel {cid} pays {channel.provider}, not this provider ({provider}): "
+            "open a channel to this provider"
+        )
+    if token is not None and (channel.token is None or channel.token != _addr("token", token)):
+        return (
+            f"not the offer's token: channel {cid} holds its deposit in {channel.token}, this "
+            f"provider is paid in {_addr('token', token)}; open a channel in the offer's token"
+        )
+    if channel.state != "open":
+        return (
+            f"channel {cid} is {channel.state}, not open: the lease cannot continue; "
+            "open a new channel to rent again"
+        )
+    return None
+
+
+def channel_change(before: ChannelView, now: ChannelView, terms: ProviderTerms) -> str:
+    """Why a running lease's channel no longer backs it (empty: it still does). ``before``:
+    the channel at the hello; ``now``: read again from the chain."""
+    cid = "0x" + before.channel_id.hex()
+    if now.channel_id != before.channel_id or now.renter != before.renter:
+        return f"channel {cid} on chain is not the one this lease was opened on"
+    if now.rotated_key != before.rotated_key:
+        return (
+            f"the renter rotated channel {cid}'s session key: vouchers signed before no longer "
+            "redeem, so the provider stops serving; open a new channel to rent again"
+        )
+    if now.state == "closing":
+        return (
+            f"the renter asked to close channel {cid} (requestClose): the lease ends; open a "
+            "new channel to rent again"
+        )
+    return channel_refusal(now, provider=terms.provider, token=terms.token) or ""
+
+
 def _reject(reason: str) -> Decision:
     return Decision(Verdict.REJECT, reason=reason)
 
@@ -186,16 +244,9 @@ def check_voucher(
             f"voucher is for channel 0x{voucher.channel_id.hex()}, not this lease's {cid}: "
             "sign vouchers with this lease's channel id"
         )
-    if channel.provider != terms.provider:
-        return _reject(
-            f"channel {cid} pays {channel.provider}, not this provider ({terms.provider}): "
-            "open a channel to this provider"
-        )
-    if channel.state != "open":
-        return _reject(
-            f"channel {cid} is {channel.state}, not open: the lease cannot continue; "
-            "open a new channel to rent again"
-        )
+    refusal = channel_refusal(channel, provider=terms.provider, token=terms.token)
+    if refusal is not None:
+        return _reject(refusal)
     typed = eip712.voucher(terms.domain, voucher.channel_id, voucher.amount)
     try:
         signer = eip712.recover_signer(typed, voucher.signature)
@@ -236,3 +287,56 @@ def check_voucher(
             ),
         )
     return Decision(Verdict.ACCEPT, amount=voucher.amount)
+
+
+@dataclass(frozen=True)
+class Collection:
+    """What the provider can put on chain for a channel now (see :func:`plan_collection`).
+
+    ``amount``: the cumulative amount to redeem or settle with (``== channel.redeemed`` needs
+    no signature, ``signature`` is then b""); ``possible`` False: spend no gas on this channel
+    (closed, not ours, or its deposit is not in the offer's token); ``reason``: why less than
+    the best voucher, or nothing, can be collected."""
+
+    amount: int
+    signature: bytes = b""
+    possible: bool = True
+    reason: str = ""
+
+
+def plan_collection(
+    channel: ChannelView, best: tuple[int, bytes] | None, terms: ProviderTerms
+) -> Collection:
+    """Before each redeem/settle: check the channel as the chain has it *now* and the best
+    stored voucher against it with the Escrow's rules (a rotated session key or a closed
+    channel makes a stored voucher worthless; sending it would only revert)."""
+    if channel.state not in ("open", "closing"):
+        return Collection(
+            channel.redeemed, possible=False, reason=f"channel is {channel.state}: nothing to do"
+        )
+    refusal = channel_refusal(
+        dataclasses.replace(channel, state="open"), provider=terms.provider, token=terms.token
+    )
+    if refusal is not None:
+        return Collection(channel.redeemed, possible=False, reason=refusal)
+    if best is None or best[0] <= channel.redeemed:
+        return Collection(channel.redeemed)
+    amount, signature = best
+    if amount > channel.deposit:
+        return Collection(channel.redeemed, reason=f"voucher {amount} is above the deposit")
+    typed = eip712.voucher(terms.domain, channel.channel_id, amount)
+    try:
+        signer = eip712.recover_signer(typed, signature)
+    except PaymentError as exc:
+        return Collection(channel.redeemed, reason=f"voucher signature unreadable: {exc}")
+    if not eip712.voucher_signer_ok(
+        channel.channel_id, channel.renter, signer, channel.rotated_key
+    ):
+        return Collection(
+            channel.redeemed,
+            reason=(
+                f"voucher {amount} is signed by {signer}, a key the channel no longer accepts "
+                "(the renter rotated its session key)"
+            ),
+        )
+    return Collection(amount, bytes(signature))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_gpumarket.core import eip712, paymsgs
-from jupyter_gpumarket.core.auth_challenge import Challenge, sign_hello
+from jupyter_gpumarket.core.auth_challenge import Challenge, challenge_mismatch, sign_hello
 from jupyter_gpumarket.core.metering import (
     WARN_PERCENT,
     BillingClock,
@@ -28,7 +28,7 @@ from jupyter_gpumarket.core.metering import (
     VoucherSchedule,
 )
 from jupyter_gpumarket.core.pinning import normalize_fingerprint
-from jupyter_gpumarket.exceptions import ConfigError
+from jupyter_gpumarket.exceptions import AuthenticationFailed
 from jupyter_gpumarket.provisioning.offers import OfferChoice, parse_offer_spec, pick_offer
 from jupyter_gpumarket.provisioning.paid_state import PaidState, encrypt_session_key
 
@@ -84,11 +84,14 @@ class PaidLease:
             escrow=challenge.escrow,
             expires_at=0.0,
         )
-        if (c.chain_id, c.escrow.lower()) != (
-            self.domain.chain_id,
-            self.domain.verifying_contract.lower(),
-        ):
-            raise ConfigError("the provider asks to sign for another chain or escrow: refused")
+        mismatch = challenge_mismatch(
+            provider=c.provider,
+            chain_id=c.chain_id,
+            escrow=c.escrow,
+            expected=(self.offer.provider, self.domain.chain_id, self.domain.verifying_contract),
+        )
+        if mismatch is not None:
+            raise AuthenticationFailed(f"refused to sign the provider's challenge: {mismatch}")
         self.schedule.interval = challenge.interval  # vouchers as often as this provider wants
         return paymsgs.AuthAnswer("0x" + sign_hello(self.session_key.key, c, self.channel_id).hex())
 
@@ -236,7 +239,14 @@ def open_paid_lease(
         )
     grant_code = GrantCode.decode(grant) if grant else None
     # no channel to a provider that is down (a kernel restarter would open one per attempt)
-    asyncio.run(probe_provider(offer.endpoint, offer.tls_fingerprint))
+    # ... and whose agent is the offer's provider (a copied endpoint would take the deposit)
+    asyncio.run(
+        probe_provider(
+            offer.endpoint,
+            offer.tls_fingerprint,
+            expected=(offer.provider, profile.chain_id, escrow),
+        )
+    )
     chain = LeaseChain(contracts)
     opened, how = open_channel_for_offer(
         chain, renter, offer, budget=budget, grant=grant_code, initial_hours=initial_hours

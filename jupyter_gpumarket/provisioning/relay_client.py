@@ -15,8 +15,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from jupyter_gpumarket.core import control, paymsgs
+from jupyter_gpumarket.core.auth_challenge import challenge_mismatch
 from jupyter_gpumarket.core.pinning import fingerprint, fingerprint_matches
 from jupyter_gpumarket.exceptions import (
+    AuthenticationFailed,
     PaymentError,
     ProtocolError,
     ProviderUnreachable,
@@ -70,10 +72,51 @@ async def request_relay(
         raise PaymentError(f"the provider answered the relay request oddly: {exc}") from None
 
 
-async def probe_provider(url: str, tls_fingerprint: str, *, timeout: float = 10.0) -> None:
+PROBE_CHANNEL = "0x" + "00" * 32  # names no channel: the agent answers with its challenge
+
+
+async def probe_provider(
+    url: str,
+    tls_fingerprint: str,
+    *,
+    expected: tuple[str, int, str] | None = None,
+    timeout: float = 10.0,
+) -> None:
     """Reach the provider (wss handshake, pinned certificate) before any money moves: a
     channel opened to a provider that is down would lock the deposit until its challenge
-    period ends. Raises ProviderUnreachable / TlsFingerprintMismatch."""
+    period ends. With ``expected`` = (the offer's provider, chain id, escrow), also send a
+    hello naming no channel and check that the agent's challenge names that provider on that
+    network: an offer that copied another provider's endpoint and certificate would take the
+    deposit while the real agent refuses the channel. Nothing is signed. Raises
+    ProviderUnreachable / TlsFingerprintMismatch / AuthenticationFailed."""
     what = "nothing was paid: pick another offer or try again later"
-    async with _pinned(url, tls_fingerprint, timeout, what):
-        pass
+    async with _pinned(url, tls_fingerprint, timeout, what) as ws:
+        if expected is None:
+            return
+        try:
+            await ws.send(control.dump(control.Hello(token="", channel=PROBE_CHANNEL)).decode())
+            async with asyncio.timeout(timeout):
+                raw = await ws.recv()
+            challenge = control.parse_text(raw, paymsgs.AuthChallenge)
+        except TimeoutError:
+            raise ProviderUnreachable(
+                f"the provider at {url} did not send its challenge within {timeout:.0f} s; {what}"
+            ) from None
+        except ConnectionClosed as exc:
+            reason = exc.rcvd.reason if exc.rcvd else "connection lost"
+            raise AuthenticationFailed(
+                f"the agent at {url} did not say which provider it is ({reason}): it is not a "
+                f"paid provider of this network; {what}"
+            ) from None
+        except ProtocolError as exc:
+            raise AuthenticationFailed(
+                f"the agent at {url} answered the probe oddly ({exc}); {what}"
+            ) from None
+    mismatch = challenge_mismatch(
+        provider=challenge.provider,
+        chain_id=challenge.chain_id,
+        escrow=challenge.escrow,
+        expected=expected,
+    )
+    if mismatch is not None:
+        raise AuthenticationFailed(f"the offer at {url} is not what it claims: {mismatch}")

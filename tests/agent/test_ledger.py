@@ -180,3 +180,14 @@ def test_newer_schema_and_garbage_files_are_refused(tmp_path):
     (bad / LEDGER_FILE).write_bytes(b"not a database" * 100)
     with pytest.raises(AgentError, match="cannot open the provider ledger"):
         ProviderLedger(bad)
+
+
+def test_a_channel_with_nothing_to_collect_leaves_the_retry_list(tmp_path):
+    """A channel the provider found closed or not payable (foreign token, rotated key after a
+    settle elsewhere) is set ``closed``: its voucher is no longer retried every round."""
+    ledger = ProviderLedger(tmp_path)
+    open_channel(ledger)
+    ledger.save_voucher(CID, 5, b"\x01" * 65)
+    assert [v.amount for v in ledger.to_redeem()] == [5]
+    ledger.set_channel_state(CID, "closed")
+    assert ledger.to_redeem() == []

@@ -157,3 +157,31 @@ def test_recover_and_voucher_signer_rule():
     assert eip712.voucher_signer_ok(cid, renter.address, other.address, rotated_key=other.address)
     with pytest.raises(PaymentError, match="unreadable signature"):
         eip712.recover_signer(eip712.voucher(domain, cid, 5), b"\x00" * 10)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "why"),
+    [
+        (lambda r, s, v: (r, eip712.SECP256K1_N - s, 55 - v), "upper half"),  # mirrored high s
+        (lambda r, s, v: (r, s, v - 27), "v must be 27 or 28"),
+        (lambda r, s, v: (r, s, v + 4), "v must be 27 or 28"),
+        (lambda r, s, v: (0, s, v), "r is out of range"),
+        (lambda r, s, v: (eip712.SECP256K1_N, s, v), "r is out of range"),
+        (lambda r, s, v: (r, 0, v), "s is zero"),
+    ],
+)
+def test_recover_refuses_what_the_escrow_ecdsa_refuses(mutate, why):
+    """snekmate's ECDSA + ecrecover take low s, v 27/28, 0 < r < n only; eth-account alone
+    would recover high-s and v 0/1 signatures (the renter then ran for free)."""
+    session = Account.create()
+    typed = eip712.voucher(eip712.Domain(31337, ESCROW), b"\x01" * 32, 5)
+    sig = eip712.sign_typed_data(session.key, typed)
+    r, s, v = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:64], "big"), sig[64]
+    r, s, v = mutate(r, s, v)
+    bad = r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes([v])
+    with pytest.raises(PaymentError, match=why):
+        eip712.recover_signer(typed, bad)
+    for wrong_length in (sig[:64], sig + b"\x00", b""):
+        with pytest.raises(PaymentError, match="65 bytes"):
+            eip712.recover_signer(typed, wrong_length)
+    assert eip712.recover_signer(typed, sig) == session.address

@@ -190,13 +190,18 @@ def test_channel_view_from_chain_info():
         token=ESCROW,
         session_key=None,
         deposit=5,
-        redeemed=0,
+        redeemed=2,
         close_at=0,
         state="open",
         pool_id=None,
     )
     assert ChannelView.from_info(info) == ChannelView(
-        channel_id=CID, renter=RENTER.address, provider=PROVIDER, deposit=5
+        channel_id=CID,
+        renter=RENTER.address,
+        provider=PROVIDER,
+        deposit=5,
+        token=ESCROW,
+        redeemed=2,
     )
 
 
