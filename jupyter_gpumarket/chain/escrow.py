@@ -24,7 +24,8 @@ STATES = {0: "none", 1: "open", 2: "closing", 3: "closed", 4: "closed-paid", 5: 
 
 @dataclass(frozen=True)
 class ChannelInfo:
-    """``Escrow.channels(id)``; ``session_key`` is None until rotated (the id binds the first)."""
+    """``Escrow.channels(id)``; ``session_key`` is always None (the id binds the key, which
+    cannot change); ``token`` is the escrow's one token."""
 
     channel_id: bytes
     renter: str

@@ -1,10 +1,18 @@
 # pragma version ~=0.4.3
 """
 @title GpuMarket Registry
-@notice Providers publish GPU offers here; renters read them from the events and `offers`.
-        Prices are token base units per hour. The cost of `s` seconds is
-        `price_per_hour * s // 3600` everywhere (`cost`, and core/money.py in Python).
+@notice Providers publish GPU offers here; renters read them from the events, `offers` or
+        `offersPage` (at most MAX_PAGE offers per call). Prices are token base units per hour.
+        The cost of `s` seconds is `price_per_hour * s // 3600` everywhere (`cost`, and
+        core/money.py in Python).
+        Bounds: a provider has at most MAX_ACTIVE_OFFERS active offers; a TLS fingerprint
+        used by an active offer belongs to that offer's provider (nobody else can publish
+        a copy of its endpoint + fingerprint until it deactivates them all).
 """
+
+
+MAX_ACTIVE_OFFERS: constant(uint256) = 8
+MAX_PAGE: constant(uint256) = 50
 
 
 struct Offer:
@@ -42,6 +50,10 @@ event OfferDeactivated:
 
 offers: public(HashMap[uint256, Offer])
 offer_count: public(uint256)
+active_offers: public(HashMap[address, uint256])
+# the provider whose active offers use a fingerprint, and how many of them do
+fingerprint_provider: public(HashMap[bytes32, address])
+_fingerprint_uses: HashMap[bytes32, uint256]
 
 
 @external
@@ -60,6 +72,7 @@ def register(
     @notice Publish an offer; ids start at 1. CPU-only offers use gpu_count 0.
     """
     self._check(endpoint, price_per_hour, token)
+    self._activate(tls_fingerprint)
     offer_id: uint256 = self.offer_count + 1
     self.offer_count = offer_id
     self.offers[offer_id] = Offer(
@@ -97,6 +110,9 @@ def update(
     """
     assert self.offers[offer_id].provider == msg.sender, "registry: not your offer"
     self._check(endpoint, price_per_hour, token)
+    if self.offers[offer_id].active:
+        self._deactivate(self.offers[offer_id].tls_fingerprint)
+    self._activate(tls_fingerprint)
     self.offers[offer_id] = Offer(
         provider=msg.sender,
         endpoint=endpoint,
@@ -121,7 +137,25 @@ def deactivate(offer_id: uint256):
     assert self.offers[offer_id].provider == msg.sender, "registry: not your offer"
     assert self.offers[offer_id].active, "registry: offer already inactive"
     self.offers[offer_id].active = False
+    self._deactivate(self.offers[offer_id].tls_fingerprint)
     log OfferDeactivated(offer_id=offer_id, provider=msg.sender)
+
+
+@external
+@view
+def offersPage(start: uint256, count: uint256) -> DynArray[Offer, MAX_PAGE]:
+    """
+    @notice Offers `start`, `start + 1`, ... (at most `count`, at most MAX_PAGE, never past
+            `offer_count`), inactive ones included: entry `i` is offer `start + i`.
+    """
+    out: DynArray[Offer, MAX_PAGE] = []
+    last: uint256 = self.offer_count
+    if start == 0 or start > last:
+        return out
+    n: uint256 = min(min(count, MAX_PAGE), last - start + 1)
+    for i: uint256 in range(n, bound=MAX_PAGE):
+        out.append(self.offers[start + i])
+    return out
 
 
 @external
@@ -131,6 +165,25 @@ def cost(price_per_hour: uint256, seconds: uint256) -> uint256:
     @notice Cost of `seconds` at `price_per_hour`, rounded down (the rule core/money.py copies).
     """
     return price_per_hour * seconds // 3600
+
+
+@internal
+def _activate(tls_fingerprint: bytes32):
+    active: uint256 = self.active_offers[msg.sender] + 1
+    assert active <= MAX_ACTIVE_OFFERS, "registry: a provider has at most 8 active offers; deactivate one first"
+    self.active_offers[msg.sender] = active
+    uses: uint256 = self._fingerprint_uses[tls_fingerprint]
+    if uses == 0:
+        self.fingerprint_provider[tls_fingerprint] = msg.sender
+    else:
+        assert self.fingerprint_provider[tls_fingerprint] == msg.sender, "registry: another provider's active offer uses this TLS fingerprint"
+    self._fingerprint_uses[tls_fingerprint] = uses + 1
+
+
+@internal
+def _deactivate(tls_fingerprint: bytes32):
+    self.active_offers[msg.sender] -= 1
+    self._fingerprint_uses[tls_fingerprint] -= 1
 
 
 @internal
