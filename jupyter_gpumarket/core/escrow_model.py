@@ -19,6 +19,7 @@ from jupyter_gpumarket.exceptions import PaymentError
 __all__ = ["ChannelState", "EscrowModel", "ModelChannel", "ModelPool"]
 
 MAX_AMOUNT = 2**88 - 1
+MAX_RELAY_FEE_DIVISOR = 10  # a relayed opening's fee is at most deposit // 10
 
 
 class ChannelState:
@@ -104,6 +105,18 @@ class EscrowModel:
     def open(self, cid: str, renter: str, provider: str, deposit: int) -> None:
         self._create(cid, renter, provider, deposit)
         self._move(renter, "escrow", deposit)
+
+    def open_for(self, cid: str, renter: str, provider: str, deposit: int, fee: int) -> None:
+        """A relayed opening paid by the renter's wallet; the fee goes to the provider."""
+        self._check_fee(deposit, fee)
+        self._create(cid, renter, provider, deposit - fee)
+        self._move(renter, "escrow", deposit)
+        self._move("escrow", provider, fee)
+
+    @staticmethod
+    def _check_fee(deposit: int, fee: int) -> None:
+        if fee > deposit // MAX_RELAY_FEE_DIVISOR:
+            raise PaymentError("escrow: relay fee above a tenth of the deposit")
 
     def _create(self, cid: str, renter: str, provider: str, deposit: int) -> ModelChannel:
         if deposit == 0:
@@ -203,6 +216,34 @@ class EscrowModel:
     ) -> None:
         if sender != student:
             raise PaymentError("escrow: grant is for another student")
+        self._open_from_pool(cid, pool_id, grant, student, cap, provider, deposit, 0)
+
+    def open_from_pool_for(
+        self,
+        cid: str,
+        pool_id: str,
+        grant: str,
+        student: str,
+        cap: int,
+        provider: str,
+        deposit: int,
+        fee: int,
+    ) -> None:
+        """A relayed pool opening (anyone sends it); the fee goes to the provider."""
+        self._check_fee(deposit, fee)
+        self._open_from_pool(cid, pool_id, grant, student, cap, provider, deposit, fee)
+
+    def _open_from_pool(
+        self,
+        cid: str,
+        pool_id: str,
+        grant: str,
+        student: str,
+        cap: int,
+        provider: str,
+        deposit: int,
+        fee: int,
+    ) -> None:
         pool = self.pools.get(pool_id)
         if pool is None:
             raise PaymentError("escrow: no such pool")
@@ -211,7 +252,8 @@ class EscrowModel:
             raise PaymentError("escrow: grant cap exceeded")
         if deposit > pool.balance:
             raise PaymentError("escrow: pool balance too low; ask the admin to fund it")
-        ch = self._create(cid, student, provider, deposit)
+        ch = self._create(cid, student, provider, deposit - fee)
         self.grant_spent[grant] = spent
         pool.balance -= deposit
         ch.pool, ch.grant = pool_id, grant
+        self._move("escrow", provider, fee)
