@@ -51,9 +51,8 @@ event OfferDeactivated:
 offers: public(HashMap[uint256, Offer])
 offer_count: public(uint256)
 active_offers: public(HashMap[address, uint256])
-# the provider whose active offers use a fingerprint, and how many of them do
-fingerprint_provider: public(HashMap[bytes32, address])
-_fingerprint_uses: HashMap[bytes32, uint256]
+# per TLS fingerprint, one word: the provider whose active offers use it | their count << 160
+_fingerprint: HashMap[bytes32, uint256]
 
 
 @external
@@ -143,6 +142,18 @@ def deactivate(offer_id: uint256):
 
 @external
 @view
+def fingerprint_provider(tls_fingerprint: bytes32) -> address:
+    """
+    @notice The provider whose active offers use `tls_fingerprint` (zero: none does).
+    """
+    word: uint256 = self._fingerprint[tls_fingerprint]
+    if word >> 160 == 0:
+        return empty(address)
+    return convert(convert(word & (2**160 - 1), uint160), address)
+
+
+@external
+@view
 def offersPage(start: uint256, count: uint256) -> DynArray[Offer, MAX_PAGE]:
     """
     @notice Offers `start`, `start + 1`, ... (at most `count`, at most MAX_PAGE, never past
@@ -172,18 +183,17 @@ def _activate(tls_fingerprint: bytes32):
     active: uint256 = self.active_offers[msg.sender] + 1
     assert active <= MAX_ACTIVE_OFFERS, "registry: a provider has at most 8 active offers; deactivate one first"
     self.active_offers[msg.sender] = active
-    uses: uint256 = self._fingerprint_uses[tls_fingerprint]
-    if uses == 0:
-        self.fingerprint_provider[tls_fingerprint] = msg.sender
-    else:
-        assert self.fingerprint_provider[tls_fingerprint] == msg.sender, "registry: another provider's active offer uses this TLS fingerprint"
-    self._fingerprint_uses[tls_fingerprint] = uses + 1
+    word: uint256 = self._fingerprint[tls_fingerprint]
+    owner: uint256 = convert(msg.sender, uint256)
+    if word >> 160 != 0:
+        assert word & (2**160 - 1) == owner, "registry: another provider's active offer uses this TLS fingerprint"
+    self._fingerprint[tls_fingerprint] = ((word >> 160) + 1) << 160 | owner
 
 
 @internal
 def _deactivate(tls_fingerprint: bytes32):
     self.active_offers[msg.sender] -= 1
-    self._fingerprint_uses[tls_fingerprint] -= 1
+    self._fingerprint[tls_fingerprint] -= 1 << 160
 
 
 @internal
