@@ -107,6 +107,17 @@ class EscrowClient:
             what="Escrow.requestClose",
         )
 
+    def refund_owed(self, renter: str) -> int:
+        """Refunds the token refused to deliver to ``renter`` (blacklisted, paused) at settle
+        or withdraw; :meth:`claim_refund` collects them."""
+        return int(call(self.c.escrow.functions.refund_owed(renter), what="Escrow.refund_owed"))
+
+    def claim_refund(self, renter: LocalAccount, to: str) -> Any:
+        """Send everything owed to ``renter`` to ``to`` (e.g. another wallet of the renter)."""
+        return send(
+            self.w3, renter, self.c.escrow.functions.claimRefund(to), what="Escrow.claimRefund"
+        )
+
     def withdraw(self, renter: LocalAccount, channel_id: bytes) -> Any:
         return send(
             self.w3, renter, self.c.escrow.functions.withdraw(channel_id), what="Escrow.withdraw"
