@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from chain_helpers import raw_send, voucher_sig
 from eth_account import Account
-from hostile_tokens import deploy_hostile_token, escrow_holding
+from hostile_tokens import deploy_hostile_token
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -51,8 +51,7 @@ def open_sig(w3, c, signer, provider: str, deposit: int, session, fee: int, pool
     return eip712.sign_typed_data(signer.key, typed)
 
 
-def make_machine(c: Contracts, accounts, close_delay: int, blocker=None):
-    """``blocker``: the escrow's token as a HostileToken, to blacklist renters at random."""
+def make_machine(c: Contracts, accounts, close_delay: int):
     renters, providers = [accounts[1], accounts[2]], [accounts[3], accounts[4]]
     admin, student = accounts[4], accounts[5]
     everyone = [accounts[1], accounts[2], accounts[3], accounts[4], accounts[5]]
@@ -345,34 +344,6 @@ def make_machine(c: Contracts, accounts, close_delay: int, blocker=None):
                 lambda: send(w3, sender, c.escrow.functions.withdrawPool(pool_id, amount)),
             )
 
-        if blocker is not None:
-
-            def _block(self, who: str, yes: bool) -> None:
-                send(w3, accounts[0], blocker.functions.set_blocked(who, yes))
-                (self.model.blocked.add if yes else self.model.blocked.discard)(who)
-
-            @rule(who=st.sampled_from([*renters, student]), yes=st.booleans())
-            def blacklist(self, who, yes):
-                """The token blacklists (or clears) a renter: its refunds cannot be delivered."""
-                self._block(who.address, yes)
-
-            @rule(cid=channels, delta=deltas, claim_to=st.sampled_from([None, *providers]))
-            def blacklist_the_renter_then_settle(self, cid, delta, claim_to):
-                """Mid-lease, the renter gets blacklisted; its provider settles all the same;
-                the renter may then claim its refund to another wallet."""
-                renter = self._who(cid, "renter", "right")
-                self._block(renter.address, True)
-                self.settle(cid, "right", delta)
-                if claim_to is not None:
-                    self.claim_refund(renter, claim_to)
-
-            @rule(sender=st.sampled_from([*renters, student]), to=st.sampled_from(everyone))
-            def claim_refund(self, sender, to):
-                self._both(
-                    lambda: self.model.claim_refund(sender.address, to.address),
-                    lambda: send(w3, sender, c.escrow.functions.claimRefund(to.address)),
-                )
-
         @invariant()
         def balances_agree_and_escrow_conserves(self):
             for a in everyone:
@@ -409,18 +380,6 @@ SETTINGS = dict(
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
     database=None,
 )
-
-
-@pytest.mark.slow
-def test_escrow_matches_its_model_when_the_token_blacklists_renters(contracts, accounts):
-    """An escrow whose one token can blacklist addresses (USDC can): a blacklisted renter's
-    refunds are owed and claimable, and never block its provider's settle."""
-    token = deploy_hostile_token(contracts.w3, accounts[0])
-    e = escrow_holding(contracts, accounts[0], token)
-    for a in accounts[1:6]:
-        send(e.w3, accounts[0], token.functions.mint(a.address, 10_000 * 10**6))
-    machine = make_machine(e, accounts, 600, blocker=token)
-    run_state_machine_as_test(machine, settings=settings(max_examples=6, **SETTINGS))
 
 
 @pytest.mark.slow
