@@ -60,7 +60,7 @@ class Bench:
         return int(self.w3.eth.get_block("latest")["timestamp"]) + 3600
 
     def plain_lease(self, renter, provider) -> dict[str, int]:
-        """approve + open, redeem, topUp, rotate, settle, attest."""
+        """approve + open, redeem, topUp, settle, attest."""
         e, session = self.c.escrow.functions, Account.create()
         out = {
             "approve": self.gas(
@@ -73,9 +73,7 @@ class Bench:
         cid = eip712.channel_id_for(renter.address, session.address)
         out["redeem"] = self.gas(provider, e.redeem(cid, 1000, self.voucher(session, cid, 1000)))
         out["topUp"] = self.gas(renter, e.topUp(cid, USD))
-        new = Account.create()
-        out["rotateSessionKey"] = self.gas(renter, e.rotateSessionKey(cid, new.address))
-        out["settle"] = self.gas(provider, e.settle(cid, 2500, self.voucher(new, cid, 2500)))
+        out["settle"] = self.gas(provider, e.settle(cid, 2500, self.voucher(session, cid, 2500)))
         out["attest"] = self.gas(renter, e.attest(cid, 90, 12_345))
         return out
 
@@ -225,7 +223,7 @@ def measure() -> dict[str, Any]:
             {
                 k: v
                 for k, v in _cold_warm(lambda: b.plain_lease(r4, p4)).items()
-                if k in ("redeem", "topUp", "rotateSessionKey", "attest")
+                if k in ("redeem", "topUp", "attest")
             }
         )
         r5, p5 = b.fresh(100 * USD), b.fresh(USD)

@@ -25,12 +25,11 @@ def deploy_all(
     fund: Iterable[str] = (),
     amount: int = FAUCET_AMOUNT,
 ) -> Deployment:
-    """Deploy the three contracts with ``deployer``; mint ``amount`` TestUSD to each of ``fund``."""
+    """Deploy the three contracts with ``deployer``; mint ``amount`` TestUSD to each of ``fund``.
+    The escrow holds TestUSD only (one token per escrow, fixed at deployment)."""
     token = deploy(w3, deployer, "TestUSD")
-    escrow = deploy(w3, deployer, "Escrow", close_delay)
+    escrow = deploy(w3, deployer, "Escrow", close_delay, token)
     registry = deploy(w3, deployer, "Registry")
-    # Give TestUSD its token index now, so a renter's first lease is not charged for it.
-    send(w3, deployer, contract_at(w3, "Escrow", escrow).functions.addToken(token))
     deployment = Deployment(token=token, escrow=escrow, registry=registry, close_delay=close_delay)
     for address in fund:
         mint(w3, deployer, deployment.token, address, amount)

@@ -24,7 +24,8 @@ STATES = {0: "none", 1: "open", 2: "closing", 3: "closed", 4: "closed-paid", 5: 
 
 @dataclass(frozen=True)
 class ChannelInfo:
-    """``Escrow.channels(id)``; ``session_key`` is None until rotated (the id binds the first)."""
+    """``Escrow.channels(id)``; ``session_key`` is always None (the id binds the key, which
+    cannot change); ``token`` is the escrow's one token."""
 
     channel_id: bytes
     renter: str
@@ -128,6 +129,17 @@ class EscrowClient:
             renter,
             self.c.escrow.functions.requestClose(channel_id),
             what="Escrow.requestClose",
+        )
+
+    def refund_owed(self, renter: str) -> int:
+        """Refunds the token refused to deliver to ``renter`` (blacklisted, paused) at settle
+        or withdraw; :meth:`claim_refund` collects them."""
+        return int(call(self.c.escrow.functions.refund_owed(renter), what="Escrow.refund_owed"))
+
+    def claim_refund(self, renter: LocalAccount, to: str) -> Any:
+        """Send everything owed to ``renter`` to ``to`` (e.g. another wallet of the renter)."""
+        return send(
+            self.w3, renter, self.c.escrow.functions.claimRefund(to), what="Escrow.claimRefund"
         )
 
     def withdraw(self, renter: LocalAccount, channel_id: bytes) -> Any:

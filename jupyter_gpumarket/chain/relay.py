@@ -3,8 +3,11 @@
 Renter side: :func:`relay_request` signs everything the provider needs to open the channel for
 it (OpenChannel + an EIP-2612 permit, or OpenChannel + a pool grant) — no transaction, only
 reads. Relayer side (the provider agent): :func:`submit_relay_request` sends ``openFor`` or
-``openFromPoolFor`` and takes the signed relay fee out of the deposit. A renter that holds gas
-and a grant opens from the pool itself with :func:`open_from_pool`.
+``openFromPoolFor``; the escrow pays the signed relay fee (at most a tenth of the deposit) out
+of the deposit to the channel's provider, whoever sends the transaction. The signed
+OpenChannel names who pays (``poolId``: zero for the renter's wallet, else the grant's pool), so
+a relayer cannot turn a pool opening into a wallet-paid one or use another pool. A renter that
+holds gas and a grant opens from the pool itself with :func:`open_from_pool`.
 """
 
 from __future__ import annotations
@@ -94,13 +97,18 @@ def relay_request(
     window: int = PERMIT_WINDOW,
 ) -> paymsgs.RelayOpen:
     """Sign an opening the provider relays; ``deposit`` includes ``relay_fee``."""
-    if relay_fee >= deposit:
-        raise PaymentError(f"relay fee {relay_fee} is not below the deposit {deposit}")
+    if relay_fee > deposit // eip712.MAX_RELAY_FEE_DIVISOR:
+        raise PaymentError(
+            f"relay fee {relay_fee} is above a tenth of the deposit {deposit} (the escrow's "
+            "limit): raise the budget or send the wallet a little gas"
+        )
     deadline = chain.now() + window
     permit = ""
+    pool_id = bytes(32)
     if grant is not None:
         _check_grant(chain, grant, renter.address, provider)
         token = pool_token(chain, grant)
+        pool_id = _grant_args(grant)[0]
     else:
         token = chain.c.token.address
         chain.check_balance(renter.address, deposit)
@@ -121,6 +129,7 @@ def relay_request(
         session_key=session_key.address,
         relay_fee=relay_fee,
         deadline=deadline,
+        pool_id=pool_id,
     )
     open_sig = eip712.sign_typed_data(renter.key, typed)
     return paymsgs.RelayOpen(
@@ -140,7 +149,8 @@ def relay_request(
 def submit_relay_request(
     chain: LeaseChain, relayer: LocalAccount, req: paymsgs.RelayOpen
 ) -> tuple[bytes, TxInfo]:
-    """Send the relayed opening (the relayer pays gas, gets ``relay_fee``); (channel id, tx)."""
+    """Send the relayed opening (the relayer pays gas; ``relay_fee`` goes to the channel's
+    provider, normally the relayer itself); (channel id, tx)."""
     escrow = chain.c.escrow.functions
     open_sig = bytes.fromhex(req.open_sig[2:])
     if req.grant:

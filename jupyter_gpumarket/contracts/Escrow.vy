@@ -8,6 +8,8 @@
         voucher (`redeem`) or redeems and closes in one transaction (`settle`). The renter can
         `requestClose`, wait `close_delay` seconds (the provider may still redeem), then
         `withdraw` the rest. Credit pools (escrow_pools.vy) pay for students' channels.
+        One token per deployment (`token()`, set in the constructor): every `token` argument
+        must be it.
 @dev Channel storage and its packing: escrow_channels.vy (two words per open channel).
 """
 
@@ -30,9 +32,8 @@ initializes: ch[
 
 exports: (
     eip712_domain_separator.eip712Domain,
-    escrow_tokens.token_index,
-    escrow_tokens.tokens,
-    escrow_tokens.token_count,
+    escrow_tokens.token,
+    ch.refund_owed,
     escrow_pools.pools,
     escrow_pools.pool_count,
     escrow_pools.grant_spent,
@@ -40,10 +41,6 @@ exports: (
     escrow_pools.fundPool,
     escrow_pools.withdrawPool,
 )
-
-
-interface IERC20Permit:
-    def permit(owner: address, spender: address, amount: uint256, deadline: uint256, v: uint8, r: bytes32, s: bytes32): nonpayable
 
 
 struct Channel:
@@ -63,9 +60,10 @@ event ToppedUp:
     amount: uint256
     deposit: uint256
 
-event SessionKeyRotated:
-    channel_id: indexed(bytes32)
-    session_key: address
+event RefundClaimed:
+    renter: indexed(address)
+    to: address
+    amount: uint256
 
 event Redeemed:
     channel_id: indexed(bytes32)
@@ -102,32 +100,29 @@ event PoolChannelOpened:
     spent: uint256
 
 
+# attest: a lease's measured TFLOPS (x100) above this is not a measurement (20,000 TFLOPS)
+MAX_TFLOPS_X100: constant(uint32) = 2_000_000
+
 close_delay: public(immutable(uint256))
 
 @deploy
-def __init__(close_delay_: uint256):
+def __init__(close_delay_: uint256, token_: address):
     assert close_delay_ <= 2**32 - 1, "escrow: close_delay too large"
     close_delay = close_delay_
     eip712_domain_separator.__init__("GpuMarketEscrow", "1")
+    escrow_tokens.__init__(token_)
 
 
 # ---------------------------------------------------------------- opening
-
-@external
-def addToken(token: address) -> uint256:
-    """
-    @notice Give `token` its small index (done by the first open anyway; idempotent).
-    """
-    return escrow_tokens._token_idx(token)
-
 
 @external
 def open(provider: address, token: address, deposit: uint256, session_key: address) -> bytes32:
     """
     @notice Open a channel paying `provider`, after `token.approve(escrow, deposit)`.
     """
-    cid: bytes32 = ch._create(msg.sender, provider, token, deposit, session_key, 0)
-    escrow_tokens._pull(token, msg.sender, deposit)
+    escrow_tokens._require_token(token)
+    cid: bytes32 = ch._create(msg.sender, provider, deposit, session_key, 0)
+    escrow_tokens._pull(msg.sender, deposit)
     return cid
 
 
@@ -137,11 +132,13 @@ def openWithPermit(
     deadline: uint256, v: uint8, r: bytes32, s: bytes32
 ) -> bytes32:
     """
-    @notice Open in one transaction with an EIP-2612 permit for `deposit`.
+    @notice Open in one transaction with an EIP-2612 permit for `deposit` (a permit someone
+            already submitted is fine while the allowance covers the deposit).
     """
-    extcall IERC20Permit(token).permit(msg.sender, self, deposit, deadline, v, r, s)
-    cid: bytes32 = ch._create(msg.sender, provider, token, deposit, session_key, 0)
-    escrow_tokens._pull(token, msg.sender, deposit)
+    escrow_tokens._require_token(token)
+    escrow_tokens._try_permit(msg.sender, deposit, deadline, v, r, s)
+    cid: bytes32 = ch._create(msg.sender, provider, deposit, session_key, 0)
+    escrow_tokens._pull(msg.sender, deposit)
     return cid
 
 
@@ -151,16 +148,19 @@ def openFor(
     relay_fee: uint256, deadline: uint256, open_sig: Bytes[65], v: uint8, r: bytes32, s: bytes32
 ) -> bytes32:
     """
-    @notice Gasless open: anyone relays the renter's signed OpenChannel and gets `relay_fee`
-            out of the deposit. `v == 0` skips the permit (the renter approved before).
+    @notice Gasless open: anyone relays the renter's signed OpenChannel (poolId zero: the
+            renter's wallet pays); `relay_fee` (at most a tenth of `deposit`) goes out of the
+            deposit to the channel's provider, whoever sends the transaction. `v == 0` skips
+            the permit (the renter approved before).
     """
-    escrow_sigs._check_open_sig(renter, provider, token, deposit, session_key, relay_fee, deadline, open_sig)
+    escrow_tokens._require_token(token)
+    escrow_sigs._check_open_sig(renter, provider, token, deposit, session_key, relay_fee, empty(bytes32), deadline, open_sig)
     if v != 0:
-        extcall IERC20Permit(token).permit(renter, self, deposit, deadline, v, r, s)
-    cid: bytes32 = ch._create(renter, provider, token, deposit - relay_fee, session_key, 0)
-    escrow_tokens._pull(token, renter, deposit)
+        escrow_tokens._try_permit(renter, deposit, deadline, v, r, s)
+    cid: bytes32 = ch._create(renter, provider, deposit - relay_fee, session_key, 0)
+    escrow_tokens._pull(renter, deposit)
     if relay_fee != 0:
-        escrow_tokens._send(token, msg.sender, relay_fee)
+        escrow_tokens._send(provider, relay_fee)
     return cid
 
 
@@ -183,11 +183,11 @@ def openFromPoolFor(
     relay_fee: uint256, deadline: uint256, open_sig: Bytes[65]
 ) -> bytes32:
     """
-    @notice Gasless openFromPool: the student signed OpenChannel (token = the pool's token);
-            the relayer gets `relay_fee` out of the deposit.
+    @notice Gasless openFromPool: the student signed OpenChannel (poolId = `pool_id`, token =
+            the escrow's); `relay_fee` (at most a tenth of `deposit`) goes out of the deposit
+            to the channel's provider, whoever sends the transaction.
     """
-    token: address = escrow_pools.pools[pool_id].token
-    escrow_sigs._check_open_sig(student, provider, token, deposit, session_key, relay_fee, deadline, open_sig)
+    escrow_sigs._check_open_sig(student, provider, escrow_tokens.token, deposit, session_key, relay_fee, pool_id, deadline, open_sig)
     return self._open_from_pool(pool_id, student, cap, expiry, grant_provider, admin_sig, provider, deposit, session_key, relay_fee)
 
 
@@ -204,23 +204,9 @@ def topUp(channel_id: bytes32, amount: uint256):
     assert amount != 0, "escrow: amount is zero"
     deposit: uint256 = (head >> 160 & ch.MAX_AMOUNT) + amount
     assert deposit <= ch.MAX_AMOUNT, "escrow: deposit above 2**88-1 base units"
-    ch._head[channel_id] = (head & ch.ADDR_MASK) | (deposit << 160) | (head >> 248 << 248)
-    escrow_tokens._pull(escrow_tokens.tokens[head >> 248], msg.sender, amount)
+    ch._head[channel_id] = (head & ch.ADDR_MASK) | (deposit << 160)
+    escrow_tokens._pull(msg.sender, amount)
     log ToppedUp(channel_id=channel_id, amount=amount, deposit=deposit)
-
-
-@external
-def rotateSessionKey(channel_id: bytes32, session_key: address):
-    """
-    @notice Replace the key that signs vouchers; vouchers of the old key stop being accepted.
-    """
-    payee: uint256 = ch._payee[channel_id]
-    ch._require_open(payee)
-    assert msg.sender == ch._addr(ch._head[channel_id]), "escrow: only the channel's renter can rotate its key"
-    assert session_key != empty(address), "escrow: session key is the zero address"
-    ch._rotated_key[channel_id] = session_key
-    ch._payee[channel_id] = payee | (ch.FLAG_ROTATED << 252)
-    log SessionKeyRotated(channel_id=channel_id, session_key=session_key)
 
 
 # ---------------------------------------------------------------- paying and closing
@@ -237,9 +223,9 @@ def redeem(channel_id: bytes32, cumulative_amount: uint256, signature: Bytes[65]
     assert msg.sender == provider, "escrow: only the channel's provider can redeem"
     assert cumulative_amount > redeemed, "escrow: voucher amount is not above what was already redeemed"
     head: uint256 = ch._head[channel_id]
-    ch._check_voucher(channel_id, cumulative_amount, signature, head, payee)
+    ch._check_voucher(channel_id, cumulative_amount, signature, head)
     ch._payee[channel_id] = (payee & ~(ch.MAX_AMOUNT << 160)) | (cumulative_amount << 160)
-    escrow_tokens._send(escrow_tokens.tokens[head >> 248], provider, cumulative_amount - redeemed)
+    escrow_tokens._send(provider, cumulative_amount - redeemed)
     log Redeemed(channel_id=channel_id, provider=provider, cumulative_amount=cumulative_amount, paid=cumulative_amount - redeemed)
 
 
@@ -247,7 +233,8 @@ def redeem(channel_id: bytes32, cumulative_amount: uint256, signature: Bytes[65]
 def settle(channel_id: bytes32, cumulative_amount: uint256, signature: Bytes[65]):
     """
     @notice Provider: redeem the final voucher, refund the rest to the renter, close.
-            A `cumulative_amount` equal to what was already redeemed needs no signature.
+            A `cumulative_amount` equal to what was already redeemed needs no signature. A
+            refund the token will not deliver is owed to the renter (`claimRefund`).
     """
     payee: uint256 = ch._payee[channel_id]
     ch._require_live(payee)
@@ -257,10 +244,10 @@ def settle(channel_id: bytes32, cumulative_amount: uint256, signature: Bytes[65]
     assert cumulative_amount >= redeemed, "escrow: voucher amount is below what was already redeemed"
     head: uint256 = ch._head[channel_id]
     if cumulative_amount != redeemed:
-        ch._check_voucher(channel_id, cumulative_amount, signature, head, payee)
+        ch._check_voucher(channel_id, cumulative_amount, signature, head)
     refund: uint256 = ch._close(channel_id, head, payee, cumulative_amount)
     if cumulative_amount != redeemed:
-        escrow_tokens._send(escrow_tokens.tokens[head >> 248], provider, cumulative_amount - redeemed)
+        escrow_tokens._send(provider, cumulative_amount - redeemed)
     log Settled(channel_id=channel_id, cumulative_amount=cumulative_amount, refunded=refund)
 
 
@@ -297,14 +284,32 @@ def withdraw(channel_id: bytes32):
 
 
 @external
+def claimRefund(to: address):
+    """
+    @notice Renter: collect refunds the token refused to deliver at settle/withdraw
+            (`refund_owed(renter)`), sent to `to` (e.g. another wallet of yours).
+    """
+    amount: uint256 = ch.refund_owed[msg.sender]
+    assert amount != 0, "escrow: no refund owed to this address"
+    ch.refund_owed[msg.sender] = 0
+    escrow_tokens._send(to, amount)
+    log RefundClaimed(renter=msg.sender, to=to, amount=amount)
+
+
+@external
 def attest(channel_id: bytes32, score: uint8, measured_tflops_x100: uint32):
     """
     @notice Renter: rate a lease once, after it closed with a non-zero payment (score 0..100).
+            A provider cannot rate its own channel; reputation should still weigh each
+            attestation by the `paid` it carries (the money that flowed to the provider).
     """
     payee: uint256 = ch._payee[channel_id]
     assert payee >> 248 & 15 == ch.CLOSED_PAID, "escrow: attest needs a closed channel with a payment, once"
-    assert msg.sender == ch._addr(ch._head[channel_id]), "escrow: only the channel's renter can attest"
+    renter: address = ch._addr(ch._head[channel_id])
+    assert msg.sender == renter, "escrow: only the channel's renter can attest"
+    assert renter != ch._addr(payee), "escrow: a provider cannot attest its own channel"
     assert score <= 100, "escrow: score must be 0..100"
+    assert measured_tflops_x100 <= MAX_TFLOPS_X100, "escrow: measured_tflops_x100 above 20,000 TFLOPS"
     ch._payee[channel_id] = (payee & ch.LOW248) | (ch.ATTESTED << 248) | (payee >> 252 << 252)
     log Attested(channel_id=channel_id, renter=msg.sender, provider=ch._addr(payee), paid=payee >> 160 & ch.MAX_AMOUNT, score=score, measured_tflops_x100=measured_tflops_x100)
 
@@ -315,16 +320,17 @@ def attest(channel_id: bytes32, score: uint8, measured_tflops_x100: uint32):
 @view
 def channels(channel_id: bytes32) -> Channel:
     """
-    @notice A channel. `session_key` is zero until rotated: the original key is bound in the
-            channel id (keccak256(abi_encode(renter, session_key))) and in ChannelOpened.
+    @notice A channel. `session_key` is always zero (kept for readers of this struct): the
+            key is bound in the channel id (keccak256(abi_encode(renter, session_key))) and in
+            ChannelOpened, and it cannot change. `token` is the escrow's token().
     """
     head: uint256 = ch._head[channel_id]
     payee: uint256 = ch._payee[channel_id]
     return Channel(
         renter=ch._addr(head),
         provider=ch._addr(payee),
-        token=escrow_tokens.tokens[head >> 248],
-        session_key=ch._rotated_key[channel_id],
+        token=escrow_tokens.token,
+        session_key=empty(address),
         deposit=head >> 160 & ch.MAX_AMOUNT,
         redeemed=payee >> 160 & ch.MAX_AMOUNT,
         close_at=ch._close_at[channel_id],
@@ -350,7 +356,7 @@ def _open_from_pool(
     pool_id: bytes32, student: address, cap: uint256, expiry: uint256, grant_provider: address,
     admin_sig: Bytes[65], provider: address, deposit: uint256, session_key: address, relay_fee: uint256
 ) -> bytes32:
-    admin: address = escrow_pools.pools[pool_id].admin
+    admin: address = escrow_pools._pools[pool_id].admin
     assert admin != empty(address), "escrow: no such pool"
     assert block.timestamp <= expiry, "escrow: grant expired"
     assert grant_provider == empty(address) or grant_provider == provider, "escrow: grant is for another provider"
@@ -359,11 +365,10 @@ def _open_from_pool(
     grant, signer = escrow_sigs._grant(pool_id, student, cap, expiry, grant_provider, admin_sig)
     assert signer == admin, "escrow: grant not signed by the pool admin"
     spent: uint256 = escrow_pools._draw(pool_id, grant, cap, deposit)
-    token: address = escrow_pools.pools[pool_id].token
-    cid: bytes32 = ch._create(student, provider, token, deposit - relay_fee, session_key, ch.FLAG_POOL)
+    cid: bytes32 = ch._create(student, provider, deposit - relay_fee, session_key, ch.FLAG_POOL)
     ch._pool_of[cid] = pool_id
     ch._grant_of[cid] = grant
     if relay_fee != 0:
-        escrow_tokens._send(token, msg.sender, relay_fee)
+        escrow_tokens._send(provider, relay_fee)
     log PoolChannelOpened(channel_id=cid, pool_id=pool_id, grant_hash=grant, spent=spent)
     return cid

@@ -5,12 +5,14 @@
         refund, voucher signer check). Escrow.vy holds the entry points.
 @dev An open channel lives in two storage words (amounts are uint88 there, i.e. at most
      2**88-1 = 3.09e26 base units per channel):
-        head   = renter | deposit << 160 | token index << 248
+        head   = renter | deposit << 160
         payee  = provider | redeemed << 160 | state << 248 | flags << 252
      The session key is not stored: the channel id is keccak256(abi_encode(renter, session_key)),
      so a voucher's signer is checked against the id (a client knows the id before the
-     transaction is mined; session keys are fresh per lease). Only a rotated key, a close time
-     and a pool link get their own slots, on the paths that need them.
+     transaction is mined; session keys are fresh per lease). The key cannot be changed: what
+     the provider accepted stays redeemable. Only a close time and a pool link get their own
+     slots, on the paths that need them. A refund the token refuses to deliver (a blacklisted
+     or paused renter) is owed in `refund_owed` instead of blocking the provider's settle.
 """
 
 from . import escrow_pools
@@ -32,7 +34,6 @@ CLOSED: constant(uint256) = 3
 CLOSED_PAID: constant(uint256) = 4
 ATTESTED: constant(uint256) = 5
 FLAG_POOL: constant(uint256) = 1
-FLAG_ROTATED: constant(uint256) = 2
 
 
 event ChannelOpened:
@@ -43,13 +44,18 @@ event ChannelOpened:
     deposit: uint256
     session_key: address
 
+event RefundOwed:
+    channel_id: indexed(bytes32)
+    renter: indexed(address)
+    amount: uint256
+
 
 _head: HashMap[bytes32, uint256]
 _payee: HashMap[bytes32, uint256]
 _close_at: HashMap[bytes32, uint256]
-_rotated_key: HashMap[bytes32, address]
 _pool_of: HashMap[bytes32, bytes32]
 _grant_of: HashMap[bytes32, bytes32]
+refund_owed: public(HashMap[address, uint256])
 
 
 @internal
@@ -76,16 +82,16 @@ def _require_live(payee: uint256):
 
 
 @internal
-def _create(renter: address, provider: address, token: address, deposit: uint256, session_key: address, flags: uint256) -> bytes32:
+def _create(renter: address, provider: address, deposit: uint256, session_key: address, flags: uint256) -> bytes32:
     assert provider != empty(address), "escrow: provider is the zero address"
     assert session_key != empty(address), "escrow: session key is the zero address"
     assert deposit != 0, "escrow: deposit is zero"
     assert deposit <= MAX_AMOUNT, "escrow: deposit above 2**88-1 base units"
     cid: bytes32 = keccak256(abi_encode(renter, session_key))
     assert self._payee[cid] == 0, "escrow: a channel for this session key exists (OpenChannel signatures are single-use); use a fresh session key"
-    self._head[cid] = convert(renter, uint256) | (deposit << 160) | (escrow_tokens._token_idx(token) << 248)
+    self._head[cid] = convert(renter, uint256) | (deposit << 160)
     self._payee[cid] = convert(provider, uint256) | (OPEN << 248) | (flags << 252)
-    log ChannelOpened(channel_id=cid, renter=renter, provider=provider, token=token, deposit=deposit, session_key=session_key)
+    log ChannelOpened(channel_id=cid, renter=renter, provider=provider, token=escrow_tokens.token, deposit=deposit, session_key=session_key)
     return cid
 
 
@@ -100,20 +106,19 @@ def _close(cid: bytes32, head: uint256, payee: uint256, paid: uint256) -> uint25
     if refund != 0:
         if flags & FLAG_POOL != 0:
             escrow_pools._refund(self._pool_of[cid], self._grant_of[cid], refund)
-        else:
-            escrow_tokens._send(escrow_tokens.tokens[head >> 248], self._addr(head), refund)
+        elif not escrow_tokens._try_send(self._addr(head), refund):
+            renter: address = self._addr(head)
+            self.refund_owed[renter] += refund
+            log RefundOwed(channel_id=cid, renter=renter, amount=refund)
     return refund
 
 
 @internal
-def _check_voucher(cid: bytes32, amount: uint256, signature: Bytes[65], head: uint256, payee: uint256):
+def _check_voucher(cid: bytes32, amount: uint256, signature: Bytes[65], head: uint256):
     assert amount <= head >> 160 & MAX_AMOUNT, "escrow: voucher amount above the deposit"
     signer: address = escrow_sigs._voucher_signer(cid, amount, signature)
     renter: address = self._addr(head)
     ok: bool = signer == renter
     if not ok:
-        if payee >> 252 & FLAG_ROTATED != 0:
-            ok = signer == self._rotated_key[cid]
-        else:
-            ok = keccak256(abi_encode(renter, signer)) == cid
+        ok = keccak256(abi_encode(renter, signer)) == cid
     assert ok, "escrow: voucher not signed by the channel's session key or renter"

@@ -18,6 +18,12 @@ struct Pool:
     balance: uint256
 
 
+# What a pool stores (its token is the escrow's one token).
+struct PoolSlot:
+    admin: address
+    balance: uint256
+
+
 event PoolCreated:
     pool_id: indexed(bytes32)
     admin: indexed(address)
@@ -34,22 +40,33 @@ event PoolWithdrawn:
     amount: uint256
 
 
-pools: public(HashMap[bytes32, Pool])
+_pools: HashMap[bytes32, PoolSlot]
 pool_count: public(uint256)
 grant_spent: public(HashMap[bytes32, uint256])
 
 
 @external
+@view
+def pools(pool_id: bytes32) -> Pool:
+    """
+    @notice A pool: its admin (zero: no such pool), token (the escrow's) and free balance.
+    """
+    pool: PoolSlot = self._pools[pool_id]
+    return Pool(admin=pool.admin, token=escrow_tokens.token, balance=pool.balance)
+
+
+@external
 def createPool(token: address, amount: uint256) -> bytes32:
     """
-    @notice Create a credit pool administered by the caller, funded with `amount` (approve first).
+    @notice Create a credit pool administered by the caller, funded with `amount` (approve
+            first); `token` must be the escrow's token().
     """
-    escrow_tokens._token_idx(token)
+    escrow_tokens._require_token(token)
     pool_id: bytes32 = keccak256(abi_encode(self, msg.sender, self.pool_count))
     self.pool_count += 1
-    self.pools[pool_id] = Pool(admin=msg.sender, token=token, balance=amount)
+    self._pools[pool_id] = PoolSlot(admin=msg.sender, balance=amount)
     if amount != 0:
-        escrow_tokens._pull(token, msg.sender, amount)
+        escrow_tokens._pull(msg.sender, amount)
     log PoolCreated(pool_id=pool_id, admin=msg.sender, token=token, amount=amount)
     return pool_id
 
@@ -59,10 +76,9 @@ def fundPool(pool_id: bytes32, amount: uint256):
     """
     @notice Add `amount` to a pool (anyone, after approve).
     """
-    token: address = self.pools[pool_id].token
-    assert token != empty(address), "escrow: no such pool"
-    self.pools[pool_id].balance += amount
-    escrow_tokens._pull(token, msg.sender, amount)
+    assert self._pools[pool_id].admin != empty(address), "escrow: no such pool"
+    self._pools[pool_id].balance += amount
+    escrow_tokens._pull(msg.sender, amount)
     log PoolFunded(pool_id=pool_id, funder=msg.sender, amount=amount)
 
 
@@ -71,12 +87,12 @@ def withdrawPool(pool_id: bytes32, amount: uint256):
     """
     @notice Pool admin: take back `amount` of the pool's free balance.
     """
-    pool: Pool = self.pools[pool_id]
+    pool: PoolSlot = self._pools[pool_id]
     assert pool.admin != empty(address), "escrow: no such pool"
     assert msg.sender == pool.admin, "escrow: only the pool admin can withdraw"
     assert amount <= pool.balance, "escrow: amount above the pool's free balance"
-    self.pools[pool_id].balance = pool.balance - amount
-    escrow_tokens._send(pool.token, msg.sender, amount)
+    self._pools[pool_id].balance = pool.balance - amount
+    escrow_tokens._send(msg.sender, amount)
     log PoolWithdrawn(pool_id=pool_id, amount=amount)
 
 
@@ -87,14 +103,14 @@ def _draw(pool_id: bytes32, grant: bytes32, cap: uint256, deposit: uint256) -> u
     """
     spent: uint256 = self.grant_spent[grant] + deposit
     assert spent <= cap, "escrow: grant cap exceeded"
-    balance: uint256 = self.pools[pool_id].balance
+    balance: uint256 = self._pools[pool_id].balance
     assert deposit <= balance, "escrow: pool balance too low; ask the admin to fund it"
     self.grant_spent[grant] = spent
-    self.pools[pool_id].balance = balance - deposit
+    self._pools[pool_id].balance = balance - deposit
     return spent
 
 
 @internal
 def _refund(pool_id: bytes32, grant: bytes32, amount: uint256):
-    self.pools[pool_id].balance += amount
+    self._pools[pool_id].balance += amount
     self.grant_spent[grant] -= amount

@@ -8,6 +8,10 @@
      session_key)) and a closed channel's word never returns to zero), so each OpenChannel
      signature is single-use without a per-renter counter: that counter cost a relayed open
      22,100 gas on a renter's first lease and 5,000 on every later one.
+     OpenChannel's `poolId` says who pays: zero for the renter's wallet (openFor), the pool's
+     id for openFromPoolFor, so a relayer cannot turn one funding source into the other.
+     Its `relayFee` goes to the channel's provider (never to the transaction's sender) and is
+     at most a tenth of the deposit (MAX_RELAY_FEE_DIVISOR).
 """
 
 from snekmate.utils import ecdsa
@@ -18,11 +22,14 @@ uses: eip712_domain_separator
 
 VOUCHER_TYPEHASH: constant(bytes32) = keccak256("Voucher(bytes32 channelId,uint256 cumulativeAmount)")
 OPEN_TYPEHASH: constant(bytes32) = keccak256(
-    "OpenChannel(address renter,address provider,address token,uint256 deposit,address sessionKey,uint256 relayFee,uint256 nonce,uint256 deadline)"
+    "OpenChannel(address renter,address provider,address token,uint256 deposit,address sessionKey,uint256 relayFee,bytes32 poolId,uint256 nonce,uint256 deadline)"
 )
 GRANT_TYPEHASH: constant(bytes32) = keccak256(
     "Grant(bytes32 poolId,address student,uint256 cap,uint256 expiry,address provider)"
 )
+# relay_fee <= deposit // MAX_RELAY_FEE_DIVISOR: a relayed opening pays at most 10 % as a fee
+MAX_RELAY_FEE_DIVISOR: constant(uint256) = 10
+
 
 @internal
 @view
@@ -40,13 +47,15 @@ def _voucher_signer(channel_id: bytes32, amount: uint256, signature: Bytes[65]) 
 @view
 def _check_open_sig(
     renter: address, provider: address, token: address, deposit: uint256, session_key: address,
-    relay_fee: uint256, deadline: uint256, open_sig: Bytes[65]
+    relay_fee: uint256, pool_id: bytes32, deadline: uint256, open_sig: Bytes[65]
 ):
+    # ecdsa returns the zero address for a malformed signature: never let it "match"
+    assert renter != empty(address), "escrow: renter is the zero address"
     assert block.timestamp <= deadline, "escrow: OpenChannel signature expired (deadline passed)"
-    assert relay_fee < deposit, "escrow: relay fee must be below the deposit"
+    assert relay_fee <= deposit // MAX_RELAY_FEE_DIVISOR, "escrow: relay fee above a tenth of the deposit"
     nonce: uint256 = convert(convert(session_key, uint160), uint256)
     digest: bytes32 = eip712_domain_separator._hash_typed_data_v4(
-        keccak256(abi_encode(OPEN_TYPEHASH, renter, provider, token, deposit, session_key, relay_fee, nonce, deadline))
+        keccak256(abi_encode(OPEN_TYPEHASH, renter, provider, token, deposit, session_key, relay_fee, pool_id, nonce, deadline))
     )
     assert ecdsa._recover_sig(digest, open_sig) == renter, "escrow: OpenChannel not signed by the renter (its nonce must be uint160(sessionKey))"
 

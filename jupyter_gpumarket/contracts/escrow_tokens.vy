@@ -1,42 +1,71 @@
 # pragma version ~=0.4.3
 """
 @title Escrow token I/O
-@notice Tokens get a small index (a channel stores 8 bits, not a 20-byte address) and every
-        transfer is checked (tokens that return nothing count as success).
+@notice One escrow holds one token, fixed at deployment (a stablecoin without transfer fees,
+        rebasing or hooks; on devnets TestUSD). Nobody can list another token, so a channel
+        funded with a worthless or fee-on-transfer token cannot exist. Every transfer is
+        checked (tokens that return nothing count as success).
 """
 
 from ethereum.ercs import IERC20
 
 
-event TokenAdded:
-    token: indexed(address)
-    index: uint256
+token: public(immutable(address))
 
 
-token_index: public(HashMap[address, uint256])
-tokens: public(HashMap[uint256, address])
-token_count: public(uint256)
-
-
-@internal
-def _token_idx(token: address) -> uint256:
-    idx: uint256 = self.token_index[token]
-    if idx == 0:
-        assert token != empty(address), "escrow: token is the zero address"
-        idx = self.token_count + 1
-        assert idx <= 255, "escrow: too many tokens"
-        self.token_count = idx
-        self.token_index[token] = idx
-        self.tokens[idx] = token
-        log TokenAdded(token=token, index=idx)
-    return idx
+@deploy
+def __init__(token_: address):
+    assert token_.is_contract, "escrow: token has no code; deploy with the stablecoin's address"
+    token = token_
 
 
 @internal
-def _pull(token: address, owner: address, amount: uint256):
+@view
+def _require_token(token_: address):
+    assert token_ == token, "escrow: this escrow only holds its token() (one token per deployment)"
+
+
+@internal
+def _pull(owner: address, amount: uint256):
     assert extcall IERC20(token).transferFrom(owner, self, amount, default_return_value=True), "escrow: token transferFrom failed"
 
 
 @internal
-def _send(token: address, to: address, amount: uint256):
+def _send(to: address, amount: uint256):
     assert extcall IERC20(token).transfer(to, amount, default_return_value=True), "escrow: token transfer failed"
+
+
+@internal
+def _try_send(to: address, amount: uint256) -> bool:
+    """
+    @notice `transfer` that reports failure (a revert, or `false`) instead of reverting.
+    """
+    ok: bool = False
+    ret: Bytes[32] = b""
+    ok, ret = raw_call(
+        token,
+        abi_encode(to, amount, method_id=method_id("transfer(address,uint256)")),
+        max_outsize=32,
+        revert_on_failure=False,
+    )
+    if ok and len(ret) != 0:
+        ok = convert(ret, bool)
+    return ok
+
+
+@internal
+def _try_permit(owner: address, amount: uint256, deadline: uint256, v: uint8, r: bytes32, s: bytes32):
+    """
+    @notice EIP-2612 permit that tolerates a permit already used (e.g. submitted by someone
+            else first): a failed permit is fine when the allowance covers `amount`.
+    """
+    ok: bool = raw_call(
+        token,
+        abi_encode(
+            owner, self, amount, deadline, v, r, s,
+            method_id=method_id("permit(address,address,uint256,uint256,uint8,bytes32,bytes32)"),
+        ),
+        revert_on_failure=False,
+    )
+    if not ok:
+        assert staticcall IERC20(token).allowance(owner, self) >= amount, "escrow: permit failed and the allowance is below the deposit; sign a new permit"

@@ -18,6 +18,7 @@ from jupyter_gpumarket.exceptions import PaymentError
 __all__ = [
     "ESCROW_NAME",
     "ESCROW_VERSION",
+    "MAX_RELAY_FEE_DIVISOR",
     "Domain",
     "channel_id_for",
     "grant",
@@ -52,6 +53,7 @@ OPEN_CHANNEL_TYPE = [
     {"name": "deposit", "type": "uint256"},
     {"name": "sessionKey", "type": "address"},
     {"name": "relayFee", "type": "uint256"},
+    {"name": "poolId", "type": "bytes32"},
     {"name": "nonce", "type": "uint256"},
     {"name": "deadline", "type": "uint256"},
 ]
@@ -73,6 +75,7 @@ _GRANT_TYPEHASH = keccak(
     text="Grant(bytes32 poolId,address student,uint256 cap,uint256 expiry,address provider)"
 )
 _UINT256_MAX = 2**256 - 1
+MAX_RELAY_FEE_DIVISOR = 10  # Escrow: relay_fee <= deposit // 10
 
 
 def _address(field: str, value: str) -> str:
@@ -150,15 +153,17 @@ def open_channel(
     session_key: str,
     relay_fee: int,
     deadline: int,
+    pool_id: bytes | str = bytes(32),
 ) -> dict[str, Any]:
-    """``OpenChannel(...)`` the renter signs so a relayer can call ``openFor``.
+    """``OpenChannel(...)`` the renter signs so a relayer can call ``openFor`` (``pool_id``
+    zero: the renter's wallet pays) or ``openFromPoolFor`` (``pool_id``: that pool pays).
 
     Its ``nonce`` is :func:`open_channel_nonce` of the session key: a session key opens one
-    channel ever, so the signature is single-use without an on-chain counter.
+    channel ever, so the signature is single-use without an on-chain counter. The escrow pays
+    ``relay_fee`` to ``provider`` and takes at most a tenth of the deposit
+    (:data:`MAX_RELAY_FEE_DIVISOR`).
     """
-    if relay_fee >= deposit:
-        raise PaymentError(f"relay_fee ({relay_fee}) must be below the deposit ({deposit})")
-    return _message(
+    typed = _message(
         domain,
         "OpenChannel",
         OPEN_CHANNEL_TYPE,
@@ -169,10 +174,16 @@ def open_channel(
             "deposit": _uint("deposit", deposit),
             "sessionKey": _address("session_key", session_key),
             "relayFee": _uint("relay_fee", relay_fee),
+            "poolId": _bytes32("pool_id", pool_id),
             "nonce": open_channel_nonce(session_key),
             "deadline": _uint("deadline", deadline),
         },
     )
+    if relay_fee > deposit // MAX_RELAY_FEE_DIVISOR:
+        raise PaymentError(
+            f"relay_fee ({relay_fee}) must be at most a tenth of the deposit ({deposit})"
+        )
+    return typed
 
 
 def open_channel_nonce(session_key: str) -> int:

@@ -19,6 +19,7 @@ from jupyter_gpumarket.exceptions import PaymentError
 __all__ = ["ChannelState", "EscrowModel", "ModelChannel", "ModelPool"]
 
 MAX_AMOUNT = 2**88 - 1
+MAX_RELAY_FEE_DIVISOR = 10  # a relayed opening's fee is at most deposit // 10
 
 
 class ChannelState:
@@ -55,6 +56,10 @@ class EscrowModel:
     channels: dict[str, ModelChannel] = field(default_factory=dict)
     pools: dict[str, ModelPool] = field(default_factory=dict)
     grant_spent: dict[str, int] = field(default_factory=dict)
+    # addresses the token refuses to move money from or to (a stablecoin's blacklist), and the
+    # refunds the escrow owes renters it could not pay (Escrow.refund_owed)
+    blocked: set[str] = field(default_factory=set)
+    refund_owed: dict[str, int] = field(default_factory=dict)
 
     # --- helpers ----------------------------------------------------------------------------
     def escrow_holdings(self) -> int:
@@ -64,9 +69,12 @@ class EscrowModel:
             for c in self.channels.values()
             if c.state in (ChannelState.OPEN, ChannelState.CLOSING)
         )
-        return live + sum(p.balance for p in self.pools.values())
+        owed = sum(self.refund_owed.values())
+        return live + sum(p.balance for p in self.pools.values()) + owed
 
     def _move(self, src: str, dst: str, amount: int) -> None:
+        if src in self.blocked or dst in self.blocked:
+            raise PaymentError("token: address is blocked")
         if self.balances.get(src, 0) < amount:
             raise PaymentError("erc20: transfer amount exceeds balance")
         self.balances[src] = self.balances.get(src, 0) - amount
@@ -96,6 +104,8 @@ class EscrowModel:
                 self.pools[ch.pool].balance += refund
                 assert ch.grant is not None
                 self.grant_spent[ch.grant] -= refund
+            elif ch.renter in self.blocked:  # the escrow owes it instead of reverting
+                self.refund_owed[ch.renter] = self.refund_owed.get(ch.renter, 0) + refund
             else:
                 self._move("escrow", ch.renter, refund)
         return refund
@@ -103,7 +113,26 @@ class EscrowModel:
     # --- operations (sender first, like msg.sender) -----------------------------------------
     def open(self, cid: str, renter: str, provider: str, deposit: int) -> None:
         self._create(cid, renter, provider, deposit)
-        self._move(renter, "escrow", deposit)
+        self._pull_or_undo(cid, renter, deposit)
+
+    def _pull_or_undo(self, cid: str, renter: str, amount: int) -> None:
+        try:
+            self._move(renter, "escrow", amount)
+        except PaymentError:
+            del self.channels[cid]  # the transaction reverts: no channel
+            raise
+
+    def open_for(self, cid: str, renter: str, provider: str, deposit: int, fee: int) -> None:
+        """A relayed opening paid by the renter's wallet; the fee goes to the provider."""
+        self._check_fee(deposit, fee)
+        self._create(cid, renter, provider, deposit - fee)
+        self._pull_or_undo(cid, renter, deposit)
+        self._move("escrow", provider, fee)
+
+    @staticmethod
+    def _check_fee(deposit: int, fee: int) -> None:
+        if fee > deposit // MAX_RELAY_FEE_DIVISOR:
+            raise PaymentError("escrow: relay fee above a tenth of the deposit")
 
     def _create(self, cid: str, renter: str, provider: str, deposit: int) -> ModelChannel:
         if deposit == 0:
@@ -175,8 +204,16 @@ class EscrowModel:
             raise PaymentError("escrow: close delay not over; try again after close_at")
         self._close(ch, ch.redeemed)
 
+    def claim_refund(self, sender: str, to: str) -> None:
+        amount = self.refund_owed.get(sender, 0)
+        if amount == 0:
+            raise PaymentError("escrow: no refund owed to this address")
+        self._move("escrow", to, amount)
+        self.refund_owed[sender] = 0
+
     def create_pool(self, pool_id: str, admin: str, amount: int) -> None:
-        self._move(admin, "escrow", amount)
+        if amount:
+            self._move(admin, "escrow", amount)
         self.pools[pool_id] = ModelPool(admin=admin, balance=amount)
 
     def withdraw_pool(self, sender: str, pool_id: str, amount: int) -> None:
@@ -203,6 +240,34 @@ class EscrowModel:
     ) -> None:
         if sender != student:
             raise PaymentError("escrow: grant is for another student")
+        self._open_from_pool(cid, pool_id, grant, student, cap, provider, deposit, 0)
+
+    def open_from_pool_for(
+        self,
+        cid: str,
+        pool_id: str,
+        grant: str,
+        student: str,
+        cap: int,
+        provider: str,
+        deposit: int,
+        fee: int,
+    ) -> None:
+        """A relayed pool opening (anyone sends it); the fee goes to the provider."""
+        self._check_fee(deposit, fee)
+        self._open_from_pool(cid, pool_id, grant, student, cap, provider, deposit, fee)
+
+    def _open_from_pool(
+        self,
+        cid: str,
+        pool_id: str,
+        grant: str,
+        student: str,
+        cap: int,
+        provider: str,
+        deposit: int,
+        fee: int,
+    ) -> None:
         pool = self.pools.get(pool_id)
         if pool is None:
             raise PaymentError("escrow: no such pool")
@@ -211,7 +276,8 @@ class EscrowModel:
             raise PaymentError("escrow: grant cap exceeded")
         if deposit > pool.balance:
             raise PaymentError("escrow: pool balance too low; ask the admin to fund it")
-        ch = self._create(cid, student, provider, deposit)
+        ch = self._create(cid, student, provider, deposit - fee)
         self.grant_spent[grant] = spent
         pool.balance -= deposit
         ch.pool, ch.grant = pool_id, grant
+        self._move("escrow", provider, fee)

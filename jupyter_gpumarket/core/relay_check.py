@@ -8,6 +8,7 @@ fee, or whose signatures expire before the transaction can be mined.
 
 from __future__ import annotations
 
+from jupyter_gpumarket.core.eip712 import MAX_RELAY_FEE_DIVISOR
 from jupyter_gpumarket.core.money import cost
 from jupyter_gpumarket.core.paymsgs import RelayOpen
 
@@ -41,6 +42,11 @@ def relay_refusal(
         return (
             f"the deposit after the relay fee ({req.deposit - req.relay_fee}) does not cover one "
             f"voucher interval ({interval} s = {need} base units): raise the budget"
+        )
+    if req.relay_fee > req.deposit // MAX_RELAY_FEE_DIVISOR:
+        return (
+            f"relay fee {req.relay_fee} is above a tenth of the deposit {req.deposit} (the "
+            "escrow refuses it): raise the budget"
         )
     if req.deadline < now + MIN_DEADLINE_MARGIN:
         return "the signatures expire too soon to be mined: sign again"

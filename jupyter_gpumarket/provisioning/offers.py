@@ -45,10 +45,20 @@ def parse_offer_spec(spec: str) -> int | dict[str, str]:
     return out
 
 
+PAGE = 50  # Registry.MAX_PAGE: offers per offersPage call
+
+
+def _pages(registry: Any) -> Any:
+    """(offer id, raw offer) of every registered offer, PAGE per call (Registry.offersPage)."""
+    count = int(registry.functions.offer_count().call())
+    for start in range(1, count + 1, PAGE):
+        for i, raw in enumerate(registry.functions.offersPage(start, PAGE).call()):
+            yield start + i, raw
+
+
 def _offers(registry: Any) -> list[OfferChoice]:
     out = []
-    for offer_id in range(1, int(registry.functions.offer_count().call()) + 1):
-        raw = registry.functions.offers(offer_id).call()
+    for offer_id, raw in _pages(registry):
         if not raw[10]:
             continue
         out.append(

@@ -30,9 +30,17 @@ def voucher_sig(c: Contracts, key, channel_id: bytes, amount: int) -> bytes:
 
 
 def open_channel_sig(
-    c: Contracts, renter, provider, session, deposit: int, fee: int, deadline: int
+    c: Contracts,
+    renter,
+    provider,
+    session,
+    deposit: int,
+    fee: int,
+    deadline: int,
+    pool_id: bytes = bytes(32),
 ) -> bytes:
-    """The renter's OpenChannel signature (for openFor / openFromPoolFor) in this token."""
+    """The renter's OpenChannel signature in this token: for openFor (``pool_id`` zero) or
+    openFromPoolFor (``pool_id``: the pool that pays)."""
     typed = eip712.open_channel(
         escrow_domain(c),
         renter=renter.address,
@@ -42,6 +50,7 @@ def open_channel_sig(
         session_key=session.address,
         relay_fee=fee,
         deadline=deadline,
+        pool_id=pool_id,
     )
     return eip712.sign_typed_data(renter.key, typed)
 
@@ -91,3 +100,15 @@ def reverts(reason: str) -> Iterator[None]:
     with pytest.raises(TransactionReverted) as info:
         yield
     assert reason in str(info.value), str(info.value)
+
+
+def raw_send(c: Contracts, sender, signature: str, types: list[str], args: list) -> None:
+    """Call ``signature`` (e.g. "addToken(address)") on the escrow by selector: for entry
+    points an attacker may try that the ABI no longer lists."""
+    from eth_abi import encode
+    from eth_utils import keccak
+
+    from jupyter_gpumarket.chain.client import _finish
+
+    data = keccak(text=signature)[:4] + encode(types, args)
+    _finish(c.w3, sender, {"to": c.escrow.address, "data": "0x" + data.hex()}, signature)

@@ -48,3 +48,29 @@ def w3(w3_session, deployment) -> Iterator:
 @pytest.fixture
 def contracts(w3, deployment) -> Contracts:
     return Contracts.at(w3, deployment.token, deployment.escrow, deployment.registry)
+
+
+# ------------------------------------------------------------ both backends (anvil, embedded)
+# Tests that take ``any_chain`` run once on anvil and once on the embedded py-evm chain (the
+# fallback `gpumarket devnet` uses where anvil is missing), each reverted after the test.
+
+
+@pytest.fixture(scope="session")
+def embedded_session(accounts):
+    from jupyter_gpumarket.chain.embedded import start_embedded
+
+    with start_embedded() as chain:
+        w3 = connect(chain.rpc_url)
+        yield w3, deploy_all(w3, accounts[0], CLOSE_DELAY, fund=[a.address for a in accounts[1:5]])
+
+
+@pytest.fixture(params=["anvil", "embedded"])
+def any_chain(request) -> Iterator[Contracts]:
+    """The deployment's contracts on anvil, then on the embedded chain."""
+    if request.param == "anvil":
+        w3, d = request.getfixturevalue("w3_session"), request.getfixturevalue("deployment")
+    else:
+        w3, d = request.getfixturevalue("embedded_session")
+    snapshot = w3.provider.make_request("evm_snapshot", [])["result"]
+    yield Contracts.at(w3, d.token, d.escrow, d.registry)
+    w3.provider.make_request("evm_revert", [snapshot])

@@ -42,7 +42,9 @@ def test_escrow_abi_has_the_public_interface() -> None:
         "grant_spent",
         "domain_separator",
         "attest",
-        "rotateSessionKey",
+        "claimRefund",
+        "refund_owed",
+        "token",
         "ChannelOpened",
         "ToppedUp",
         "Redeemed",
@@ -53,4 +55,8 @@ def test_escrow_abi_has_the_public_interface() -> None:
         "PoolFunded",
         "PoolWithdrawn",
         "Attested",
+        "RefundOwed",
+        "RefundClaimed",
     } <= names
+    # one token per deployment, fixed session keys (issue 17: items 1 and 2)
+    assert not names & {"addToken", "token_index", "tokens", "rotateSessionKey"}

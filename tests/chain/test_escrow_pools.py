@@ -45,8 +45,8 @@ def test_gasless_student_opens_through_a_relayer(contracts, accounts):
     pool_id = create_pool(c, admin, 10 * USD)
     grant = grant_args(c, admin, pool_id, student.address, 5 * USD, now(c) + 3600, provider.address)
     deposit, fee, deadline = 4 * USD, 5_000, now(c) + 600
-    open_sig = open_channel_sig(c, student, provider, session, deposit, fee, deadline)
-    before = balance(c, relayer)
+    open_sig = open_channel_sig(c, student, provider, session, deposit, fee, deadline, pool_id)
+    before, provider_before = balance(c, relayer), balance(c, provider)
     send(
         c.w3,
         relayer,
@@ -56,7 +56,8 @@ def test_gasless_student_opens_through_a_relayer(contracts, accounts):
     )
     cid = eip712.channel_id_for(student.address, session.address)
     assert c.escrow.functions.channels(cid).call()[4] == deposit - fee
-    assert balance(c, relayer) == before + fee
+    assert balance(c, relayer) == before  # the fee goes to the provider, not the sender
+    assert balance(c, provider) == provider_before + fee
     assert c.w3.eth.get_balance(student.address) == 0
 
 

@@ -71,7 +71,8 @@ def test_ethers_and_eth_account_agree_and_the_contract_accepts(ethers_signer, co
         accounts[4],
     )
     domain, deadline = escrow_domain(c), now(c) + 3600
-    session, session2, student = Account.create(), Account.create(), accounts[5]
+    session, session2, session3 = Account.create(), Account.create(), Account.create()
+    student = accounts[5]
     pool_id = create_pool(c, admin, 5 * USD)
     deposit = 2 * USD
     cid = eip712.channel_id_for(renter.address, session.address)
@@ -112,11 +113,25 @@ def test_ethers_and_eth_account_agree_and_the_contract_accepts(ethers_signer, co
                 provider=ZERO,
             ),
         ),
+        (  # a pool-funded opening: poolId names the pool that pays
+            student,
+            eip712.open_channel(
+                domain,
+                renter=student.address,
+                provider=provider.address,
+                token=c.token.address,
+                deposit=USD,
+                session_key=session3.address,
+                relay_fee=1_000,
+                deadline=deadline,
+                pool_id=pool_id,
+            ),
+        ),
     ]
     theirs = ethers_sign(ethers_signer, jobs)
     ours = [eip712.sign_typed_data(key.key, typed) for key, typed in jobs]
     assert theirs == ours
-    open_sig, permit_sig, voucher, grant_sig = theirs
+    open_sig, permit_sig, voucher, grant_sig, pool_open_sig = theirs
     send(
         c.w3,
         relayer,
@@ -152,3 +167,20 @@ def test_ethers_and_eth_account_agree_and_the_contract_accepts(ethers_signer, co
         ),
     )
     assert c.escrow.functions.pools(pool_id).call()[2] == 4 * USD
+    grant = (pool_id, student.address, USD * 2, deadline, ZERO)
+    grant_sig2 = eip712.sign_typed_data(
+        admin.key,
+        eip712.grant(
+            domain, pool_id=pool_id, student=student.address, cap=2 * USD, expiry=deadline,
+            provider=ZERO,
+        ),
+    )  # fmt: skip
+    send(
+        c.w3,
+        relayer,
+        c.escrow.functions.openFromPoolFor(
+            *grant, grant_sig2, provider.address, USD, session3.address, 1_000, deadline,
+            pool_open_sig,
+        ),
+    )  # fmt: skip
+    assert c.escrow.functions.pools(pool_id).call()[2] == 3 * USD

@@ -57,3 +57,20 @@ def test_relayed_open_plus_settle_of_a_returning_renter_below_uraiden(contracts,
         )
         totals.append(opened + settled["gasUsed"])
     assert totals[1] < URAIDEN_OPEN_PLUS_CLOSE, totals
+
+
+def test_permit_open_plus_settle_below_uraiden(contracts, accounts):
+    """openWithPermit + settle, a renter's first and next lease (the permit tolerates being
+    front-run and the refund cannot block the settle, without an extra storage write)."""
+    c, renter, provider = contracts, accounts[1], accounts[2]
+    open_channel(c, accounts[4], accounts[5], USD)  # a live escrow holds other deposits
+    chain = LeaseChain(c)
+    totals = []
+    for _ in range(2):
+        opened = chain.open(renter, provider=provider.address, price_per_hour=1, deposit=2 * USD)
+        cid, session = opened.channel_id, opened.session_key
+        settled = send(
+            c.w3, provider, c.escrow.functions.settle(cid, 7, voucher_sig(c, session, cid, 7))
+        )
+        totals.append(opened.txs[0].gas_used + settled["gasUsed"])
+    assert max(totals) < URAIDEN_OPEN_PLUS_CLOSE, totals

@@ -28,7 +28,7 @@ def _tokens_no_gas(c, faucet, amount: int):
     return renter
 
 
-def test_a_renter_without_gas_gets_a_channel_and_the_relayer_its_fee(contracts, accounts):
+def test_a_renter_without_gas_gets_a_channel_and_the_provider_the_fee(contracts, accounts):
     c, relayer, provider = contracts, accounts[3], accounts[2]
     chain = LeaseChain(c)
     renter = _tokens_no_gas(c, accounts[0], 10 * USD)
@@ -43,18 +43,19 @@ def test_a_renter_without_gas_gets_a_channel_and_the_relayer_its_fee(contracts, 
         relay_fee=10_000,
         session_key=session,
     )
-    fee_before = balance(c, relayer)
+    fee_before, relayer_before = balance(c, provider), balance(c, relayer)
     cid, tx = submit_relay_request(chain, relayer, req)
     info = chain.channel(cid)
     assert (info.state, info.renter, info.provider) == ("open", renter.address, provider.address)
     assert info.deposit == 2 * USD - 10_000
-    assert balance(c, relayer) == fee_before + 10_000
+    assert balance(c, provider) == fee_before + 10_000  # the fee is the provider's
+    assert balance(c, relayer) == relayer_before
     assert balance(c, renter) == 8 * USD
     assert c.w3.eth.get_balance(renter.address) == 0
     assert tx.gas_used > 0
     # the same request again: refused (its permit is used up) before any gas is spent
     nonce = c.w3.eth.get_transaction_count(relayer.address)
-    with pytest.raises(TransactionReverted, match="invalid signature"):
+    with pytest.raises(TransactionReverted, match="permit failed"):
         submit_relay_request(chain, relayer, req)
     assert c.w3.eth.get_transaction_count(relayer.address) == nonce
 

@@ -90,6 +90,7 @@ def test_open_channel_and_grant_types():
         "deposit",
         "sessionKey",
         "relayFee",
+        "poolId",
         "nonce",
         "deadline",
     ]

@@ -59,3 +59,19 @@ def test_pool_channel_refunds_to_pool_and_grant(model):
     assert model.pools["pool"].balance == 350
     assert model.grant_spent["g"] == 50
     assert model.escrow_holdings() == model.balances["escrow"] == 350
+
+
+def test_relayed_openings_pay_the_fee_to_the_provider_and_conserve(model):
+    with pytest.raises(PaymentError, match="relay fee above a tenth"):
+        model.open_for("c", "r", "p", 300, 31)
+    model.open_for("c", "r", "p", 300, 30)
+    assert model.channels["c"].deposit == 270
+    assert model.balances == {"r": 700, "p": 30, "a": 500, "escrow": 270}
+    model.create_pool("P", "a", 500)
+    with pytest.raises(PaymentError, match="relay fee above a tenth"):
+        model.open_from_pool_for("d", "P", "g", "s", 200, "p", 200, 21)
+    model.open_from_pool_for("d", "P", "g", "s", 200, "p", 200, 20)
+    model.settle("p", "d", 50)  # 130 goes back to the pool and to the grant
+    assert (model.pools["P"].balance, model.grant_spent["g"]) == (430, 70)
+    assert model.balances["p"] == 100
+    assert model.balances["escrow"] == model.escrow_holdings() == 270 + 430

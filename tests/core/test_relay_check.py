@@ -46,6 +46,7 @@ def test_a_good_request_is_relayed_and_survives_the_wire():
         ({"provider": "0x" + "ee" * 20}, "pays provider"),
         ({"token": "0x" + "ee" * 20}, "paid in"),
         ({"relay_fee": 9_999}, "below this provider's"),
+        ({"relay_fee": 100_001}, "above a tenth of the deposit"),  # the escrow's limit
         ({"deposit": 24_999}, "one voucher interval"),
         ({"deadline": 1_029}, "expire too soon"),
     ],
