@@ -356,6 +356,8 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         if paid_run is not None:
             paid_run.bind(link, notice)
         shim = ZmqShim(link.send)
+        if paid_run is not None and paid_run.lease.offer.unsandboxed:
+            shim.announce(paid_run.lease.offer.unsandboxed_warning, key)
         try:
             await link.open()
         except BaseException:
