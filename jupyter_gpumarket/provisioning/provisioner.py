@@ -130,10 +130,14 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         url = self._setting("GPUMARKET_PROVIDER_URL", self.provider_url)
         if not url:
             raise NoProviderSelected(
-                "no GPU provider selected for this kernel: set GPUMARKET_PROVIDER_URL, "
+                "no GPU provider selected for this kernel. To rent an offer: set "
+                "GPUMARKET_NETWORK (a network profile, e.g. devnet; `gpumarket network list`) "
+                "and GPUMARKET_OFFER (an offer id, or a filter such as "
+                "region=eu,max_price=2500000), with GPUMARKET_WALLET_PASSWORD and "
+                "GPUMARKET_BUDGET. For a dev provider: set GPUMARKET_PROVIDER_URL, "
                 "GPUMARKET_DEV_TOKEN and GPUMARKET_TLS_FINGERPRINT (printed by "
-                "`gpumarket provider serve`) or GpuMarketProvisioner.provider_url in the "
-                "Jupyter config"
+                "`gpumarket provider serve --dev`). Both are also GpuMarketProvisioner traits "
+                "in the Jupyter config"
             )
         if urlparse(url).scheme != "wss":
             raise ConfigError(f"provider URL {url!r} must start with wss:// (the tunnel is TLS)")
