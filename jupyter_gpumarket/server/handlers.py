@@ -1,9 +1,14 @@
-"""Thin tornado handlers: parse, call, serialize."""
+"""Thin tornado handlers: parse, call, serialize.
+
+Each is ``@web.authenticated`` (who is it) and ``@authorized`` (may they), so the server's
+Authorizer decides on the ``gpumarket`` resource: GET is ``read``, POST is ``write``.
+"""
 
 from __future__ import annotations
 
 import json
 
+from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
@@ -12,11 +17,16 @@ from jupyter_gpumarket._version import __version__
 from jupyter_gpumarket.exceptions import GpuMarketError
 from jupyter_gpumarket.provisioning import GpuMarketProvisioner
 
+AUTH_RESOURCE = "gpumarket"
+
 
 class HealthHandler(ExtensionHandlerMixin, APIHandler):
     """GET /gpumarket/health: version and number of running kernels."""
 
+    auth_resource = AUTH_RESOURCE
+
     @web.authenticated
+    @authorized
     def get(self) -> None:
         kernels = len(self.kernel_manager.list_kernel_ids())
         self.finish(json.dumps({"version": __version__, "kernels": kernels}))
@@ -27,7 +37,10 @@ class LeasesHandler(ExtensionHandlerMixin, APIHandler):
     (``{"mode", "message", "leases": [{..., "expected_refund", "recovery": {"status",
     "next_at", "error", "command"}}]}``; amounts in token base units)."""
 
+    auth_resource = AUTH_RESOURCE
+
     @web.authenticated
+    @authorized
     async def get(self) -> None:
         try:
             report = await self.extensionapp.recovery.report()
@@ -39,7 +52,10 @@ class LeasesHandler(ExtensionHandlerMixin, APIHandler):
 class PullFilesHandler(ExtensionHandlerMixin, APIHandler):
     """POST /gpumarket/kernels/<id>/pull: bring files the remote kernel wrote back now."""
 
+    auth_resource = AUTH_RESOURCE
+
     @web.authenticated
+    @authorized
     async def post(self, kernel_id: str) -> None:
         if kernel_id not in self.kernel_manager:
             raise web.HTTPError(404, f"no kernel {kernel_id}")
