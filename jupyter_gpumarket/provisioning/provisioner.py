@@ -54,7 +54,7 @@ def forwarded_env(
     return {k: v for k, v in env.items() if k in names and not k.startswith("GPUMARKET_")}
 
 
-class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
+class GpuMarketProvisioner(KernelProvisionerBase):
     """Launches the kernel on a GPU provider and exposes it through a loopback ZMQ shim."""
 
     provider_url = Unicode(
@@ -275,11 +275,17 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
 
     def _connection_info(self) -> KernelConnectionInfo:
         assert self._shim is not None
+        ports = self._shim.ports
         return {
             "transport": "tcp",
             "ip": "127.0.0.1",
-            **self._shim.ports,
-            "key": self._key.encode(),
+            "shell_port": ports["shell_port"],
+            "iopub_port": ports["iopub_port"],
+            "stdin_port": ports["stdin_port"],
+            "control_port": ports["control_port"],
+            "hb_port": ports["hb_port"],
+            # bytes, as LocalProvisioner returns it (the TypedDict says str)
+            "key": self._key.encode(),  # type: ignore[typeddict-item]
             "signature_scheme": "hmac-sha256",
             "kernel_name": getattr(self.parent, "kernel_name", "gpumarket"),
         }

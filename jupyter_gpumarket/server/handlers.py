@@ -7,6 +7,7 @@ Authorizer decides on the ``gpumarket`` resource: GET is ``read``, POST is ``wri
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING, cast
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
@@ -16,6 +17,9 @@ from tornado import web
 from jupyter_gpumarket._version import __version__
 from jupyter_gpumarket.exceptions import GpuMarketError
 from jupyter_gpumarket.provisioning import GpuMarketProvisioner
+
+if TYPE_CHECKING:
+    from jupyter_gpumarket.server.app import GpuMarketExtension
 
 AUTH_RESOURCE = "gpumarket"
 
@@ -43,7 +47,8 @@ class LeasesHandler(ExtensionHandlerMixin, APIHandler):
     @authorized
     async def get(self) -> None:
         try:
-            report = await self.extensionapp.recovery.report()
+            app = cast("GpuMarketExtension", self.extensionapp)
+            report = await app.recovery.report()
         except GpuMarketError as exc:
             raise web.HTTPError(500, str(exc)) from exc
         self.finish(json.dumps(report))
