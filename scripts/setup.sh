@@ -1,8 +1,22 @@
 # Sourced by scripts/test.sh and scripts/demo.sh: a project venv with the package (editable,
-# which also builds the labextension with npm) and the test extras.
+# which also builds the labextension with npm) and the test extras, plus everything the tests
+# use from outside Python (they never install anything themselves).
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[test]"
-{ command -v bwrap && command -v nft; } >/dev/null || (apt-get update -qq && apt-get install -y -qq bubblewrap nftables) >/dev/null 2>&1 || true  # kernel sandbox
+# kernel sandbox: bubblewrap + nftables (root, Debian/Ubuntu), and as root the kernel slot users
+{ command -v bwrap && command -v nft; } >/dev/null || (apt-get update -qq && apt-get install -y -qq bubblewrap nftables) >/dev/null 2>&1 || true
+if [ "$(id -u)" = 0 ] && command -v bwrap >/dev/null; then
+  .venv/bin/gpumarket provider setup --slots 2 >/dev/null || echo "setup: kernel slot users not created; sandbox tests will skip" >&2
+fi
+# anvil (npm @foundry-rs/anvil) into ~/.gpumarket/tools with the project's own installer;
+# without npm the devnets use the embedded py-evm chain
+.venv/bin/python -c "from jupyter_gpumarket.chain.anvil import find_anvil, install_anvil; find_anvil() or install_anvil()" \
+  || echo "setup: anvil not installed; devnets use the embedded chain" >&2
+# ethers.js for the EIP-712 cross-check (tests/chain/test_ethers_crosscheck.py)
+if command -v npm >/dev/null && [ ! -f tests/chain/ethers/node_modules/ethers/package.json ]; then
+  (cd tests/chain/ethers && npm install -q --no-audit --no-fund --no-package-lock >/dev/null) \
+    || echo "setup: ethers not installed; its cross-check will skip" >&2
+fi

@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/setup.sh
 source scripts/setup.sh
 .venv/bin/ruff check jupyter_gpumarket tests benchmarks
+.venv/bin/mypy  # [tool.mypy] in pyproject.toml: core/ strictly, the public entry points
 exec .venv/bin/python -m pytest "$@"

@@ -29,3 +29,26 @@ def remote_env(agent: AgentProcess) -> Iterator[AgentProcess]:
     """GPUMARKET_* variables pointing the `gpumarket` kernelspec at the session agent."""
     with environ(agent.env()):
         yield agent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests install nothing (scripts/setup.sh does): anvil from the user's tools dir is found
+    through GPUMARKET_ANVIL also where a test moves GPUMARKET_HOME (its subprocesses inherit
+    it), and an in-process attempt to install it fails, so a devnet falls back to the embedded
+    chain instead of running npm."""
+    import os
+
+    from jupyter_gpumarket.chain import anvil
+    from jupyter_gpumarket.exceptions import ChainError
+
+    found = anvil.find_anvil()
+    if found is not None:
+        os.environ.setdefault("GPUMARKET_ANVIL", str(found))
+
+    def no_install(timeout: float = 300.0) -> Path:
+        raise ChainError("anvil is not installed, and tests install nothing: run scripts/setup.sh")
+
+    anvil.install_anvil = no_install  # type: ignore[assignment]
+    devnet = sys.modules.get("jupyter_gpumarket.chain.devnet")
+    if devnet is not None:  # imported before this hook: it holds its own reference
+        devnet.install_anvil = no_install  # type: ignore[attr-defined]

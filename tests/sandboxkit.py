@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,28 +12,33 @@ import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
 
 from jupyter_gpumarket.agent.sandbox import sandbox_available
+from jupyter_gpumarket.agent.slots import find_slot_users
 
-__all__ = ["attempt", "descendants", "ensure_sandbox", "healthy", "host_pids_of", "run_code"]
+__all__ = [
+    "attempt",
+    "descendants",
+    "ensure_sandbox",
+    "healthy",
+    "host_pids_of",
+    "run_code",
+    "skip_unless_root",
+]
 
 
 def ensure_sandbox() -> None:
-    """Install bubblewrap (root, Debian) and the slot users, or skip with the reason."""
-    missing = shutil.which("bwrap") is None or shutil.which("nft") is None
-    if missing and os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(
-            "apt-get update -qq && apt-get install -y -qq bubblewrap nftables",
-            shell=True,
-            capture_output=True,
-            timeout=300,
-        )
+    """Skip with the reason unless the kernel sandbox works here: bubblewrap and nftables
+    installed and, as root, the kernel slot users created (scripts/setup.sh does all three;
+    tests install nothing)."""
+    for tool, package in (("bwrap", "bubblewrap"), ("nft", "nftables")):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (apt-get install {package}; scripts/setup.sh)")
     ok, reason = sandbox_available()
     if not ok:
         pytest.skip(f"no kernel sandbox on this machine: {reason}")
-    if os.geteuid() == 0:
-        subprocess.run(
-            [sys.executable, "-m", "jupyter_gpumarket.cli", "provider", "setup", "--slots", "2"],
-            check=True,
-            capture_output=True,
+    if os.geteuid() == 0 and len(find_slot_users()) < 2:
+        pytest.skip(
+            "no kernel slot users: run `gpumarket provider setup --slots 2` as root "
+            "(scripts/setup.sh does)"
         )
 
 
@@ -101,3 +104,10 @@ def descendants(pid: int) -> set[int]:
 
 def healthy(kc: BlockingKernelClient) -> None:
     assert run_code(kc, "print(6 * 7)") == 42
+
+
+def skip_unless_root(why: str) -> None:
+    """Call after a test's checks that hold for any user: the rest needs the agent to run as
+    root, so without root the test is reported skipped, with ``why``, not passed."""
+    if os.geteuid() != 0:
+        pytest.skip(f"not root: {why}")

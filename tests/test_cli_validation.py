@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from jupyter_gpumarket.cli import build_parser
-from jupyter_gpumarket.cli.provider_config import apply_config
+from jupyter_gpumarket.cli.provider_config import parse_with_config
 from jupyter_gpumarket.exceptions import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,9 +188,8 @@ def test_good_values_still_pass(argv: list[str]) -> None:
 def test_the_config_file_gets_the_same_checks(tmp_path: Path, toml: str, match: str) -> None:
     path = tmp_path / "provider.toml"
     path.write_text(toml + "\n")
-    args = build_parser().parse_args(["provider", "serve", "--config", str(path)])
     with pytest.raises(ConfigError, match=match):
-        apply_config(args, args.serve_parser, args.config)
+        parse_with_config(build_parser(), ["provider", "serve", "--config", str(path)])
 
 
 def test_a_bad_config_file_value_is_one_line_from_the_real_cli(tmp_path: Path) -> None:

@@ -7,16 +7,14 @@ from pathlib import Path
 import pytest
 
 from jupyter_gpumarket.cli import build_parser
-from jupyter_gpumarket.cli.provider_config import apply_config
+from jupyter_gpumarket.cli.provider_config import parse_with_config
 from jupyter_gpumarket.exceptions import ConfigError
 
 
 def _args(tmp_path: Path, toml: str, *flags: str):
     path = tmp_path / "provider.toml"
     path.write_text(toml)
-    args = build_parser().parse_args(["provider", "serve", "--config", str(path), *flags])
-    apply_config(args, args.serve_parser, args.config)
-    return args
+    return parse_with_config(build_parser(), ["provider", "serve", "--config", str(path), *flags])
 
 
 def test_the_file_fills_what_no_flag_gave(tmp_path: Path):
@@ -50,6 +48,24 @@ def test_bad_settings_name_the_line(tmp_path: Path, toml: str, match: str):
 
 
 def test_a_missing_file_is_a_config_error(tmp_path: Path):
-    args = build_parser().parse_args(["provider", "serve", "--config", str(tmp_path / "no")])
     with pytest.raises(ConfigError, match="cannot read"):
-        apply_config(args, args.serve_parser, args.config)
+        parse_with_config(build_parser(), ["provider", "serve", "--config", str(tmp_path / "no")])
+
+
+def test_a_flag_given_with_its_default_value_still_wins(tmp_path: Path):
+    args = _args(
+        tmp_path,
+        'max-kernels = 2\nsandbox = "off"\nclient-grace = 30\n',
+        "--max-kernels",
+        "4",  # the flag's default
+        "--sandbox",
+        "auto",  # the flag's default
+    )
+    assert args.max_kernels == 4
+    assert args.sandbox == "auto"
+    assert args.client_grace == 30  # not on the command line: the file's
+
+
+def test_other_commands_ignore_config_handling(tmp_path: Path):
+    args = parse_with_config(build_parser(), ["leases", "--json"])
+    assert not hasattr(args, "serve_parser")

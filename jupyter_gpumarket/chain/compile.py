@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from jupyter_gpumarket.exceptions import ConfigError
+
 __all__ = [
     "CONTRACTS",
     "CONTRACTS_DIR",
@@ -29,9 +31,15 @@ EVM_VERSION = "cancun"
 
 def compile_contract(name: str) -> dict[str, Any]:
     """Compile ``contracts/<name>.vy``; return its artifact (abi, bytecode, provenance)."""
-    import vyper
-    from vyper.cli.vyper_compile import compile_files
-    from vyper.compiler.settings import OptimizationLevel, Settings
+    try:
+        import vyper
+        from vyper.cli.vyper_compile import compile_files
+        from vyper.compiler.settings import OptimizationLevel, Settings
+    except ImportError as exc:  # only the contracts' build needs the compiler
+        raise ConfigError(
+            "compiling the contracts needs vyper and snekmate: "
+            "pip install 'jupyter-gpumarket[build]'"
+        ) from exc
 
     source = CONTRACTS_DIR / f"{name}.vy"
     settings = Settings(optimize=OptimizationLevel.GAS, evm_version=EVM_VERSION)

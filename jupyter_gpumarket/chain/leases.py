@@ -149,7 +149,10 @@ class LeaseChain:
         raw = call(self.c.registry.functions.offers(offer_id), what="Registry.offers")
         provider, price, token, active = raw[0], raw[6], raw[7], raw[10]
         if int(provider, 16) == 0:
-            raise ConfigError(f"no offer {offer_id} in the registry; run `gpumarket offers`")
+            raise ConfigError(
+                f"no offer {offer_id} in this network's registry: check the offer id its "
+                "provider printed (`offer N`) and the network (`gpumarket network list`)"
+            )
         return OfferTerms(offer_id, provider, int(price), token, bool(active))
 
     def channel(self, channel_id: bytes) -> ChannelInfo:

@@ -43,8 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from jupyter_gpumarket.cli.provider_config import parse_with_config
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parse_with_config(parser, argv)  # `provider serve --config FILE`
+    except GpuMarketError as exc:
+        print(f"gpumarket: error: {exc}", file=sys.stderr)
+        return 1
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",

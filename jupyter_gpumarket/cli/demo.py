@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -117,13 +118,15 @@ def _start_paid_provider(
             create_keystore(DEMO_PASSWORD, private_key=dev_account(index).key, path=path)
     ready, log_path = home / "provider-ready.json", home / "provider.log"
     ready.unlink(missing_ok=True)
+    flags, why = _probe_isolation()
+    print(why, flush=True)
     base = {"GPUMARKET_HOME": str(home), "GPUMARKET_WALLET_PASSWORD": DEMO_PASSWORD}
     cmd = [
         sys.executable, "-m", "jupyter_gpumarket.cli", "provider", "serve",
         "--network", str(profile), "--wallet", str(wallets["provider"][0]),
         "--price-per-hour", str(price), "--region", "local",
         "--state-dir", str(home / "provider"), "--ready-file", str(ready),
-        "--unsafe-no-sandbox",  # labelled unsandboxed where bubblewrap is missing
+        *flags,
     ]  # fmt: skip
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
@@ -138,6 +141,57 @@ def _start_paid_provider(
         "GPUMARKET_BUDGET": str(price * 2),
         "GPUMARKET_WALLET": str(wallets["renter"][0]),
     }
+
+
+def write_env_file(home: Path, env: dict[str, str]) -> Path:
+    """``<home>/demo.env``: the renter's settings (demo wallet password included) as shell
+    exports, so `gpumarket` commands in another terminal act on the demo."""
+    path = home / "demo.env"
+    lines = [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write("# source this file: gpumarket commands then use the demo's chain and wallet\n")
+        out.write("\n".join(lines) + "\n")
+    return path
+
+
+def isolation_flags(
+    *, probe_ok: bool, probe_reason: str, is_root: bool, slots: int, nft: bool
+) -> tuple[list[str], str]:
+    """`provider serve` flags for the demo's offer: the kernel sandbox whenever this machine can
+    run it (as `provider serve` decides: bubblewrap works and, as root, slot users exist), else
+    published labelled unsandboxed; and what to tell the user."""
+    if not probe_ok:
+        problem = probe_reason
+    elif is_root and slots < 1:
+        problem = "no kernel slot users exist: run `gpumarket provider setup --slots 2` as root"
+    else:
+        # kernels must not reach the agent's port: root guards it with nftables; otherwise
+        # the kernels get their own network namespace (no internet from the notebook)
+        egress = "full" if is_root and nft else "none"
+        flags = ["--sandbox", "on", "--egress", egress]
+        if is_root:
+            flags += ["--max-kernels", str(min(slots, 4))]
+        return flags, f"kernels run in the bubblewrap sandbox (network: {egress})"
+    return (
+        ["--sandbox", "off", "--unsafe-no-sandbox"],
+        f"WARNING: kernels run UNSANDBOXED (offer labelled so): {problem}",
+    )
+
+
+def _probe_isolation() -> tuple[list[str], str]:
+    from jupyter_gpumarket.agent.sandbox import sandbox_available
+    from jupyter_gpumarket.agent.slots import find_slot_users
+
+    is_root = os.geteuid() == 0
+    ok, reason = sandbox_available()
+    return isolation_flags(
+        probe_ok=ok,
+        probe_reason=reason,
+        is_root=is_root,
+        slots=len(find_slot_users()) if is_root else 0,
+        nft=shutil.which("nft") is not None,
+    )
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -160,6 +214,8 @@ def _demo(args: argparse.Namespace) -> int:
             print(f"devnet ({devnet.kind}) at {devnet.profile.rpc_url}", flush=True)
             print("starting a paid local provider and publishing its offer ...", flush=True)
             provider, env = _start_paid_provider(home, profile, args.price_per_hour)
+            env_file = write_env_file(home, env)
+            print(f"for `gpumarket leases`, `wallet balance` …: source {env_file}", flush=True)
         procs.append(provider)
         if not args.no_lab:
             procs.append(_start_lab(args, env))

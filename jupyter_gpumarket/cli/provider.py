@@ -143,10 +143,6 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def _serve_or_unpublish(args: argparse.Namespace) -> int:
-    if args.config is not None:
-        from jupyter_gpumarket.cli.provider_config import apply_config
-
-        apply_config(args, args.serve_parser, args.config)
     return _unpublish(args) if args.unpublish else _serve(args)
 
 

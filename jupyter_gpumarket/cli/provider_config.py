@@ -9,25 +9,41 @@
     relay-fee = 10000
 
 Keys are the long option names (dashes or underscores), at the top level or in a
-``[provider]`` table. A flag given on the command line wins over the file.
+``[provider]`` table. A flag given on the command line wins over the file, even when its
+value is the flag's default: the file's values become the parser's defaults.
 """
 
 from __future__ import annotations
 
 import argparse
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from jupyter_gpumarket.exceptions import ConfigError
 
-__all__ = ["apply_config"]
+__all__ = ["config_defaults", "parse_with_config"]
 
 _NOT_SETTINGS = {"help", "config", "func", "unpublish"}
 
 
-def apply_config(args: argparse.Namespace, parser: argparse.ArgumentParser, path: Path) -> None:
-    """Fill ``args`` from the TOML file at ``path`` where no flag was given."""
+def parse_with_config(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> argparse.Namespace:
+    """Parse ``argv``; when it names a ``--config`` file for a command that takes one, make
+    the file's settings that command's defaults and parse again, so every flag on the
+    command line wins (also one given with its default value)."""
+    args = parser.parse_args(argv)
+    sub = getattr(args, "serve_parser", None)
+    if getattr(args, "config", None) is None or sub is None:
+        return args
+    sub.set_defaults(**config_defaults(sub, args.config))
+    return parser.parse_args(argv)
+
+
+def config_defaults(parser: argparse.ArgumentParser, path: Path) -> dict[str, Any]:
+    """The TOML file at ``path`` as ``parser`` defaults, each value through its flag's checks."""
     path = path.expanduser()
     try:
         data = tomllib.loads(path.read_text())
@@ -39,15 +55,15 @@ def apply_config(args: argparse.Namespace, parser: argparse.ArgumentParser, path
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [provider] must be a table of settings")
     actions = {a.dest: a for a in parser._actions if a.dest not in _NOT_SETTINGS}
+    defaults: dict[str, Any] = {}
     for key, value in table.items():
         dest = key.replace("-", "_")
         action = actions.get(dest)
         if action is None:
             known = ", ".join(sorted(a.replace("_", "-") for a in actions))
             raise ConfigError(f"{path}: unknown setting {key!r}; known: {known}")
-        if getattr(args, dest) != action.default:
-            continue  # given on the command line: the flag wins
-        setattr(args, dest, _coerce(path, key, action, value))
+        defaults[dest] = _coerce(path, key, action, value)
+    return defaults
 
 
 def _coerce(path: Path, key: str, action: argparse.Action, value: Any) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from jupyter_gpumarket.core import paymsgs, safejson
 from jupyter_gpumarket.exceptions import ProtocolError
@@ -297,8 +297,18 @@ class FetchBlob:
 
 
 _HEX = frozenset("0123456789abcdef")
+
+
+_M = TypeVar("_M")
+
+
+def _op_of(cls: type) -> str:
+    """The ``op`` a message class is sent with (its dataclass field's fixed default)."""
+    return str(getattr(cls, "__dataclass_fields__")["op"].default)  # noqa: B009
+
+
 _AGENT_OPS: dict[str, type] = {
-    c.__dataclass_fields__["op"].default: c  # type: ignore[attr-defined]
+    _op_of(c): c
     for c in (
         StartKernel,
         Signal,
@@ -322,7 +332,7 @@ _AGENT_OPS: dict[str, type] = {
 }
 
 
-def _build(cls: type, obj: dict[str, Any], what: str) -> Any:
+def _build(cls: type[_M], obj: dict[str, Any], what: str) -> _M:
     obj = dict(obj)
     obj.pop("op", None)
     try:
@@ -346,10 +356,10 @@ def parse_first(data: str | bytes) -> Hello | paymsgs.RelayOpen:
     return _build(Hello, obj, "hello")
 
 
-def parse_text(data: str | bytes, cls: type) -> Any:
+def parse_text(data: str | bytes, cls: type[_M]) -> _M:
     """A text message of the hello exchange that must be of class ``cls``."""
     obj = _obj(data, cls.__name__)
-    expected = cls.__dataclass_fields__["op"].default
+    expected = _op_of(cls)
     _check(obj.get("op") == expected, f"expected a {expected} message")
     return _build(cls, obj, expected)
 

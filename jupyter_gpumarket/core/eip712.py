@@ -121,7 +121,9 @@ class Domain:
         }
 
 
-def _message(domain: Domain, primary: str, fields: list[dict[str, str]], data: dict[str, Any]):
+def _message(
+    domain: Domain, primary: str, fields: list[dict[str, str]], data: dict[str, Any]
+) -> dict[str, Any]:
     return {
         "types": {"EIP712Domain": _DOMAIN_TYPE, primary: fields},
         "primaryType": primary,

@@ -401,12 +401,13 @@ def plan_pull(
         dest = path
         unchanged_here = (now.sha256 if now else None) == (then.sha256 if then else None)
         if now is not None and not unchanged_here:
-            dest = _conflict_dest(path, entry.sha256, local_now)
-            if dest is None:
+            beside = _conflict_dest(path, entry.sha256, local_now)
+            if beside is None:
                 continue  # this remote copy was already saved beside the local file
-            if not dest:
+            if not beside:
                 skipped.append(Skipped(path, "changed on both sides; no free conflict name"))
                 continue
+            dest = beside
             why = "changed both locally and in the remote kernel since launch"
             message = f"{path} {why}; kept the local file, saved the remote copy as {dest}"
             conflicts.append(Conflict(path, dest, message))

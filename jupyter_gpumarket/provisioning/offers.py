@@ -27,6 +27,14 @@ class OfferChoice:
         """The provider runs renters' kernels without its sandbox (it said so when publishing)."""
         return "isolation=sandboxed" not in self.metadata
 
+    @property
+    def unsandboxed_warning(self) -> str:
+        """What the renter is told, in the log and in the notebook, about an unsandboxed offer."""
+        return (
+            f"[gpumarket] offer {self.offer_id} is UNSANDBOXED: the provider runs kernels "
+            "without isolation from its other renters; do not put secrets in this kernel"
+        )
+
 
 def parse_offer_spec(spec: str) -> int | dict[str, str]:
     """``"7"`` -> 7; ``"gpu=H100,max_price=2500000"`` -> {"gpu": "H100", "max_price": ...}."""

@@ -232,11 +232,7 @@ def open_paid_lease(
     offer = pick_offer(contracts.registry, offer_spec)
     normalize_fingerprint(offer.tls_fingerprint)
     if offer.unsandboxed:
-        log.warning(
-            "offer %s is UNSANDBOXED: the provider runs kernels without isolation from its "
-            "other renters; do not put secrets in this kernel",
-            offer.offer_id,
-        )
+        log.warning("%s", offer.unsandboxed_warning)
     grant_code = GrantCode.decode(grant) if grant else None
     # no channel to a provider that is down (a kernel restarter would open one per attempt)
     # ... and whose agent is the offer's provider (a copied endpoint would take the deposit)

@@ -54,7 +54,7 @@ def forwarded_env(
     return {k: v for k, v in env.items() if k in names and not k.startswith("GPUMARKET_")}
 
 
-class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
+class GpuMarketProvisioner(KernelProvisionerBase):
     """Launches the kernel on a GPU provider and exposes it through a loopback ZMQ shim."""
 
     provider_url = Unicode(
@@ -130,10 +130,14 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         url = self._setting("GPUMARKET_PROVIDER_URL", self.provider_url)
         if not url:
             raise NoProviderSelected(
-                "no GPU provider selected for this kernel: set GPUMARKET_PROVIDER_URL, "
+                "no GPU provider selected for this kernel. To rent an offer: set "
+                "GPUMARKET_NETWORK (a network profile, e.g. devnet; `gpumarket network list`) "
+                "and GPUMARKET_OFFER (an offer id, or a filter such as "
+                "region=eu,max_price=2500000), with GPUMARKET_WALLET_PASSWORD and "
+                "GPUMARKET_BUDGET. For a dev provider: set GPUMARKET_PROVIDER_URL, "
                 "GPUMARKET_DEV_TOKEN and GPUMARKET_TLS_FINGERPRINT (printed by "
-                "`gpumarket provider serve`) or GpuMarketProvisioner.provider_url in the "
-                "Jupyter config"
+                "`gpumarket provider serve --dev`). Both are also GpuMarketProvisioner traits "
+                "in the Jupyter config"
             )
         if urlparse(url).scheme != "wss":
             raise ConfigError(f"provider URL {url!r} must start with wss:// (the tunnel is TLS)")
@@ -271,11 +275,17 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
 
     def _connection_info(self) -> KernelConnectionInfo:
         assert self._shim is not None
+        ports = self._shim.ports
         return {
             "transport": "tcp",
             "ip": "127.0.0.1",
-            **self._shim.ports,
-            "key": self._key.encode(),
+            "shell_port": ports["shell_port"],
+            "iopub_port": ports["iopub_port"],
+            "stdin_port": ports["stdin_port"],
+            "control_port": ports["control_port"],
+            "hb_port": ports["hb_port"],
+            # bytes, as LocalProvisioner returns it (the TypedDict says str)
+            "key": self._key.encode(),  # type: ignore[typeddict-item]
             "signature_scheme": "hmac-sha256",
             "kernel_name": getattr(self.parent, "kernel_name", "gpumarket"),
         }
@@ -356,6 +366,8 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
         if paid_run is not None:
             paid_run.bind(link, notice)
         shim = ZmqShim(link.send)
+        if paid_run is not None and paid_run.lease.offer.unsandboxed:
+            shim.announce(paid_run.lease.offer.unsandboxed_warning, key)
         try:
             await link.open()
         except BaseException:

@@ -1,9 +1,15 @@
-"""Thin tornado handlers: parse, call, serialize."""
+"""Thin tornado handlers: parse, call, serialize.
+
+Each is ``@web.authenticated`` (who is it) and ``@authorized`` (may they), so the server's
+Authorizer decides on the ``gpumarket`` resource: GET is ``read``, POST is ``write``.
+"""
 
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING, cast
 
+from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
@@ -12,11 +18,19 @@ from jupyter_gpumarket._version import __version__
 from jupyter_gpumarket.exceptions import GpuMarketError
 from jupyter_gpumarket.provisioning import GpuMarketProvisioner
 
+if TYPE_CHECKING:
+    from jupyter_gpumarket.server.app import GpuMarketExtension
+
+AUTH_RESOURCE = "gpumarket"
+
 
 class HealthHandler(ExtensionHandlerMixin, APIHandler):
     """GET /gpumarket/health: version and number of running kernels."""
 
+    auth_resource = AUTH_RESOURCE
+
     @web.authenticated
+    @authorized
     def get(self) -> None:
         kernels = len(self.kernel_manager.list_kernel_ids())
         self.finish(json.dumps({"version": __version__, "kernels": kernels}))
@@ -27,10 +41,14 @@ class LeasesHandler(ExtensionHandlerMixin, APIHandler):
     (``{"mode", "message", "leases": [{..., "expected_refund", "recovery": {"status",
     "next_at", "error", "command"}}]}``; amounts in token base units)."""
 
+    auth_resource = AUTH_RESOURCE
+
     @web.authenticated
+    @authorized
     async def get(self) -> None:
         try:
-            report = await self.extensionapp.recovery.report()
+            app = cast("GpuMarketExtension", self.extensionapp)
+            report = await app.recovery.report()
         except GpuMarketError as exc:
             raise web.HTTPError(500, str(exc)) from exc
         self.finish(json.dumps(report))
@@ -39,7 +57,10 @@ class LeasesHandler(ExtensionHandlerMixin, APIHandler):
 class PullFilesHandler(ExtensionHandlerMixin, APIHandler):
     """POST /gpumarket/kernels/<id>/pull: bring files the remote kernel wrote back now."""
 
+    auth_resource = AUTH_RESOURCE
+
     @web.authenticated
+    @authorized
     async def post(self, kernel_id: str) -> None:
         if kernel_id not in self.kernel_manager:
             raise web.HTTPError(404, f"no kernel {kernel_id}")

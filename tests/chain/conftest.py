@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from jupyter_gpumarket.chain.anvil import AnvilProcess, start_anvil
+from jupyter_gpumarket.chain.anvil import AnvilProcess, find_anvil, start_anvil
 from jupyter_gpumarket.chain.client import Contracts, Deployment, connect
 from jupyter_gpumarket.chain.deploy import deploy_all
 from jupyter_gpumarket.chain.dev_accounts import DEV_PRIVATE_KEYS, dev_account
@@ -17,8 +17,10 @@ CLOSE_DELAY = 600
 
 @pytest.fixture(scope="session")
 def anvil() -> Iterator[AnvilProcess]:
-    # The project's own installer: npm install @foundry-rs/anvil into ~/.gpumarket/tools once.
-    with start_anvil() as process:
+    # scripts/setup.sh installs anvil (npm @foundry-rs/anvil into ~/.gpumarket/tools)
+    if find_anvil() is None:
+        pytest.skip("anvil is not installed: scripts/setup.sh installs it (needs npm)")
+    with start_anvil(install=False) as process:
         yield process
 
 

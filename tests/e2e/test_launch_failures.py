@@ -76,11 +76,18 @@ def test_unreachable_provider_says_so(agent: AgentProcess) -> None:
 
 
 def test_no_provider_selected_names_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("GPUMARKET_PROVIDER_URL", "GPUMARKET_TLS_FINGERPRINT", "GPUMARKET_DEV_TOKEN"):
+    for name in (
+        "GPUMARKET_PROVIDER_URL",
+        "GPUMARKET_TLS_FINGERPRINT",
+        "GPUMARKET_DEV_TOKEN",
+        "GPUMARKET_OFFER",
+    ):
         monkeypatch.delenv(name, raising=False)
     km = KernelManager(kernel_name="gpumarket")
-    with pytest.raises(NoProviderSelected, match="GPUMARKET_PROVIDER_URL"):
+    with pytest.raises(NoProviderSelected) as err:
         km.start_kernel()
+    for name in ("GPUMARKET_PROVIDER_URL", "GPUMARKET_NETWORK", "GPUMARKET_OFFER"):
+        assert name in str(err.value)  # the dev path and the market path
 
 
 @pytest.mark.parametrize(
