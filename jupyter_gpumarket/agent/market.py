@@ -122,8 +122,8 @@ class MarketDesk:
         self._busy = True
         try:
             if self._backend is None:
-                simulated_or_cpu = not (self.info.get("gpus_detected") or {}).get("gpus")
-                gpu = not simulated_or_cpu and not self.info.get("simulated")
+                # what the machine really has: a simulated GPU computes on whatever is there
+                gpu = bool((self.info.get("gpus_detected") or {}).get("gpus"))
                 self._backend = await asyncio.to_thread(pick_backend, gpu=gpu)
             await _Session(ws, self._backend).run(req.setup)
         except (ProtocolError, GpuMarketError) as exc:
