@@ -98,8 +98,11 @@ def _check_signer(reply: dict[str, Any], nonce: str, pin: str, expected: str) ->
     return signer
 
 
-async def _exchange(endpoint: str, pin: str, nonce: str) -> tuple[Any, float]:
-    async with pinned_connection(endpoint, pin, max_size=PROBE_REPLY_MAX_BYTES) as ws:
+async def _exchange(
+    endpoint: str, pin: str, nonce: str, local_addr: tuple[str, int] | None
+) -> tuple[Any, float]:
+    extra = {} if local_addr is None else {"local_addr": local_addr}
+    async with pinned_connection(endpoint, pin, max_size=PROBE_REPLY_MAX_BYTES, **extra) as ws:
         start = time.perf_counter()
         await ws.send(json.dumps({"op": "probe", "nonce": nonce}))
         raw = await ws.recv()
@@ -114,13 +117,15 @@ async def probe_endpoint(
     offer_id: int,
     expected_provider: str | None = None,
     timeout: float = 3.0,
+    local_addr: tuple[str, int] | None = None,
 ) -> ProbeReport:
-    """Probe one agent; never raises (an unreachable result carries the reason)."""
+    """Probe one agent; never raises (an unreachable result carries the reason).
+    ``local_addr``: the address to connect from (a multi-homed renter; tests)."""
     nonce = secrets.token_hex(16)
     try:
         pin = normalize_fingerprint(fingerprint)
         async with asyncio.timeout(timeout):
-            reply, latency_ms = await _exchange(endpoint, pin, nonce)
+            reply, latency_ms = await _exchange(endpoint, pin, nonce, local_addr)
         if not isinstance(reply, dict) or reply.get("op") != "probe_reply":
             raise ProtocolError("the agent's answer is not a probe_reply")
         signer = None
