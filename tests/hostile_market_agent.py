@@ -122,6 +122,8 @@ def main() -> int:
     market._Session._matmul = _matmul  # type: ignore[method-assign]
     challenge_compute.Backend.product = _product  # type: ignore[method-assign]
     market.pick_backend = lambda gpu=True: challenge_compute.Backend()  # the patched one
+    market.CHALLENGE_LIMITS["per_source_burst"] = 100  # one renter runs every attack
+    market.CHALLENGE_LIMITS["global_burst"] = 100
     from jupyter_gpumarket.cli import main as cli_main
 
     return cli_main(sys.argv[1:])

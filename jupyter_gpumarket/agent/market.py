@@ -42,6 +42,14 @@ MAX_COMPUTE_S = 300.0  # one step's compute (a bigger challenge is refused by it
 MAX_STEP_BYTES = 16 * 1024
 KEEP_PRODUCTS_BYTES = 512 * 1024 * 1024  # above this, the sampled rounds are recomputed
 TRY_LATER = 1013
+# a challenge takes the GPU for about a second: a few back to back, then one per 20 s per
+# source and one per 5 s in all (probes: ProbeLimiter's defaults, 2/s per source)
+CHALLENGE_LIMITS = {
+    "per_source_rate": 1 / 20,
+    "per_source_burst": 4,
+    "global_rate": 1 / 5,
+    "global_burst": 8,
+}
 
 
 class MarketDesk:
@@ -61,9 +69,7 @@ class MarketDesk:
         self.info, self.fingerprint = info, fingerprint
         self.capacity, self.sign = capacity, sign
         self.probes = probe_limiter or ProbeLimiter()
-        self.challenges = challenge_limiter or ProbeLimiter(
-            per_source_rate=1 / 20, per_source_burst=4, global_rate=1 / 5, global_burst=8
-        )
+        self.challenges = challenge_limiter or ProbeLimiter(**CHALLENGE_LIMITS)
         self._busy = False
         self._backend: Backend | None = None
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
+from market_kit import dead_endpoint
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
@@ -105,8 +106,7 @@ def test_probe_with_the_wrong_pin_is_unreachable(live: AgentProcess) -> None:
 
 
 def test_probe_of_a_dead_endpoint_is_unreachable_with_the_reason(tmp_path: Path) -> None:
-    with running_agent(tmp_path) as agent:
-        url, pin = agent.url, agent.fingerprint
+    url, pin = dead_endpoint()
     r = probe(url, pin).result  # the agent stopped: nothing listens on its port
     assert not r.reachable
     assert "does not answer" in r.reason or "connection failed" in r.reason
@@ -126,8 +126,7 @@ def test_probe_of_a_slow_agent_times_out(tmp_path: Path) -> None:
 
 
 def test_probe_many_keeps_order_and_reports_each(live: AgentProcess, tmp_path: Path) -> None:
-    with running_agent(tmp_path / "dead") as dead:
-        dead_url, dead_pin = dead.url, dead.fingerprint
+    dead_url, dead_pin = dead_endpoint()
     targets = [
         ProbeTarget(1, live.url, live.fingerprint),
         ProbeTarget(2, dead_url, dead_pin),

@@ -1,0 +1,176 @@
+"""The seeded verification challenge against real agents on loopback: an honest CPU agent is
+``cpu``; an agent claiming an H100 it lacks (``--simulate-gpu``) is ``mismatch`` without the
+verdict reading the label; a hostile agent's tampered answers are ``mismatch``; a busy or full
+agent refuses before anything runs (an error, not a verdict). Small matrices (``n``) keep it
+quick; the CLI runs once with the plan's own sizes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hostile_market_agent import ATTACKS, start_hostile_market_agent
+from market_kit import dead_endpoint
+from websockets.asyncio.client import connect
+
+from jupyter_gpumarket.core import control
+from jupyter_gpumarket.core.verification import Claim
+from jupyter_gpumarket.exceptions import ProviderRefused
+from jupyter_gpumarket.market.verify import verify_offer
+
+from agentproc import AgentProcess, running_agent
+
+pytestmark = pytest.mark.slow
+
+H100 = Claim("H100", 1, 81920)
+KEYS = {"offer_id", "verdict", "claimed_model", "fp32_tflops", "lowp_tflops"}
+KEYS |= {"vram_proven_mib", "seconds"}
+CLI = (sys.executable, "-m", "jupyter_gpumarket.cli", "offers", "verify")
+
+
+def verify(agent: AgentProcess, claim: Claim, **kw: Any) -> dict[str, Any]:
+    return asyncio.run(verify_offer(agent.url, agent.fingerprint, claim, offer_id=3, **kw))
+
+
+def test_challenge_of_an_honest_cpu_agent_is_cpu(tmp_path: Path) -> None:
+    with running_agent(tmp_path) as agent:
+        result = verify(agent, Claim("CPU", 0, 0))  # the plan's own size for a CPU offer
+    assert set(result) >= KEYS
+    assert result["verdict"] == "cpu", result["reason"]
+    assert result["rows_ok"] is True
+    assert result["backend"] == "cpu"
+    assert result["offer_id"] == 3
+    assert result["fp32_tflops"] > 0
+    assert result["vram_proven_mib"] is None  # nothing to prove for a CPU offer
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
+    with running_agent(tmp_path_factory.mktemp("sim"), "--simulate-gpu", "H100") as agent:
+        yield agent
+
+
+def test_a_simulated_h100_is_a_mismatch(simulated: AgentProcess) -> None:
+    result = verify(simulated, H100, n=48, rounds=1, vram_fill_mib=4)
+    assert result["verdict"] == "mismatch"
+    assert result["rows_ok"] is True  # its answers are right: what it ran on gives it away
+    assert result["claimed_class"] == "H100 SXM"
+    assert result["vram_proven_mib"] == 0  # it cannot hold the fill
+
+
+def test_cli_verify_of_a_simulated_h100_with_the_plans_sizes(simulated: AgentProcess) -> None:
+    out = subprocess.run(
+        [*CLI, "0", "--endpoint", simulated.url, "--fingerprint", simulated.fingerprint, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["verdict"] == "mismatch"
+    assert result["claimed_class"] == "H100 SXM"  # the claim came from the agent's own probe
+    assert set(result) >= KEYS
+
+
+def test_cli_verify_of_nothing_listening_fails(tmp_path: Path) -> None:
+    url, pin = dead_endpoint()
+    out = subprocess.run(
+        [*CLI, "1", "--endpoint", url, "--fingerprint", pin, "--claim", "H100", "--timeout", "5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0
+    assert "does not answer" in out.stderr
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AgentProcess, Path]]:
+    tmp = tmp_path_factory.mktemp("hostile-market")
+    attack = tmp / "attack"
+    agent = start_hostile_market_agent(tmp / "agent", attack)
+    try:
+        yield agent, attack
+    finally:
+        agent.stop()
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_tampered_challenge_answers_are_a_mismatch(
+    hostile: tuple[AgentProcess, Path], attack: str
+) -> None:
+    agent, attack_file = hostile
+    attack_file.write_text(attack)
+    result = verify(agent, H100, n=32, rounds=2, vram_fill_mib=1)
+    assert result["verdict"] == "mismatch", result
+    if attack == "liar":  # right numbers, a GPU's name: the throughput betrays it
+        assert result["rows_ok"] is True
+        assert "of the H100 SXM's 67 dense peak" in result["reason"]
+    else:
+        assert result["rows_ok"] is False
+        assert result["reason"].startswith("wrong result:"), result["reason"]
+
+
+def test_the_hostile_agent_is_honest_without_an_attack(hostile: tuple[AgentProcess, Path]) -> None:
+    agent, attack_file = hostile
+    attack_file.write_text("honest")
+    result = verify(agent, Claim("CPU", 0, 0), n=32, rounds=2)
+    assert result["verdict"] == "cpu", result["reason"]
+
+
+def test_a_full_agent_refuses_the_challenge(tmp_path: Path) -> None:
+    async def scenario(agent: AgentProcess) -> None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        async with connect(agent.url, ssl=ctx, compression=None) as ws:  # the only lease
+            await ws.send(control.dump(control.Hello(token=agent.token)).decode())
+            control.parse_welcome(await ws.recv())
+            await verify_offer(agent.url, agent.fingerprint, Claim("CPU", 0, 0))
+
+    with (
+        running_agent(tmp_path, "--max-kernels", "1") as agent,
+        pytest.raises(ProviderRefused, match="every kernel slot is busy"),
+    ):
+        asyncio.run(scenario(agent))
+
+
+def test_challenges_run_one_at_a_time(tmp_path: Path) -> None:
+    async def scenario(agent: AgentProcess) -> list[Any]:
+        claim = Claim("CPU", 0, 0)
+        return await asyncio.gather(
+            verify_offer(agent.url, agent.fingerprint, claim, n=96, rounds=2),
+            verify_offer(agent.url, agent.fingerprint, claim, n=96, rounds=2),
+            return_exceptions=True,
+        )
+
+    with running_agent(tmp_path) as agent:
+        results = asyncio.run(scenario(agent))
+    refused = [r for r in results if isinstance(r, ProviderRefused)]
+    done = [r for r in results if isinstance(r, dict)]
+    assert len(refused) == 1, results
+    assert "a challenge is running" in str(refused[0])
+    assert [r["verdict"] for r in done] == ["cpu"]
+
+
+def test_a_challenge_flood_is_rate_limited(tmp_path: Path) -> None:
+    async def scenario(agent: AgentProcess) -> list[Any]:
+        out: list[Any] = []
+        for _ in range(6):
+            try:
+                out.append(await verify_offer(agent.url, agent.fingerprint, H100, n=16, rounds=1))
+            except ProviderRefused as exc:
+                out.append(exc)
+        return out
+
+    with running_agent(tmp_path, "--simulate-gpu", "H100") as agent:
+        results = asyncio.run(scenario(agent))
+        assert agent.proc.poll() is None
+    assert [isinstance(r, dict) for r in results] == [True] * 4 + [False] * 2
+    assert all("challenge rate limit" in str(r) for r in results[4:])
