@@ -25,7 +25,7 @@ from jupyter_gpumarket.exceptions import AgentError
 __all__ = ["Backend", "Cancelled", "pick_backend"]
 
 _SCALES = (2.0**-7, 2.0**-8, 2.0**-9, 2.0**-10)
-_CHUNK_WORDS = 1 << 26
+_CHUNK_WORDS = 1 << 24  # 128 MiB int64 temporaries on top of the fill
 
 
 class Cancelled(AgentError):
@@ -85,8 +85,8 @@ class Backend:
     def rows(self, product: Any, indices: list[int]) -> list[bytes]:
         return [ch.encode_f32(product[i]) for i in indices]
 
-    def release(self, obj: Any) -> None:
-        """Free what a product or the matrices hold (device memory)."""
+    def trim(self) -> None:
+        """Give cached device memory back (after a step, never inside the timed rounds)."""
 
     # -- VRAM ------------------------------------------------------------------------------
     def fill(self, spec: VramSpec, cancel: threading.Event) -> Any:
@@ -257,7 +257,11 @@ class _TorchBackend(_ArrayBackend):
         return super().row_sums(product.to(self.xp.float32))
 
     def _to_bytes(self, x: Any) -> bytes:
-        return x.contiguous().cpu().view(self.xp.uint8).numpy().tobytes()
+        raw = x.contiguous().cpu().view(self.xp.uint8)
+        try:
+            return bytes(raw.numpy().tobytes())
+        except RuntimeError:  # torch built without numpy
+            return bytes(raw.tolist())
 
     def _store(self, words: Any) -> Any:
         return self.xp.where(words >= 2**31, words - 2**32, words).to(self.xp.int32)
@@ -265,8 +269,7 @@ class _TorchBackend(_ArrayBackend):
     def _empty(self, count: int) -> Any:
         return self.xp.empty(count, dtype=self.xp.int32, device=self.dev)
 
-    def release(self, obj: Any) -> None:
-        del obj
+    def trim(self) -> None:
         self.xp.cuda.empty_cache()
 
 

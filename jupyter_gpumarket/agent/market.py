@@ -182,12 +182,14 @@ class _Session:
         b = self.backend
         while True:
             await self._matmul(setup)
+            b.trim()  # the step's matrices are gone with its frame
             nxt = await self._recv("setup", "vram", "done")
             if nxt["op"] == "setup":
                 setup = nxt.get("setup")  # type: ignore[assignment]
                 continue
             if nxt["op"] == "vram":
                 await self._vram(nxt)
+                b.trim()
                 nxt = await self._recv("done")
             log.info("challenge answered on %s (%s)", b.name, b.device)
             await self.ws.close()
@@ -218,8 +220,6 @@ class _Session:
                 sums[r] = b.row_sums(p)
                 if keep:
                     products[r] = p
-                else:
-                    b.release(p)
 
         await self._work(lambda cancel: rounds(cancel))
         commit = ch.Commit(tuple(ch.round_digest(spec, r, sums[r]) for r in range(spec.rounds)))
@@ -237,7 +237,6 @@ class _Session:
         answer = await self._work(lambda cancel: reveal(cancel))
         await self._send("reveal", **cw.reveal_to_json(answer))
         products.clear()
-        b.release(mats)
 
     async def _vram(self, msg: dict[str, Any]) -> None:
         b = self.backend
@@ -260,7 +259,6 @@ class _Session:
         slices = VramSlices.from_json(await self._recv("slices"), spec)
         answers = [b.slice_digest(buf, o, slices.length) for o in slices.offsets]
         await self._send("answers", answers=[a.hex() for a in answers])
-        b.release(buf)
 
 
 def _reason(text: str) -> str:
