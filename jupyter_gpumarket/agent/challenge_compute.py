@@ -227,6 +227,9 @@ class _TorchBackend(_ArrayBackend):
         self.device = str(torch.cuda.get_device_name(0))
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
+        # FP32 accumulation for BF16/FP16 too: the renter's tolerance assumes it
+        torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
+        torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
 
     def _arange(self, start: int, stop: int) -> Any:
         return self.xp.arange(start, stop, dtype=self.xp.int64, device=self.dev)
