@@ -52,6 +52,7 @@ class Backend:
     name = "cpu"
     device = "python"
     max_n = 160
+    max_flops = 5e7  # ~ 5 s of pure Python
     max_fill_mib = 2
 
     # -- matmul ----------------------------------------------------------------------------
@@ -179,6 +180,7 @@ class _ArrayBackend(Backend):
 
 class _NumpyBackend(_ArrayBackend):
     name, device, max_n, max_fill_mib = "cpu", "numpy", 2048, 512
+    max_flops = 2e12
 
     def __init__(self, xp: Any) -> None:
         self.xp = xp
@@ -215,10 +217,11 @@ class _NumpyBackend(_ArrayBackend):
 
 class _CupyBackend(_NumpyBackend):
     name, device, max_n, max_fill_mib = "cuda", "cupy", ch.MAX_N, 1 << 22
+    max_flops = 4e15  # ~2 s of BF16 on the fastest GPU in the table; plans ask for ~0.25 s
 
 
 class _TorchBackend(_ArrayBackend):
-    max_n, max_fill_mib = ch.MAX_N, 1 << 22
+    max_n, max_fill_mib, max_flops = ch.MAX_N, 1 << 22, 4e15
 
     def __init__(self, torch: Any) -> None:
         self.xp = torch

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 STEP_TIMEOUT = 30.0  # seconds the agent waits for the renter's next challenge message
 MAX_COMPUTE_S = 300.0  # one step's compute (a bigger challenge is refused by its deadline)
 MAX_STEP_BYTES = 16 * 1024
+MAX_MATMULS = 4  # products per challenge connection (the renter sends FP32 and one low precision)
 KEEP_PRODUCTS_BYTES = 512 * 1024 * 1024  # above this, the sampled rounds are recomputed
 TRY_LATER = 1013
 # a challenge takes the GPU for about a second: a few back to back, then one per 20 s per
@@ -140,6 +141,10 @@ class MarketDesk:
             log.info("challenge from %s ended early: %s", source, exc or type(exc).__name__)
             with contextlib.suppress(ConnectionClosed):
                 await ws.close(CloseCode.PROTOCOL, "challenge ended early")
+        except Exception:  # a bug here must cost one challenge, never the agent
+            log.exception("challenge from %s: internal error", source)
+            with contextlib.suppress(ConnectionClosed):
+                await ws.close(1011, "internal error in the provider agent's challenge")
         finally:
             self._busy = False
 
@@ -180,7 +185,7 @@ class _Session:
 
     async def run(self, setup: dict[str, Any]) -> None:
         b = self.backend
-        while True:
+        for _ in range(MAX_MATMULS):
             await self._matmul(setup)
             b.trim()  # the step's matrices are gone with its frame
             nxt = await self._recv("setup", "vram", "done")
@@ -194,16 +199,18 @@ class _Session:
             log.info("challenge answered on %s (%s)", b.name, b.device)
             await self.ws.close()
             return
+        raise ProtocolError(f"a challenge holds at most {MAX_MATMULS} products")
 
     async def _matmul(self, setup: Any) -> None:
         b = self.backend
         if not isinstance(setup, dict):
             raise ProtocolError("challenge setup must be an object")
         probe = ch.MatmulSpec.from_json({**setup, "salt": "00" * 16})  # validates the setup
-        if probe.n > b.max_n:
+        if probe.n > b.max_n or probe.flops > b.max_flops:
             raise ProtocolError(
-                f"this provider computes on {b.name} ({b.device}): n={probe.n} is above its "
-                f"{b.max_n}; it cannot answer a challenge of that size in time"
+                f"this provider computes on {b.name} ({b.device}): n={probe.n} x "
+                f"{probe.rounds} rounds is more than it answers (n <= {b.max_n}, "
+                f"{b.max_flops:.0e} flops)"
             )
         mats = await self._work(b.prepare, probe)
         await self._send("ready", backend=b.name, device=b.device)

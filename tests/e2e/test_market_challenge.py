@@ -19,6 +19,7 @@ import pytest
 from hostile_market_agent import ATTACKS, start_hostile_market_agent
 from market_kit import dead_endpoint
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from jupyter_gpumarket.core import control
 from jupyter_gpumarket.core.verification import Claim
@@ -174,3 +175,45 @@ def test_a_challenge_flood_is_rate_limited(tmp_path: Path) -> None:
         assert agent.proc.poll() is None
     assert [isinstance(r, dict) for r in results] == [True] * 4 + [False] * 2
     assert all("challenge rate limit" in str(r) for r in results[4:])
+
+
+async def _raw_products(agent: AgentProcess, count: int, n: int = 8, rounds: int = 1) -> str:
+    """A renter that keeps asking for products on one connection; the agent's close reason."""
+    from jupyter_gpumarket.core import challenge as ch
+    from jupyter_gpumarket.core import challenge_wire as cw
+    from jupyter_gpumarket.market.pinned import pinned_connection
+
+    async with (
+        asyncio.timeout(60),  # only detects an agent that computes instead of refusing
+        pinned_connection(agent.url, agent.fingerprint, max_size=2**20) as ws,
+    ):
+        try:
+            for i in range(count):
+                spec = ch.MatmulSpec.fresh(n, rounds, "fp32")
+                first = {"op": "challenge", "version": 1} if i == 0 else {"op": "setup"}
+                await ws.send(json.dumps({**first, "setup": spec.setup_json()}))
+                assert json.loads(await ws.recv())["op"] == "ready"
+                await ws.send(json.dumps({"op": "go", "salt": spec.salt.hex()}))
+                commit = cw.commit_from_json(json.loads(await ws.recv()), spec)
+                assert commit.round_digests
+                sample = ch.choose_sample(spec, b"\1" * 32)
+                await ws.send(json.dumps({"op": "sample", **cw.sample_to_json(sample)}))
+                assert json.loads(await ws.recv())["op"] == "reveal"
+            await ws.recv()
+        except ConnectionClosed as exc:
+            return exc.rcvd.reason if exc.rcvd else "no close frame"
+    return "still open"
+
+
+def test_one_connection_cannot_hold_the_agent_with_endless_products(tmp_path: Path) -> None:
+    with running_agent(tmp_path) as agent:
+        reason = asyncio.run(_raw_products(agent, 6))
+        assert agent.proc.poll() is None
+    assert "at most 4 products" in reason
+
+
+def test_a_challenge_beyond_the_backend_is_refused_before_computing(tmp_path: Path) -> None:
+    with running_agent(tmp_path) as agent:
+        reason = asyncio.run(_raw_products(agent, 1, n=128, rounds=1024))  # ~10 min in Python
+        assert agent.proc.poll() is None
+    assert "more than it answers" in reason
