@@ -47,9 +47,6 @@ from jupyter_gpumarket.market.pinned import pinned_connection
 
 __all__ = ["verify_offer"]
 
-PREPARE_TIMEOUT = 60.0  # untimed steps: matrix generation (n=8192 on a GPU: well under 1 s)
-REVEAL_TIMEOUT = 60.0  # untimed: the agent may recompute the sampled rounds
-
 
 _NOT_RUN = (1013, CloseCode.CAPACITY)  # busy / rate-limited / full: the challenge never ran
 
@@ -75,8 +72,11 @@ def _reply_cap(plan: ChallengePlan) -> int:
 
 
 class _Driver:
-    def __init__(self, ws: ClientConnection, plan: ChallengePlan, rtt_s: float) -> None:
-        self.ws, self.plan, self.rtt_s = ws, plan, rtt_s
+    def __init__(
+        self, ws: ClientConnection, plan: ChallengePlan, rtt_s: float, untimed_s: float
+    ) -> None:
+        # untimed_s: the wait for the untimed steps (matrix generation, recomputed reveals)
+        self.ws, self.plan, self.rtt_s, self.untimed_s = ws, plan, rtt_s, untimed_s
         self.fig = _Figures(tflops={})
 
     async def send(self, op: str, **fields: Any) -> None:
@@ -96,7 +96,7 @@ class _Driver:
             await self.send("challenge", version=CHALLENGE_VERSION, setup=spec.setup_json())
         else:
             await self.send("setup", setup=spec.setup_json())
-        ready = await self._recv(PREPARE_TIMEOUT, MAX_AGENT_STEP_BYTES, "ready")
+        ready = await self._recv(self.untimed_s, MAX_AGENT_STEP_BYTES, "ready")
         backend = ready.get("backend")
         if not isinstance(backend, str) or not 0 < len(backend) <= 32:
             raise ProtocolError("the agent's ready names no backend")
@@ -115,7 +115,7 @@ class _Driver:
         sample = ch.choose_sample(spec, secrets.token_bytes(32))
         await self.send("sample", **cw.sample_to_json(sample))
         cap = ch.max_reveal_bytes(spec, sample) * 4 // 3 + 64 * len(sample.rows) + 4096
-        raw_reveal = await self._recv(REVEAL_TIMEOUT, cap, "reveal")
+        raw_reveal = await self._recv(self.untimed_s, cap, "reveal")
         reveal = cw.reveal_from_json(raw_reveal, spec, sample)
         check = await asyncio.to_thread(ch.check_reveal, spec, commit, sample, reveal)
         if not check.ok and self.fig.rows_ok:
@@ -185,7 +185,8 @@ async def verify_offer(
     vram_fill_mib: int | None = None,
 ) -> dict[str, Any]:
     """Run the challenge against the agent at ``endpoint`` for ``claim``; verify_json's dict.
-    ``n``, ``rounds``, ``vram_fill_mib`` override the plan's sizes (tests: small matrices).
+    ``n``, ``rounds``, ``vram_fill_mib`` override the plan's sizes (tests: small matrices;
+    the timed steps then wait up to 30 s, the verdict still comes from the figures).
     ``timeout`` bounds the connection and each untimed step."""
     pin = normalize_fingerprint(fingerprint)
     began = time.perf_counter()
@@ -216,7 +217,7 @@ async def verify_offer(
             if n is None
             else max(deadlines.lowp_deadline_s, 30.0),
         )
-        drv = _Driver(ws, plan, rtt_s)
+        drv = _Driver(ws, plan, rtt_s, timeout)
         try:
             await drv.matmul(plan.fp32, plan.fp32_deadline_s, first=True)
             await drv.matmul(plan.lowp, plan.lowp_deadline_s, first=False)
@@ -233,6 +234,8 @@ async def verify_offer(
                     "try again in a minute"
                 ) from None
             reason = f"{rcvd.code} {rcvd.reason}" if rcvd else "connection lost"
+            if exc.sent is not None and exc.sent.code == 1009:
+                reason = "it sent a message larger than any honest answer (refused unread)"
             drv.fig.rows_ok, drv.fig.rows_reason = False, f"the agent stopped: {reason}"
         except ProtocolError as exc:
             drv.fig.rows_ok, drv.fig.rows_reason = False, f"malformed answer: {exc}"

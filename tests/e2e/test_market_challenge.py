@@ -217,3 +217,45 @@ def test_a_challenge_beyond_the_backend_is_refused_before_computing(tmp_path: Pa
         reason = asyncio.run(_raw_products(agent, 1, n=128, rounds=1024))  # ~10 min in Python
         assert agent.proc.poll() is None
     assert "more than it answers" in reason
+
+
+def _server_answering(*answers: str | bytes) -> Any:
+    """A hostile 'agent' that answers each renter message with the next of ``answers``."""
+
+    async def handler(ws: Any) -> None:
+        for a in answers:
+            await ws.recv()
+            await ws.send(a)
+        await ws.wait_closed()
+
+    return handler
+
+
+GARBAGE = {
+    "not json": ("{{",),
+    "deep nesting": ("[" * 5000 + "]" * 5000,),
+    "no backend": ('{"op": "ready"}',),
+    "huge ready": ('{"op": "ready", "backend": "cuda", "pad": "' + "x" * 100_000 + '"}',),
+    "bad commit": ('{"op": "ready", "backend": "cuda"}', '{"op": "commit", "round_digests": [1]}'),
+    "oversized reveal": (
+        '{"op": "ready", "backend": "cuda"}',
+        json.dumps({"op": "commit", "round_digests": ["00" * 32]}),
+        b"\0" * (4 * 2**20),  # far above what the sampled rows can take
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(GARBAGE))
+def test_garbage_challenge_answers_are_a_mismatch(tmp_path: Path, kind: str) -> None:
+    from market_kit import hostile
+
+    async def scenario() -> dict[str, Any]:
+        async with hostile(tmp_path, _server_answering(*GARBAGE[kind])) as (url, pin):
+            return await verify_offer(url, pin, H100, n=16, rounds=1, timeout=10)
+
+    result = asyncio.run(scenario())
+    assert result["verdict"] == "mismatch"
+    assert result["rows_ok"] is False
+    assert result["reason"].startswith("wrong result:"), result["reason"]
+    if kind == "oversized reveal":
+        assert "larger than any honest answer" in result["reason"]

@@ -9,19 +9,19 @@ import contextlib
 import json
 import secrets
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
-from market_kit import dead_endpoint
+from market_kit import dead_endpoint, hostile
 from websockets.asyncio.client import connect
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 
 from jupyter_gpumarket.agent.gpu import detect_gpus
-from jupyter_gpumarket.agent.tls import ensure_certificate, server_ssl_context
+from jupyter_gpumarket.agent.tls import ensure_certificate
 from jupyter_gpumarket.core import control
 from jupyter_gpumarket.core.market_msgs import PROBE_REPLY_MAX_BYTES, probe_signing_message
 from jupyter_gpumarket.market.probe import ProbeTarget, probe_endpoint, probe_many, probe_offer
@@ -37,15 +37,6 @@ Handler = Callable[[ServerConnection], Awaitable[None]]
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
     with running_agent(tmp_path_factory.mktemp("probed"), "--max-kernels", "3") as agent:
         yield agent
-
-
-@contextlib.asynccontextmanager
-async def hostile(tmp: Path, handler: Handler) -> AsyncIterator[tuple[str, str]]:
-    """A TLS websocket server in this process answering every connection with ``handler``."""
-    cert = ensure_certificate(tmp / "hostile-cert")
-    async with serve(handler, "127.0.0.1", 0, ssl=server_ssl_context(cert), max_size=2**16) as s:
-        port = s.sockets[0].getsockname()[1]
-        yield f"wss://127.0.0.1:{port}", cert.fingerprint
 
 
 def answering(reply: str | bytes, **then: Any) -> Handler:
