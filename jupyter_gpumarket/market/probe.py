@@ -25,6 +25,7 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed
 
 from jupyter_gpumarket.core import safejson
+from jupyter_gpumarket.core.control import CloseCode
 from jupyter_gpumarket.core.market_msgs import PROBE_REPLY_MAX_BYTES, probe_signing_message
 from jupyter_gpumarket.core.market_offer import ProbeResult
 from jupyter_gpumarket.core.pinning import normalize_fingerprint
@@ -71,6 +72,8 @@ def _closed_reason(exc: ConnectionClosed) -> str:
     if exc.rcvd is not None:
         if exc.rcvd.code == 1013:
             return f"agent busy or rate-limited: {exc.rcvd.reason or 'try again later'}"
+        if exc.rcvd.code == CloseCode.PROTOCOL and "bad hello" in exc.rcvd.reason:
+            return "the agent does not answer probes (an older version): ask its provider"
         return f"agent closed the probe ({exc.rcvd.code} {exc.rcvd.reason})".strip()
     return "connection lost during the probe"
 

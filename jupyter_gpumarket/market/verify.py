@@ -233,6 +233,11 @@ async def verify_offer(
                     f"the agent at {endpoint} did not run the challenge: {rcvd.reason}; "
                     "try again in a minute"
                 ) from None
+            if rcvd is not None and rcvd.code == CloseCode.PROTOCOL and "bad hello" in rcvd.reason:
+                raise ProviderRefused(
+                    f"the agent at {endpoint} does not know the challenge (an older version): "
+                    "it cannot be verified until its provider upgrades"
+                ) from None
             reason = f"{rcvd.code} {rcvd.reason}" if rcvd else "connection lost"
             if exc.sent is not None and exc.sent.code == 1009:
                 reason = "it sent a message larger than any honest answer (refused unread)"

@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from jupyter_gpumarket.core import control
 from jupyter_gpumarket.core.verification import Claim
 from jupyter_gpumarket.exceptions import ProviderRefused
+from jupyter_gpumarket.market.probe import probe_endpoint
 from jupyter_gpumarket.market.verify import verify_offer
 
 from agentproc import AgentProcess, running_agent
@@ -59,6 +60,10 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess
 
 
 def test_a_simulated_h100_is_a_mismatch(simulated: AgentProcess) -> None:
+    report = asyncio.run(probe_endpoint(simulated.url, simulated.fingerprint, offer_id=1))
+    assert report.simulated is True  # a dev agent says so in its probe (the verdict never reads it)
+    assert report.result.detected is not None
+    assert report.result.detected.names == ("NVIDIA H100 SXM",)
     result = verify(simulated, H100, n=48, rounds=1, vram_fill_mib=4)
     assert result["verdict"] == "mismatch"
     assert result["rows_ok"] is True  # its answers are right: what it ran on gives it away
@@ -259,3 +264,25 @@ def test_garbage_challenge_answers_are_a_mismatch(tmp_path: Path, kind: str) -> 
     assert result["reason"].startswith("wrong result:"), result["reason"]
     if kind == "oversized reveal":
         assert "larger than any honest answer" in result["reason"]
+
+
+def test_an_agent_without_the_market_ops_cannot_be_verified(tmp_path: Path) -> None:
+    from market_kit import hostile
+
+    async def old_agent(ws: Any) -> None:  # what an agent before the probe op answers
+        await ws.recv()
+        await ws.close(4000, "bad hello: first message must be a hello")
+
+    async def scenario() -> tuple[Any, Any]:
+        async with hostile(tmp_path, old_agent) as (url, pin):
+            probed = await probe_endpoint(url, pin, offer_id=1)
+            try:
+                await verify_offer(url, pin, H100, n=16, rounds=1, timeout=10)
+            except ProviderRefused as exc:
+                return probed, exc
+            return probed, None
+
+    probed, refused = asyncio.run(scenario())
+    assert "does not answer probes" in probed.result.reason
+    assert refused is not None
+    assert "does not know the challenge" in str(refused)
