@@ -28,7 +28,11 @@ from jupyter_gpumarket.core import challenge as ch
 from jupyter_gpumarket.core import challenge_wire as cw
 from jupyter_gpumarket.core import safejson
 from jupyter_gpumarket.core.control import CloseCode
-from jupyter_gpumarket.core.market_msgs import ChallengeRequest, ProbeRequest
+from jupyter_gpumarket.core.market_msgs import (
+    ChallengeRequest,
+    ProbeRequest,
+    probe_signing_message,
+)
 from jupyter_gpumarket.core.probe_limit import ProbeLimiter
 from jupyter_gpumarket.core.vram_proof import VramSlices, VramSpec
 from jupyter_gpumarket.exceptions import GpuMarketError, ProtocolError
@@ -89,8 +93,6 @@ class MarketDesk:
 
     # -- probe -----------------------------------------------------------------------------
     def probe_reply(self, nonce: str) -> dict[str, Any]:
-        from jupyter_gpumarket.core.market_msgs import probe_signing_message
-
         free_kernels, free_gpus = self.capacity()
         inv = self.info.get("gpus_detected") or {}
         signed = self.sign(probe_signing_message(nonce, self.fingerprint))
@@ -133,14 +135,14 @@ class MarketDesk:
                 gpu = bool((self.info.get("gpus_detected") or {}).get("gpus"))
                 self._backend = await asyncio.to_thread(pick_backend, gpu=gpu)
             await _Session(ws, self._backend).run(req.setup)
-        except (ProtocolError, GpuMarketError) as exc:
-            log.warning("challenge from %s refused: %s", source, exc)
-            with contextlib.suppress(ConnectionClosed):
-                await ws.close(CloseCode.PROTOCOL, _reason(str(exc)))
         except (ConnectionClosed, Cancelled, TimeoutError) as exc:
             log.info("challenge from %s ended early: %s", source, exc or type(exc).__name__)
             with contextlib.suppress(ConnectionClosed):
                 await ws.close(CloseCode.PROTOCOL, "challenge ended early")
+        except (ProtocolError, GpuMarketError) as exc:
+            log.warning("challenge from %s refused: %s", source, exc)
+            with contextlib.suppress(ConnectionClosed):
+                await ws.close(CloseCode.PROTOCOL, _reason(str(exc)))
         except Exception:  # a bug here must cost one challenge, never the agent
             log.exception("challenge from %s: internal error", source)
             with contextlib.suppress(ConnectionClosed):

@@ -127,9 +127,13 @@ class _Driver:
     async def vram(self, spec: vp.VramSpec) -> None:
         plan = self.plan
         await self.send("vram", **spec.to_json())
-        answer = await self._recv(
-            plan.vram_fill_deadline_s, MAX_AGENT_STEP_BYTES, "vram_ready", "vram_refused"
-        )
+        try:
+            answer = await self._recv(
+                plan.vram_fill_deadline_s, MAX_AGENT_STEP_BYTES, "vram_ready", "vram_refused"
+            )
+        except TimeoutError:  # a fill this slow is no fill of the claimed memory
+            self.fig.vram_proven_mib = 0
+            return
         if answer["op"] == "vram_refused":
             self.fig.vram_proven_mib = 0
             return
