@@ -32,7 +32,8 @@ def add_verify_parser(subparsers: argparse._SubParsersAction[Any]) -> argparse.A
     p.add_argument(
         "--claim",
         metavar="MODEL[xCOUNT]",
-        help="with --endpoint: the hardware to check (default: what the agent's probe reports)",
+        help="with --endpoint: the hardware to check, or CPU (default: what the agent's probe "
+        "reports)",
     )
     p.add_argument(
         "--size",
@@ -108,6 +109,8 @@ def _direct_target(args: argparse.Namespace) -> tuple[str, str, Any]:
 
     if not args.fingerprint:
         raise ConfigError("--endpoint needs --fingerprint (the agent's 'sha256:…' TLS pin)")
+    if args.claim and args.claim.strip().lower() in ("cpu", "none"):
+        return args.endpoint, args.fingerprint, Claim("CPU", 0, 0)
     if args.claim:
         from jupyter_gpumarket.agent.gpu_sim import parse_simulated
         from jupyter_gpumarket.core.gpu_catalog import normalize
