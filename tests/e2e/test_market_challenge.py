@@ -288,3 +288,20 @@ def test_an_agent_without_the_market_ops_cannot_be_verified(tmp_path: Path) -> N
     assert "does not answer probes" in probed.result.reason
     assert refused is not None
     assert "does not know the challenge" in str(refused)
+
+
+def test_an_agent_that_never_commits_times_out_as_a_mismatch(tmp_path: Path) -> None:
+    from market_kit import hostile
+
+    async def stalls(ws: Any) -> None:  # ready at once, then computes "forever"
+        await ws.recv()
+        await ws.send('{"op": "ready", "backend": "cuda"}')
+        await ws.wait_closed()
+
+    async def scenario() -> dict[str, Any]:
+        async with hostile(tmp_path, stalls) as (url, pin):
+            return await verify_offer(url, pin, H100, timeout=10)  # the plan's own deadline
+
+    result = asyncio.run(scenario())
+    assert result["verdict"] == "mismatch"
+    assert result["reason"].startswith("no correct answer within")
