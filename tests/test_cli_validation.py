@@ -103,6 +103,8 @@ NUMERIC_FLAGS = [
     (["pool", "grant", "0x1", "0x2", "--cap", "1"], "--days", ["0", "-1", "3651", "nan"]),
     (["pool", "grant", "0x1", "0x2"], "--cap", ["0", "-1", "1e99", "nan", "Infinity", "x"]),
     (["wallet", "fund"], "--amount", ["0", "-5", "1e99", "inf"]),
+    (["offers", "verify", "1"], "--size", ["0", "7", "16385", "1.5", "nan"]),
+    (["offers", "verify", "1"], "--timeout", ["0", "-1", "nan", "inf"]),
 ]
 POSITIONAL = [
     (["pool", "create"], "amount", ["0", "-1", "1e99", "nan", "lots"]),
