@@ -27,6 +27,7 @@ from jupyter_gpumarket.agent.filestore import BlobStore
 from jupyter_gpumarket.agent.gpu import gpu_env
 from jupyter_gpumarket.agent.kernels import KernelProcess, KernelSettings, build_kernel_env
 from jupyter_gpumarket.agent.slots import KernelSlot
+from jupyter_gpumarket.agent.telemetry import stream as stream_telemetry
 from jupyter_gpumarket.core import control, paymsgs
 from jupyter_gpumarket.core.frames import Channel
 from jupyter_gpumarket.core.session import TunnelSession
@@ -94,6 +95,7 @@ class Lease:
         self._held: list[tuple[Channel, tuple[bytes, ...]]] = []  # shell while payment paused
         if payment is not None:
             self._spawn(self._watch_payment())
+        self._spawn(stream_telemetry(self))
 
     # -- connection ------------------------------------------------------------------------
     async def attach(self, ws: ServerConnection, peer_last_received: int, welcome: str) -> None:
@@ -126,6 +128,10 @@ class Lease:
 
     def send_control(self, msg: Any) -> None:
         self.pipe.send_control(msg)
+
+    @property
+    def kernel(self) -> KernelProcess | None:
+        return self._kernel
 
     @property
     def kernel_alive(self) -> bool:
