@@ -218,3 +218,59 @@ def test_sample_file_write_does_not_follow_a_planted_link(tmp_path: Path) -> Non
     with pytest.raises(OSError, match=r"symbolic links|Too many levels"):
         write_latest(tmp_path / "telemetry.json", sample)
     assert victim.read_text() == "keep"
+
+
+class _Pipe:
+    def __init__(self) -> None:
+        self.ws: object | None = None
+        self.sent: list[bytes] = []
+
+    def send(self, channel: Any, parts: list[bytes]) -> None:
+        self.sent.append(parts[0])
+
+
+async def _until(ready: Any) -> None:
+    import asyncio
+
+    async with asyncio.timeout(30):  # only to detect a hang
+        while not ready():  # noqa: ASYNC110 (polling what the task writes)
+            await asyncio.sleep(0.01)
+
+
+async def test_stream_bills_writes_and_sends_only_while_connected(tmp_path: Path) -> None:
+    import asyncio
+    import time
+
+    from jupyter_gpumarket.core.metering import BillingClock, amount_due
+
+    clock = BillingClock()
+    clock.kernel_ready(time.monotonic() - 100)  # a paid lease whose kernel runs for 100 s
+    price = 3_600_000  # base units per hour: 1000 a second
+    kernel = SimpleNamespace(
+        pid=os.getpid(), exit_code=None, telemetry_file=tmp_path / "telemetry.json"
+    )
+    lease = SimpleNamespace(
+        ended=False,
+        gpus=(0,),
+        kernel=kernel,
+        pipe=_Pipe(),
+        payment=SimpleNamespace(
+            clock=clock, payments=SimpleNamespace(terms=SimpleNamespace(price_per_hour=price))
+        ),
+    )
+    task = asyncio.ensure_future(
+        telemetry.stream(lease, NvmlReader(FixtureNvml(UNDER_LOAD[2])), interval=0.02)
+    )
+    try:
+        await _until(lambda: read_latest(kernel.telemetry_file) is not None)
+        assert lease.pipe.sent == []  # the renter is away: nothing queued for it
+        lease.pipe.ws = object()
+        await _until(lambda: bool(lease.pipe.sent))
+    finally:
+        lease.ended = True
+        await asyncio.wait_for(task, 10)
+    sample = control.parse_agent_message(lease.pipe.sent[0]).sample
+    assert sample.billed_seconds >= 100
+    assert sample.spend == amount_due(price, sample.billed_seconds)
+    assert sample.gpus[0].temp_c == UNDER_LOAD[2][2]
+    assert read_latest(kernel.telemetry_file)["billed_seconds"] >= 100
