@@ -79,13 +79,17 @@ def parse_proc_stat(text: str) -> tuple[int, int]:
     return utime + stime + max(cutime, 0) + max(cstime, 0), max(int(rest[21]), 0)
 
 
-def _children(pid: int) -> list[int]:
+def _children(pid: int, budget: list[int]) -> list[int]:
+    """Children of ``pid``, reading at most ``budget[0]`` ``children`` files (spent here)."""
     kids: list[int] = []
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return kids
-    for tid in tasks[:64]:  # a thread that forked lists its children under its own task
+    for tid in tasks:  # a thread that forked lists its children under its own task
+        if budget[0] <= 0:
+            break
+        budget[0] -= 1
         path = f"/proc/{pid}/task/{tid}/children"
         with contextlib.suppress(OSError, ValueError), open(path) as f:
             kids.extend(int(x) for x in f.read().split())
@@ -94,9 +98,11 @@ def _children(pid: int) -> list[int]:
 
 def read_process_tree(pid: int, max_procs: int = MAX_PROCS) -> tuple[int, int]:
     """(clock ticks of CPU used, resident bytes) of ``pid`` and its descendants; (0, 0) when
-    ``pid`` is gone. Processes that exit during the walk are skipped."""
+    ``pid`` is gone. Processes that exit during the walk are skipped. Bounded: at most
+    ``max_procs`` processes and ``4 * max_procs`` thread files (a kernel of many threads or
+    processes costs the agent no more than that per sample; what is past it is not counted)."""
     ticks = rss_pages = 0
-    todo, seen = [pid], set()
+    todo, seen, budget = [pid], set(), [4 * max_procs]
     while todo and len(seen) < max_procs:
         p = todo.pop()
         if p in seen:
@@ -109,7 +115,7 @@ def read_process_tree(pid: int, max_procs: int = MAX_PROCS) -> tuple[int, int]:
             continue
         ticks += t
         rss_pages += pages
-        todo.extend(_children(p))
+        todo.extend(_children(p, budget))
     return ticks, rss_pages * _PAGE
 
 
