@@ -56,6 +56,7 @@ from jupyter_gpumarket.agent.sandbox import (
 from jupyter_gpumarket.agent.seccomp import userns_filter_fd
 from jupyter_gpumarket.agent.slots import KernelSlot
 from jupyter_gpumarket.exceptions import KernelLaunchError
+from jupyter_gpumarket.telemetry_view import TELEMETRY_FILE_ENV
 
 DISK_WARN_FRACTION = 0.8  # tell the notebook before the quota stops the kernel
 
@@ -160,7 +161,9 @@ class KernelProcess:
         # by absolute path: the shim execs it without a PATH lookup
         self.python = os.path.abspath(shutil.which(settings.python) or settings.python)
         self._key = key
-        self._env = env
+        # the agent's latest telemetry sample of this kernel (agent.telemetry), for the kernel
+        self.telemetry_file = self.runtime / "telemetry.json"
+        self._env = {**env, TELEMETRY_FILE_ENV: str(self.telemetry_file)}
         self.proc: asyncio.subprocess.Process | None = None
         self.exit_code: int | None = None
         self.stop_reason = ""  # why the agent stopped it (disk quota), for KernelExited

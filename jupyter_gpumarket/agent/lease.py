@@ -28,6 +28,7 @@ from jupyter_gpumarket.agent.filestore import BlobStore
 from jupyter_gpumarket.agent.gpu import gpu_env
 from jupyter_gpumarket.agent.kernels import KernelProcess, KernelSettings, build_kernel_env
 from jupyter_gpumarket.agent.slots import KernelSlot
+from jupyter_gpumarket.agent.telemetry import stream as stream_telemetry
 from jupyter_gpumarket.core import control, paymsgs
 from jupyter_gpumarket.core.frames import Channel
 from jupyter_gpumarket.core.session import TunnelSession
@@ -97,6 +98,7 @@ class Lease:
         if payment is not None:
             payment.claim()  # one lease per channel
             self._spawn(self._watch_payment())
+        self._spawn(stream_telemetry(self))
 
     # -- connection ------------------------------------------------------------------------
     async def attach(self, ws: ServerConnection, peer_last_received: int, welcome: str) -> None:
@@ -129,6 +131,10 @@ class Lease:
 
     def send_control(self, msg: Any) -> None:
         self.pipe.send_control(msg)
+
+    @property
+    def kernel(self) -> KernelProcess | None:
+        return self._kernel
 
     @property
     def kernel_alive(self) -> bool:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
 from jupyter_gpumarket.core import market_msgs, paymsgs, safejson
+from jupyter_gpumarket.core.telemetry import MAX_SAMPLE_BYTES, TelemetrySample
 from jupyter_gpumarket.exceptions import ProtocolError
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "SyncDone",
     "SyncNeed",
     "SyncOffer",
+    "Telemetry",
     "Welcome",
     "dump",
     "parse_agent_message",
@@ -296,6 +298,19 @@ class FetchBlob:
         _sha(self.sha256, "fetch_blob.sha256")
 
 
+@dataclass(frozen=True)
+class Telemetry:
+    """Agent -> renter, about every second: the kernel's resource use and the lease's bill
+    (``sample``: a core.telemetry.TelemetrySample; its JSON on the wire, parsed and bounded)."""
+
+    sample: Any
+    op: str = field(default="telemetry", init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.sample, TelemetrySample):
+            object.__setattr__(self, "sample", TelemetrySample.from_json(self.sample))
+
+
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -328,6 +343,7 @@ _AGENT_OPS: dict[str, type] = {
         paymsgs.DepositChanged,
         paymsgs.VoucherAck,
         paymsgs.PaymentNotice,
+        Telemetry,
     )
 }
 
@@ -397,4 +413,5 @@ def parse_agent_message(data: bytes) -> Any:
     cls = _AGENT_OPS.get(obj.get("op"))  # type: ignore[arg-type]
     if cls is None:
         raise ProtocolError(f"unknown agent op {obj.get('op')!r}")
+    _check(cls is not Telemetry or len(data) <= MAX_SAMPLE_BYTES + 64, "telemetry is too big")
     return _build(cls, obj, f"agent op {obj['op']}")

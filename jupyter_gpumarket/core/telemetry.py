@@ -7,8 +7,10 @@ A sample (``TelemetrySample.to_json``)::
      "spend": 86389, "gpus": [{"index": 0, "util_pct": 100, "mem_used_mib": 2133,
      "mem_total_mib": 81559, "temp_c": 60, "power_w": 691.2}]}
 
-GPU fields the agent cannot read are ``null``. The history keeps the latest ``maxlen`` samples in
-order; a sample older than the latest is dropped (a replayed or reordered message).
+GPU fields the agent cannot read are ``null``; a CPU-only kernel has ``"gpus": []``. ``index`` is
+the provider's NVML index of a GPU pinned to the kernel. Unknown keys are refused (an agent that
+pads a sample is misbehaving, and nothing of it is kept). The history keeps the latest ``maxlen``
+samples in order; a sample older than the latest is dropped (a replayed or reordered message).
 """
 
 from __future__ import annotations
@@ -21,10 +23,20 @@ from typing import Any
 
 from jupyter_gpumarket.exceptions import ProtocolError
 
-__all__ = ["GpuSample", "TelemetryHistory", "TelemetrySample"]
+__all__ = ["MAX_GPUS", "MAX_SAMPLE_BYTES", "GpuSample", "TelemetryHistory", "TelemetrySample"]
 
 MAX_GPUS = 64
+# The wire form of a sample: 64 GPUs of six numbers each fit in ~10 KiB; anything above is junk.
+MAX_SAMPLE_BYTES = 32 * 1024
+_GPU_KEYS = frozenset({"index", "util_pct", "mem_used_mib", "mem_total_mib", "temp_c", "power_w"})
+_SAMPLE_KEYS = frozenset({"t", "cpu_pct", "ram_mib", "billed_seconds", "spend", "gpus"})
 _BIG = 2**53  # any JSON number above this is junk for these fields
+
+
+def _known_keys(data: dict[str, Any], allowed: frozenset[str], what: str) -> None:
+    extra = sorted(str(k)[:40] for k in data if k not in allowed)
+    if extra:
+        raise ProtocolError(f"{what} has unknown field(s) {extra[:4]}")
 
 
 def _num(
@@ -63,6 +75,7 @@ class GpuSample:
     def from_json(cls, data: Any) -> GpuSample:
         if not isinstance(data, dict):
             raise ProtocolError("a GPU telemetry entry must be an object")
+        _known_keys(data, _GPU_KEYS, "a GPU telemetry entry")
         return cls(
             index=_num(data, "index", 0, MAX_GPUS - 1, integer=True),
             util_pct=_num(data, "util_pct", 0, 100, optional=True),
@@ -90,16 +103,20 @@ class TelemetrySample:
         """From the agent's message (already size-capped and decoded); ProtocolError if bad."""
         if not isinstance(data, dict):
             raise ProtocolError("a telemetry sample must be an object")
+        _known_keys(data, _SAMPLE_KEYS, "a telemetry sample")
         gpus = data.get("gpus", [])
         if not isinstance(gpus, list) or len(gpus) > MAX_GPUS:
             raise ProtocolError(f"telemetry gpus must be a list of at most {MAX_GPUS}")
+        parsed = tuple(GpuSample.from_json(g) for g in gpus)
+        if len({g.index for g in parsed}) != len(parsed):
+            raise ProtocolError("telemetry gpus lists a GPU index twice")
         return cls(
             t=_num(data, "t", 0, _BIG),
             cpu_pct=_num(data, "cpu_pct", 0, 100 * 4096),
             ram_mib=_num(data, "ram_mib", 0, 2**40, integer=True),
             billed_seconds=_num(data, "billed_seconds", 0, _BIG, integer=True),
             spend=_num(data, "spend", 0, _BIG, integer=True),
-            gpus=tuple(GpuSample.from_json(g) for g in gpus),
+            gpus=parsed,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -131,7 +148,12 @@ class TelemetryHistory:
         return len(self._samples)
 
     def __iter__(self) -> Iterator[TelemetrySample]:
-        return iter(self._samples)
+        return iter(self.snapshot())
+
+    def snapshot(self) -> tuple[TelemetrySample, ...]:
+        """The samples now, oldest first: safe to call from another thread than :meth:`add`'s
+        (copying a deque is one C call under the GIL)."""
+        return tuple(self._samples)
 
     def to_json(self) -> list[dict[str, Any]]:
-        return [s.to_json() for s in self._samples]
+        return [s.to_json() for s in self.snapshot()]

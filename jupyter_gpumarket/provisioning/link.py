@@ -29,6 +29,7 @@ from jupyter_gpumarket.core.filesync import IGNORE_FILE, format_bytes
 from jupyter_gpumarket.core.frames import DEFAULT_MAX_FRAME_BYTES, Channel
 from jupyter_gpumarket.core.pinning import fingerprint, fingerprint_matches
 from jupyter_gpumarket.core.session import TunnelSession
+from jupyter_gpumarket.core.telemetry import TelemetryHistory
 from jupyter_gpumarket.exceptions import (
     AuthenticationFailed,
     KernelLaunchError,
@@ -140,6 +141,7 @@ class RemoteLink:
         self._inbox = AgentInbox(self._dispatch, self._expects_big)
         self._blobs = BlobFetches()
         self._exited = asyncio.Event()
+        self.telemetry = TelemetryHistory()  # the provider's samples (control.Telemetry)
 
     # -- connecting ------------------------------------------------------------------------
     async def open(self) -> None:
@@ -331,6 +333,8 @@ class RemoteLink:
                 self._exited.set()
                 if msg.reason:  # the provider stopped it (disk quota, payment, ...): say why
                     self._on_notice(f"[gpumarket] the provider stopped the kernel: {msg.reason}")
+        elif isinstance(msg, control.Telemetry):
+            self.telemetry.add(msg.sample)
         elif isinstance(msg, paymsgs.VoucherAck):
             if self.paid is not None:
                 self.paid.on_ack(msg.amount)

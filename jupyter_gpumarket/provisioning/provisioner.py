@@ -467,6 +467,13 @@ class GpuMarketProvisioner(KernelProvisionerBase):
         if shim is not None:
             await call(shim.close())
 
+    # -- telemetry ---------------------------------------------------------------------------
+    def telemetry(self) -> list[dict[str, Any]]:
+        """The provider's latest telemetry samples of this kernel, oldest first (``[]`` before
+        the first, or with no live link). Callable from any thread (the server's handlers)."""
+        link = self._link
+        return [] if link is None else link.telemetry.to_json()
+
     # -- persistence (reattach after a server restart) ---------------------------------------
     async def get_provisioner_info(self) -> dict[str, Any]:
         info = await super().get_provisioner_info()

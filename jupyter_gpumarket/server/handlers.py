@@ -74,10 +74,29 @@ class PullFilesHandler(ExtensionHandlerMixin, APIHandler):
         self.finish(json.dumps(result))
 
 
+class TelemetryHandler(ExtensionHandlerMixin, APIHandler):
+    """GET /gpumarket/telemetry?kernel_id=ID: the remote kernel's telemetry, ``{"kernel_id",
+    "latest", "history"}`` (samples as in core.telemetry, oldest first; ``latest`` null before
+    the first sample)."""
+
+    @web.authenticated
+    def get(self) -> None:
+        kernel_id = self.get_query_argument("kernel_id", "")
+        if not kernel_id or kernel_id not in self.kernel_manager:
+            raise web.HTTPError(404, f"no kernel {kernel_id[:80]!r}: pass ?kernel_id=ID")
+        provisioner = getattr(self.kernel_manager.get_kernel(kernel_id), "provisioner", None)
+        if not isinstance(provisioner, GpuMarketProvisioner):
+            raise web.HTTPError(400, f"kernel {kernel_id} is not a gpumarket kernel")
+        history = provisioner.telemetry()
+        latest = history[-1] if history else None
+        self.finish(json.dumps({"kernel_id": kernel_id, "latest": latest, "history": history}))
+
+
 _kernel_id = r"(?P<kernel_id>[\w-]+)"
 
 default_handlers = [
     (r"/gpumarket/health", HealthHandler),
     (r"/gpumarket/leases", LeasesHandler),
     (rf"/gpumarket/kernels/{_kernel_id}/pull", PullFilesHandler),
+    (r"/gpumarket/telemetry", TelemetryHandler),
 ]
