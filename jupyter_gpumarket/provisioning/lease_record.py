@@ -49,8 +49,8 @@ def record_ended(ledger: Any, record_id: str, **changes: Any) -> None:
 
 
 class ProgressWriter:
-    """Writes a running lease's billed seconds and spend at a voucher, at most once per
-    ``every`` seconds, and always when asked to ``force`` (a top-up changed the deposit)."""
+    """Writes a running lease's billed seconds, spend and deposit at a voucher, at most once
+    per ``every`` seconds and only when they changed (one UPDATE, no read)."""
 
     def __init__(self, ledger: Any, record_id: str, every: float = PROGRESS_EVERY) -> None:
         self.ledger, self.record_id, self.every = ledger, record_id, every
@@ -60,11 +60,11 @@ class ProgressWriter:
     def due(self, now: float) -> bool:
         return self._last is None or now - self._last >= self.every
 
-    def write(self, billed_seconds: int, spent: int, deposit: int, *, force: bool = False) -> bool:
+    def write(self, billed_seconds: int, spent: int, deposit: int) -> bool:
         """Write if due and changed; whether the ledger row was written."""
         now = time.monotonic()
         values = (billed_seconds, spent, deposit)
-        if values == self._written or not (force or self.due(now)):
+        if values == self._written or not self.due(now):
             return False
         self._last = now
         try:

@@ -176,12 +176,12 @@ class PaidLease:
         except Exception as exc:  # the ledger must not stop the payments
             log.warning("could not record lease %s as running: %s", self.record_id, exc)
 
-    def record_progress(self, *, force: bool = False) -> None:
+    def record_progress(self) -> None:
         """The ledger's live billed seconds, spend and deposit (throttled; at a voucher)."""
         if self.progress is None:
             self.progress = lease_record.ProgressWriter(self.ledger, self.record_id)
         billed = self.clock.billed_seconds(time.monotonic())
-        self.progress.write(billed, self.schedule.signed, self.deposit, force=force)
+        self.progress.write(billed, self.schedule.signed, self.deposit)
 
     def record_end(self) -> None:
         billed = self.clock.billed_seconds(time.monotonic())
