@@ -89,11 +89,13 @@ class LeaseRecord:
         return rls.spent_source(RenterState(self.state))
 
     def to_json(self) -> dict[str, Any]:
-        """The stored fields plus ``deposit_left``, ``spent_source`` and ``network_label``."""
+        """The stored fields plus ``deposit_left`` (still on the escrow for this lease: 0 once
+        closed), ``spent_source`` and ``network_label``."""
         key = self.network_key
+        final = self.state in FINAL_STATES
         return {
             **asdict(self),
-            "deposit_left": max(0, self.deposit - self.spent),
+            "deposit_left": 0 if final else max(0, self.deposit - self.spent),
             "spent_source": self.spent_source,
             "network_label": key.label() if key else "unknown network",
         }

@@ -68,7 +68,7 @@ def list_leases(args: argparse.Namespace) -> int:
     import sys
 
     from jupyter_gpumarket.chain.reconcile import active_network, reconcile_records
-    from jupyter_gpumarket.chain.renter_ledger import RenterLedger
+    from jupyter_gpumarket.chain.renter_ledger import FINAL_STATES, RenterLedger
     from jupyter_gpumarket.core.money import format_amount
 
     ledger = RenterLedger()
@@ -92,10 +92,13 @@ def list_leases(args: argparse.Namespace) -> int:
     )
     for r in records:
         decimals, _symbol = _units(r.network)
+        row = r.to_json()
         money = [
             format_amount(v, decimals)
-            for v in (r.price_per_hour, r.spent, r.deposit - r.spent, r.refunded)
+            for v in (r.price_per_hour, r.spent, row["deposit_left"], r.refunded)
         ]
+        if r.state in FINAL_STATES:
+            money[2] = "-"
         spent = money[1] + ("~" if r.spent_source == "estimate" else " ")
         print(
             f"{r.id:<12}  {r.state:<9}  {r.offer_id if r.offer_id is not None else '-':>5}  "
@@ -106,8 +109,8 @@ def list_leases(args: argparse.Namespace) -> int:
             print(f"{'':<14}withdraw after {_when(r.close_at)} UTC: gpumarket leases close {r.id}")
         if (tx := _closing_tx(r.txs)) and r.state in ("settled", "withdrawn"):
             print(f"{'':<14}{r.state} on chain in tx {tx}")
-        if args.all and r.network_key != key:
-            print(f"{'':<14}{r.to_json()['network_label']} (not the active network)")
+        if args.all and (key is None or r.network_key != key):
+            print(f"{'':<14}{row['network_label']} (not the active network)")
     print("~ the renter's estimate (what it signed); the chain's amount once settled")
     return 0
 
