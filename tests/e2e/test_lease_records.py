@@ -3,9 +3,9 @@ provider settled (a devnet, a paid provider process, a real kernel, `gpumarket l
 
 from __future__ import annotations
 
-import asyncio
-import logging
+import json
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ import pytest
 from jupyter_client.manager import KernelManager
 
 from agentproc import environ
+from jupyterproc import start_jupyter
 from marketproc import Market, leases_json, running_market
 
 pytestmark = pytest.mark.slow
@@ -35,15 +36,27 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
         time.sleep(0.5)
 
 
+def _rpc(market: Market, method: str, *params: Any) -> Any:
+    """One JSON-RPC call on a connection closed right after (no pooled socket left behind)."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)})
+    req = urllib.request.Request(
+        market.devnet.profile.rpc_url,
+        data=body.encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())["result"]
+
+
 def only_lease(market: Market) -> dict[str, Any]:
     (lease,) = leases_json(market.renter_env)
     return lease
 
 
-def test_a_lease_is_live_while_it_runs_and_the_chains_once_settled(market: Market) -> None:
-    from jupyter_gpumarket.chain.client import connect
+def test_a_lease_is_live_while_it_runs_and_the_chains_once_settled(
+    market: Market, tmp_path: Path
+) -> None:
     from jupyter_gpumarket.chain.dev_accounts import dev_account
-    from jupyter_gpumarket.server.recovery import DepositRecovery
 
     provider = dev_account(1).address
     before = market.token_balance(provider)
@@ -78,17 +91,18 @@ def test_a_lease_is_live_while_it_runs_and_the_chains_once_settled(market: Marke
     assert lease["spent"] == paid == market.channel(channel_id).redeemed
     assert lease["refunded"] == lease["deposit"] - paid
     (settle,) = [t for t in lease["txs"] if t["kind"] == "settle"]
-    w3 = connect(market.devnet.profile.rpc_url)
-    receipt = w3.eth.get_transaction_receipt(settle["tx_hash"])
+    receipt = _rpc(market, "eth_getTransactionReceipt", settle["tx_hash"])
     escrow = market.devnet.profile.require_contracts()[1]
-    assert receipt["status"] == 1
+    assert receipt["status"] == "0x1"
     assert receipt["to"].lower() == escrow.lower()
     assert receipt["from"].lower() == provider.lower()  # the provider's settle, not the renter's
 
     # the server's report (GET /gpumarket/leases) asks nothing of the user any more
-    with environ(market.renter_env):
-        recovery = DepositRecovery(logging.getLogger("test"), enabled=True, settle_grace=600)
-        report = asyncio.run(recovery.report())
+    server = start_jupyter(tmp_path, market.renter_env)
+    try:
+        report = server.request("GET", "/gpumarket/leases")
+    finally:
+        assert server.stop() == 0
     (row,) = report["leases"]
     assert row["state"] == "settled"
     assert row["recovery"]["status"] == "final"
