@@ -29,6 +29,7 @@ what happened and what to do next.
      │    ├── WrongPassword (PermissionError)
      │    └── KeystoreCorrupt (ValueError)
      └── PaymentError (ValueError) ............ voucher / channel / money rule broken
+          └── LeaseStateChanged ............... another writer moved a lease's state first
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = [
     "GpuMarketError",
     "KernelLaunchError",
     "KeystoreCorrupt",
+    "LeaseStateChanged",
     "LinkLost",
     "NoProviderSelected",
     "PaymentError",
@@ -152,3 +154,7 @@ class KeystoreCorrupt(WalletError, ValueError):
 
 class PaymentError(GpuMarketError, ValueError):
     """A voucher, channel or amount breaks the payment rules."""
+
+
+class LeaseStateChanged(PaymentError):
+    """A lease's recorded state changed between reading and writing it (another process won)."""

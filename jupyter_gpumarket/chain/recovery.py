@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from jupyter_gpumarket.chain.renter_ledger import LeaseRecord, RenterLedger
+from jupyter_gpumarket.core.renter_lease_state import RenterEvent
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
@@ -24,17 +25,17 @@ if TYPE_CHECKING:
 
 __all__ = ["chain_now", "lease_chain", "recovery_step"]
 
-# RecoveryStep.state -> the ledger's final state ("closed": the provider settled first)
-_FINAL = {"withdrawn": "withdrawn", "closed": "settled"}
+# RecoveryStep.state -> the ledger's event ("closed": see chain.reconcile)
+_EVENTS = {"closing": RenterEvent.CLOSE_REQUESTED, "withdrawn": RenterEvent.CHAIN_WITHDRAWN}
 
 
-def lease_chain(network: str) -> tuple[LeaseChain, NetworkProfile]:
-    """The deployment of the profile ``network`` (name or JSON path), connected."""
+def lease_chain(network: str | NetworkProfile) -> tuple[LeaseChain, NetworkProfile]:
+    """The deployment of the profile ``network`` (name, JSON path or profile), connected."""
     from jupyter_gpumarket.chain.client import Contracts, connect
     from jupyter_gpumarket.chain.leases import LeaseChain
     from jupyter_gpumarket.chain.profiles import load_profile
 
-    profile = load_profile(network)
+    profile = load_profile(network) if isinstance(network, str) else network
     token, escrow, registry = profile.require_contracts()
     return LeaseChain(Contracts.at(connect(profile.rpc_url), token, escrow, registry)), profile
 
@@ -47,11 +48,15 @@ def recovery_step(
     step = chain.recover_deposit(renter, record.channel_bytes)
     if step.tx is not None:
         ledger.add_tx(record.id, step.tx.to_json())
+    current = ledger.get(record.id)
+    if step.state == "closed":  # the provider settled (or a withdraw elsewhere): the chain says
+        from jupyter_gpumarket.chain.reconcile import reconcile
+
+        return step, reconcile(ledger, current, chain)
+    event = _EVENTS[step.state]
     if step.state == "closing":
-        return step, ledger.update(record.id, state="closing", close_at=step.close_at)
-    return step, ledger.update(
-        record.id, state=_FINAL[step.state], spent=step.paid, refunded=step.refunded
-    )
+        return step, ledger.transition(current, event, close_at=step.close_at)
+    return step, ledger.transition(current, event, spent=step.paid, refunded=step.refunded)
 
 
 def chain_now(chain: LeaseChain) -> int:

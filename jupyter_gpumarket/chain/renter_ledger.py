@@ -8,15 +8,14 @@ time. Session keys are never stored here. ``owner_pid`` is the process that open
 and drives it (a Jupyter server, or any process running the provisioner): while it lives, an
 open lease may have a kernel starting or running, so nothing else may close its channel.
 
-States::
+States and their transitions: ``core/renter_lease_state.py`` (the table). A change of state is
+one ``UPDATE ... WHERE state = <the state the writer saw>``: a writer that lost a race gets
+LeaseStateChanged, never a silent overwrite. While a lease runs, the provisioner writes its
+billed seconds and spend at each voucher (:meth:`RenterLedger.progress`); ``spent`` is the
+renter's estimate until the chain says the channel closed (``spent_source``).
 
-    open       channel open, kernel not ready yet (or failed before: nothing billed)
-    running    kernel ready, vouchers streaming
-    stopped    lease over on the renter's side; waiting for the provider's settle
-    closing    requestClose sent; withdraw after close_at
-    settled    the provider settled: paid + refunded are final
-    withdrawn  the renter withdrew the rest after the challenge period: final
-    failed     the channel never opened (nothing on chain)
+``chain_id`` + ``escrow`` say which deployment a lease belongs to (NULL in rows written before
+they were recorded: an unknown network); ``network`` is the profile name or path that found it.
 """
 
 from __future__ import annotations
@@ -28,20 +27,33 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from jupyter_gpumarket.chain.paths import gpumarket_home
-from jupyter_gpumarket.exceptions import ConfigError, PaymentError
+from jupyter_gpumarket.chain.renter_lease import AMOUNTS as _AMOUNTS
+from jupyter_gpumarket.chain.renter_lease import (
+    FINAL_STATES,
+    LEASE_STATES,
+    LeaseRecord,
+    NetworkKey,
+)
+from jupyter_gpumarket.core import renter_lease_state as rls
+from jupyter_gpumarket.core.renter_lease_state import LeaseEvent, RenterEvent, RenterState
+from jupyter_gpumarket.exceptions import ConfigError, LeaseStateChanged, PaymentError
 
-__all__ = ["FINAL_STATES", "LEASE_STATES", "LeaseRecord", "RenterLedger", "ledger_path"]
+__all__ = [
+    "FINAL_STATES",
+    "LEASE_STATES",
+    "LeaseRecord",
+    "NetworkKey",
+    "RenterLedger",
+    "ledger_path",
+]
 
-LEASE_STATES = ("open", "running", "stopped", "closing", "settled", "withdrawn", "failed")
-FINAL_STATES = ("settled", "withdrawn", "failed")
-_AMOUNTS = ("price_per_hour", "deposit", "spent", "refunded")
+_ACTIVE = tuple(s.value for s in rls.ACTIVE_STATES)
 _UPDATABLE = {
-    "state",
     "started_at",
     "ended_at",
     "billed_seconds",
@@ -73,54 +85,17 @@ CREATE TABLE IF NOT EXISTS leases (
     close_at        INTEGER,
     txs             TEXT NOT NULL DEFAULT '[]',
     error           TEXT,
-    owner_pid       INTEGER
+    owner_pid       INTEGER,
+    chain_id        INTEGER,
+    escrow          TEXT
 );
 """
+# columns added after the first release: files written before get them (rows keep NULL)
+_ADDED_COLUMNS = {"owner_pid": "INTEGER", "chain_id": "INTEGER", "escrow": "TEXT"}
 
 
 def ledger_path() -> Path:
     return gpumarket_home() / "leases.sqlite3"
-
-
-@dataclass(frozen=True)
-class LeaseRecord:
-    """One lease as the renter knows it; amounts in token base units."""
-
-    id: str
-    offer_id: int | None
-    provider: str
-    provider_url: str | None
-    network: str
-    renter: str
-    channel_id: str  # 0x hex
-    state: str
-    created_at: float
-    started_at: float | None
-    ended_at: float | None
-    billed_seconds: int
-    price_per_hour: int
-    deposit: int
-    spent: int
-    refunded: int
-    close_at: int | None
-    txs: list[dict[str, Any]] = field(default_factory=list)
-    error: str | None = None
-    owner_pid: int | None = None  # None: recorded before owners were (treated as gone)
-
-    def __post_init__(self) -> None:
-        if self.state not in LEASE_STATES:
-            raise ConfigError(f"lease state must be one of {LEASE_STATES}, got {self.state!r}")
-        for name in (*_AMOUNTS, "billed_seconds"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise PaymentError(f"lease {name} must be a non-negative int, got {value!r}")
-
-    @property
-    def channel_bytes(self) -> bytes:
-        return bytes.fromhex(self.channel_id[2:])
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _row(row: sqlite3.Row) -> LeaseRecord:
@@ -131,15 +106,17 @@ def _row(row: sqlite3.Row) -> LeaseRecord:
     return LeaseRecord(**data)
 
 
-def _add_owner_column(db: sqlite3.Connection) -> None:
-    """Files written before ``owner_pid`` existed get the column (rows keep NULL)."""
-    if "owner_pid" in {r["name"] for r in db.execute("PRAGMA table_info(leases)")}:
-        return
-    try:
-        db.execute("ALTER TABLE leases ADD COLUMN owner_pid INTEGER")
-    except sqlite3.OperationalError as exc:  # another process added it in between
-        if "duplicate column" not in str(exc):
-            raise
+def _add_columns(db: sqlite3.Connection) -> None:
+    """Files written before a column existed get it (their rows keep NULL)."""
+    have = {r["name"] for r in db.execute("PRAGMA table_info(leases)")}
+    for name, kind in _ADDED_COLUMNS.items():
+        if name in have:
+            continue
+        try:
+            db.execute(f"ALTER TABLE leases ADD COLUMN {name} {kind}")
+        except sqlite3.OperationalError as exc:  # another process added it in between
+            if "duplicate column" not in str(exc):
+                raise
 
 
 def _cid(channel_id: bytes | str) -> str:
@@ -162,7 +139,7 @@ class RenterLedger:
             with self._db() as db:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(_SCHEMA)
-                _add_owner_column(db)
+                _add_columns(db)
         except sqlite3.DatabaseError as exc:
             raise ConfigError(
                 f"cannot open the lease list {self.path} ({exc}): check the directory is "
@@ -193,10 +170,14 @@ class RenterLedger:
         txs: Iterable[dict[str, Any]] = (),
         state: str = "open",
         owner_pid: int | None = None,
+        network_key: NetworkKey | None = None,
     ) -> LeaseRecord:
         """Record a newly opened channel; the new lease (its id is short and random).
 
-        ``owner_pid``: the process driving the lease, this one unless given."""
+        ``owner_pid``: the process driving the lease, this one unless given. ``network_key``:
+        the chain id + escrow of the deployment (what ``gpumarket leases`` filters on)."""
+        if state not in {s.value for s in rls.INITIAL_STATES}:
+            raise ConfigError(f"a new lease starts open or failed, not {state!r}")
         record = LeaseRecord(
             id=uuid.uuid4().hex[:12],
             offer_id=offer_id,
@@ -217,11 +198,10 @@ class RenterLedger:
             close_at=None,
             txs=list(txs),
             owner_pid=os.getpid() if owner_pid is None else owner_pid,
+            chain_id=network_key.chain_id if network_key else None,
+            escrow=network_key.escrow if network_key else None,
         )
-        data = record.to_json()
-        for name in _AMOUNTS:
-            data[name] = str(data[name])
-        data["txs"] = json.dumps(data["txs"])
+        data = record.columns()
         cols = ", ".join(data)
         try:
             with self._db() as db:
@@ -253,27 +233,96 @@ class RenterLedger:
             raise ConfigError(f"{what} {lease_id!r}: `gpumarket leases` lists the ids")
         return _row(rows[0])
 
-    def list(self) -> list[LeaseRecord]:
+    def list(self, network: NetworkKey | None = None) -> list[LeaseRecord]:
+        """Every lease, oldest first; only those of ``network`` when given (rows of an unknown
+        network never match one)."""
         with self._db() as db:
-            return [_row(r) for r in db.execute("SELECT * FROM leases ORDER BY created_at")]
+            records = [_row(r) for r in db.execute("SELECT * FROM leases ORDER BY created_at")]
+        if network is None:
+            return records
+        return [r for r in records if r.network_key == network]
 
-    def needing_recovery(self) -> list[LeaseRecord]:
+    def needing_recovery(self, network: NetworkKey | None = None) -> list[LeaseRecord]:
         """Leases whose deposit may still be on the escrow (not settled/withdrawn/failed)."""
-        return [r for r in self.list() if r.state not in FINAL_STATES]
+        return [r for r in self.list(network) if r.state not in FINAL_STATES]
 
     def update(self, lease_id: str, **changes: Any) -> LeaseRecord:
-        """Change some fields (state, times, billed_seconds, amounts, close_at, error)."""
+        """Change some fields (times, billed_seconds, amounts, close_at, error); a state
+        changes only through :meth:`transition`."""
         bad = set(changes) - _UPDATABLE
         if bad:
-            raise ConfigError(f"lease fields {sorted(bad)} cannot be updated")
+            raise ConfigError(
+                f"lease fields {sorted(bad)} cannot be updated (a state changes only by "
+                "RenterLedger.transition)"
+            )
         current = self.get(lease_id)
-        record = LeaseRecord(**{**current.to_json(), **changes})  # validates
+        record = replace(current, **changes)  # validates
         values = {k: str(v) if k in _AMOUNTS else v for k, v in changes.items()}
         if values:
             sets = ", ".join(f"{k} = ?" for k in values)
             with self._db() as db:
                 db.execute(f"UPDATE leases SET {sets} WHERE id = ?", (*values.values(), current.id))
         return record
+
+    def transition(
+        self,
+        lease: str | LeaseRecord,
+        event: RenterEvent,
+        *,
+        at: float | None = None,
+        **changes: Any,
+    ) -> LeaseRecord:
+        """Apply ``event`` to the lease (an id: read now; a record: as the caller read it) and
+        change ``changes`` in the same statement; the lease as written.
+
+        ``at``: when KERNEL_READY (sets ``started_at`` once) or LEASE_ENDED (``ended_at``)
+        happened. ProtocolError: the table has no such move (the caller's bug).
+        LeaseStateChanged: another writer changed the state since it was read."""
+        current = self.get(lease) if isinstance(lease, str) else lease
+        seen = RenterState(current.state)
+        new = LeaseEvent(event, seen, at).next
+        bad = set(changes) - _UPDATABLE
+        if bad:
+            raise ConfigError(f"lease fields {sorted(bad)} cannot be updated")
+        if event is RenterEvent.KERNEL_READY and current.started_at is None:
+            changes.setdefault("started_at", at)
+        if event is RenterEvent.LEASE_ENDED and current.ended_at is None:
+            changes.setdefault("ended_at", at)
+        record = replace(current, state=new.value, **changes)  # validates
+        values = {k: str(v) if k in _AMOUNTS else v for k, v in changes.items()}
+        sets = ", ".join(["state = ?", *(f"{k} = ?" for k in values)])
+        with self._db() as db:
+            cursor = db.execute(
+                f"UPDATE leases SET {sets} WHERE id = ? AND state = ?",
+                (new.value, *values.values(), current.id, seen.value),
+            )
+        if cursor.rowcount != 1:
+            now = self.get(current.id).state
+            raise LeaseStateChanged(
+                f"lease {current.id} is {now} now, no longer {seen.value}: another process "
+                f"changed it first, so {event.value} was not applied; read the lease again "
+                "(`gpumarket leases`) and act on what it says now"
+            )
+        return record
+
+    def progress(
+        self, lease_id: str, *, billed_seconds: int, spent: int, deposit: int | None = None
+    ) -> bool:
+        """A running lease's billed seconds and spend so far (one UPDATE, no read); False when
+        the lease is no longer open or running (it ended meanwhile: nothing written)."""
+        for name, value in (("billed_seconds", billed_seconds), ("spent", spent)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise PaymentError(f"lease {name} must be a non-negative int, got {value!r}")
+        sets, args = ["billed_seconds = ?", "spent = ?"], [billed_seconds, str(spent)]
+        if deposit is not None:
+            sets.append("deposit = ?")
+            args.append(str(deposit))
+        with self._db() as db:
+            cursor = db.execute(
+                f"UPDATE leases SET {', '.join(sets)} WHERE id = ? AND state IN (?, ?)",
+                (*args, lease_id, *_ACTIVE),
+            )
+        return cursor.rowcount == 1
 
     def add_tx(self, lease_id: str, tx: dict[str, Any]) -> LeaseRecord:
         """Append a transaction (``{"kind", "tx_hash", "gas_used"}``) to the lease."""

@@ -1,4 +1,9 @@
-"""`gpumarket leases [--json]` and `gpumarket leases close ID [--wait]`."""
+"""`gpumarket leases [--json] [--all]` and `gpumarket leases close ID [--wait]`.
+
+The list shows the leases of the active network (chain id + escrow of the active profile),
+each first reconciled with the chain: a channel the provider settled shows ``settled``, the
+chain's amounts and the settle tx. ``--all`` adds the leases of every other network (old
+devnets, leases recorded before networks were: "unknown network")."""
 
 from __future__ import annotations
 
@@ -15,6 +20,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Add the `leases` command group."""
     p = sub.add_parser("leases", help="your paid leases: list them, get unspent deposits back")
     p.add_argument("--json", action="store_true", help="machine-readable list")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="also the leases of other networks (old devnets, unknown network)",
+    )
     p.set_defaults(func=list_leases)
     lsub = p.add_subparsers(dest="leases_command", metavar="ACTION")
     c = lsub.add_parser(
@@ -47,31 +57,61 @@ def _units(network: str) -> tuple[int, str]:
     return profile.token_decimals, profile.token_symbol
 
 
+def _closing_tx(txs: list[dict[str, Any]]) -> str | None:
+    for tx in reversed(txs):
+        if tx.get("kind") in ("settle", "withdraw"):
+            return str(tx.get("tx_hash"))
+    return None
+
+
 def list_leases(args: argparse.Namespace) -> int:
-    from jupyter_gpumarket.chain.renter_ledger import RenterLedger
+    import sys
+
+    from jupyter_gpumarket.chain.reconcile import active_network, reconcile_records
+    from jupyter_gpumarket.chain.renter_ledger import FINAL_STATES, RenterLedger
     from jupyter_gpumarket.core.money import format_amount
 
-    records = RenterLedger().list()
+    ledger = RenterLedger()
+    key, profile = active_network()
+    records = ledger.list() if args.all or key is None else ledger.list(key)
+    records, problem = reconcile_records(ledger, records, profile)
+    if key is None and not args.all:
+        print("no active network profile: listing the leases of every network", file=sys.stderr)
+    if problem:
+        print(f"some leases were {problem}: amounts are the renter's estimate", file=sys.stderr)
     if args.json:
         print(json.dumps([r.to_json() for r in records], indent=2))
         return 0
     if not records:
-        print("no leases yet: pick an offer with the GPU picker or set GPUMARKET_OFFER")
+        hidden = "" if args.all else " on this network (`gpumarket leases --all`: every network)"
+        print(f"no leases yet{hidden}: pick an offer with the GPU picker or set GPUMARKET_OFFER")
         return 0
     print(
         f"{'ID':<12}  {'STATE':<9}  {'OFFER':>5}  {'PROVIDER':<12}  {'STARTED':<16}  "
-        f"{'BILLED':>8}  {'PRICE/H':>10}  {'SPENT':>10}  {'REFUNDED':>10}  TXS"
+        f"{'BILLED':>8}  {'PRICE/H':>10}  {'SPENT':>11}  {'LEFT':>10}  {'REFUNDED':>10}  TXS"
     )
     for r in records:
         decimals, _symbol = _units(r.network)
-        money = [format_amount(v, decimals) for v in (r.price_per_hour, r.spent, r.refunded)]
+        row = r.to_json()
+        money = [
+            format_amount(v, decimals)
+            for v in (r.price_per_hour, r.spent, row["deposit_left"], r.refunded)
+        ]
+        if r.state in FINAL_STATES:
+            money[2] = "-"
+        spent = money[1] + ("~" if r.spent_source == "estimate" else " ")
         print(
             f"{r.id:<12}  {r.state:<9}  {r.offer_id if r.offer_id is not None else '-':>5}  "
             f"{r.provider[:12]:<12}  {_when(r.started_at):<16}  {r.billed_seconds:>7}s  "
-            f"{money[0]:>10}  {money[1]:>10}  {money[2]:>10}  {len(r.txs)}"
+            f"{money[0]:>10}  {spent:>11}  {money[2]:>10}  {money[3]:>10}  {len(r.txs)}"
         )
         if r.state == "closing" and r.close_at:
             print(f"{'':<14}withdraw after {_when(r.close_at)} UTC: gpumarket leases close {r.id}")
+        if (tx := _closing_tx(r.txs)) and r.state in ("settled", "withdrawn"):
+            print(f"{'':<14}{r.state} on chain in tx {tx}")
+        if args.all and (key is None or r.network_key != key):
+            print(f"{'':<14}{row['network_label']} (not the active network)")
+    print("~ the renter's estimate (what it signed); the chain's amount once settled")
     return 0
 
 

@@ -29,6 +29,7 @@ from jupyter_gpumarket.core.metering import (
 )
 from jupyter_gpumarket.core.pinning import normalize_fingerprint
 from jupyter_gpumarket.exceptions import AuthenticationFailed
+from jupyter_gpumarket.provisioning import lease_record
 from jupyter_gpumarket.provisioning.offers import OfferChoice, parse_offer_spec, pick_offer
 from jupyter_gpumarket.provisioning.paid_state import PaidState, encrypt_session_key
 
@@ -66,6 +67,7 @@ class PaidLease:
     sealed_key: dict[str, Any] | None = field(default=None, repr=False)  # encrypted session key
     persist: Any = None  # called after each tick / top-up (a re-adoptable kernel's state)
     resumed: bool = False  # re-adopted after a Jupyter server restart
+    progress: Any = None  # lease_record.ProgressWriter: live billed seconds/spend in the ledger
 
     def on_ack(self, amount: int) -> None:
         self.acked = max(self.acked, amount)
@@ -169,17 +171,27 @@ class PaidLease:
         return self.voucher(amount) if amount > self.acked else None
 
     def record_launch_failure(self, reason: str) -> None:
-        self.ledger.update(
-            self.record_id, state="stopped", ended_at=time.time(), error=reason[:500]
-        )
+        lease_record.record_ended(self.ledger, self.record_id, error=reason[:500])
+
+    def record_started(self, at: float) -> None:
+        try:
+            lease_record.record_started(self.ledger, self.record_id, at)
+        except Exception as exc:  # the ledger must not stop the payments
+            log.warning("could not record lease %s as running: %s", self.record_id, exc)
+
+    def record_progress(self) -> None:
+        """The ledger's live billed seconds, spend and deposit (throttled; at a voucher)."""
+        if self.progress is None:
+            self.progress = lease_record.ProgressWriter(self.ledger, self.record_id)
+        billed = self.clock.billed_seconds(time.monotonic())
+        self.progress.write(billed, self.schedule.signed, self.deposit)
 
     def record_end(self) -> None:
         billed = self.clock.billed_seconds(time.monotonic())
         spent = self.schedule.signed
-        self.ledger.update(
+        lease_record.record_ended(
+            self.ledger,
             self.record_id,
-            state="stopped",
-            ended_at=time.time(),
             billed_seconds=billed,
             spent=spent,
             refunded=max(0, self.deposit - spent),
@@ -220,7 +232,7 @@ def open_paid_lease(
     from jupyter_gpumarket.chain.keystore import load_account
     from jupyter_gpumarket.chain.leases import LeaseChain
     from jupyter_gpumarket.chain.profiles import active_profile, load_profile
-    from jupyter_gpumarket.chain.renter_ledger import RenterLedger
+    from jupyter_gpumarket.chain.renter_ledger import NetworkKey, RenterLedger
     from jupyter_gpumarket.core.grant_code import GrantCode
     from jupyter_gpumarket.provisioning.paid_open import open_channel_for_offer
     from jupyter_gpumarket.provisioning.relay_client import probe_provider
@@ -265,6 +277,7 @@ def open_paid_lease(
         offer_id=offer.offer_id,
         provider_url=offer.endpoint,
         txs=[t.to_json() for t in opened.txs],
+        network_key=NetworkKey(profile.chain_id, escrow),
     )
     log.info(
         "opened channel %s to %s for offer %s (%s): deposit %s",
@@ -349,6 +362,7 @@ async def stream_vouchers(lease: PaidLease, send: Any, notice: Any, stop: Any) -
     stop at the budget."""
     top_ups: set[asyncio.Task[None]] = set()
     pay_now = lease.resumed  # a re-adopted kernel's vouchers are late already: catch up first
+    await asyncio.to_thread(lease.record_started, time.time())
     while True:
         if not pay_now:
             await asyncio.sleep(lease.schedule.interval)
@@ -360,6 +374,7 @@ async def stream_vouchers(lease: PaidLease, send: Any, notice: Any, stop: Any) -
             task.add_done_callback(top_ups.discard)
         if voucher is not None:
             send(voucher)
+            await asyncio.to_thread(lease.record_progress)
         if warn:
             notice(f"[gpumarket] {warn}")
         if stop_message:

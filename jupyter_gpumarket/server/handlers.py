@@ -37,18 +37,23 @@ class HealthHandler(ExtensionHandlerMixin, APIHandler):
 
 
 class LeasesHandler(ExtensionHandlerMixin, APIHandler):
-    """GET /gpumarket/leases: the renter's leases and how the recovery of each deposit stands
-    (``{"mode", "message", "leases": [{..., "expected_refund", "recovery": {"status",
-    "next_at", "error", "command"}}]}``; amounts in token base units)."""
+    """GET /gpumarket/leases[?all=1]: the renter's leases of the active network (``all=1``:
+    of every network), reconciled with the chain, and how the recovery of each deposit stands
+    (``{"mode", "message", "leases": [{..., "spent_source", "deposit_left", "network_label",
+    "expected_refund", "recovery": {"status", "next_at", "error", "command"}}]}``; amounts in
+    token base units)."""
 
     auth_resource = AUTH_RESOURCE
 
     @web.authenticated
     @authorized
     async def get(self) -> None:
+        every = self.get_query_argument("all", "0")
+        if every not in ("0", "1"):
+            raise web.HTTPError(400, "all must be 0 or 1")
         try:
             app = cast("GpuMarketExtension", self.extensionapp)
-            report = await app.recovery.report()
+            report = await app.recovery.report(all_networks=every == "1")
         except GpuMarketError as exc:
             raise web.HTTPError(500, str(exc)) from exc
         self.finish(json.dumps(report))

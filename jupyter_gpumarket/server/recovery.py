@@ -65,9 +65,11 @@ class _Scan:
         )
 
 
-def _scan(*, all_leases: bool) -> _Scan:
-    """The ledger's leases (all, or those needing recovery), which owners live, and what the
-    kernel records (kernels of live servers, once re-adoption is done) use."""
+def _scan(*, all_leases: bool, all_networks: bool = True) -> _Scan:
+    """The ledger's leases (all, or those needing recovery; of every network, or of the active
+    one), those of the active network reconciled with the chain (chain.reconcile), which owners
+    live, and what the kernel records (kernels of live servers, once re-adoption is done) use."""
+    from jupyter_gpumarket.chain.reconcile import active_network, reconcile_records
     from jupyter_gpumarket.chain.renter_ledger import RenterLedger, ledger_path
     from jupyter_gpumarket.provisioning import paid_state
     from jupyter_gpumarket.provisioning import records as kernel_records
@@ -75,7 +77,11 @@ def _scan(*, all_leases: bool) -> _Scan:
     if not ledger_path().exists():  # never rented: create nothing in ~/.gpumarket
         return _Scan([])
     ledger = RenterLedger()
-    leases = ledger.list() if all_leases else ledger.needing_recovery()
+    key, profile = active_network()
+    leases = ledger.list(None if all_networks or key is None else key)
+    leases, _problem = reconcile_records(ledger, leases, profile)
+    if not all_leases:
+        leases = [r for r in leases if r.state not in FINAL_STATES]
     owners = {r.owner_pid for r in leases if r.owner_pid is not None}
     channels: set[str] = set()
     urls: set[str] = set()
@@ -134,11 +140,12 @@ class DepositRecovery:
                 await self._task
 
     # -- what GET /gpumarket/leases shows ----------------------------------------------------
-    async def report(self) -> dict[str, Any]:
-        """Every lease of the ledger with its token units and recovery status."""
+    async def report(self, *, all_networks: bool = False) -> dict[str, Any]:
+        """The leases of the active network (of every network with ``all_networks``),
+        reconciled with the chain, with their token units and recovery status."""
 
         def read() -> tuple[_Scan, dict[str, tuple[int | None, str | None]]]:
-            scan = _scan(all_leases=True)
+            scan = _scan(all_leases=True, all_networks=all_networks)
             return scan, {n: _units(n) for n in {r.network for r in scan.records}}
 
         scan, units = await asyncio.to_thread(read)

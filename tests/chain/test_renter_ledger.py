@@ -13,7 +13,8 @@ from jupyter_gpumarket.chain.leases import LeaseChain
 from jupyter_gpumarket.chain.profiles import NetworkProfile, save_profile
 from jupyter_gpumarket.chain.renter_ledger import RenterLedger, ledger_path
 from jupyter_gpumarket.cli import main
-from jupyter_gpumarket.exceptions import ConfigError, PaymentError
+from jupyter_gpumarket.core.renter_lease_state import RenterEvent
+from jupyter_gpumarket.exceptions import ConfigError, PaymentError, ProtocolError
 
 CID = bytes(range(32))
 PROVIDER = "0x" + "22" * 20
@@ -58,10 +59,19 @@ def test_lease_lifecycle_is_recorded(home):
     assert rec.state == "open"
     assert ledger.get(rec.id[:6]) == rec  # unique prefix
     assert ledger.get("0x" + CID.hex()).id == rec.id  # channel id
-    ledger.update(rec.id, state="running", started_at=100.0)
-    ledger.update(rec.id, state="stopped", billed_seconds=61, ended_at=161.0)
+    running = ledger.transition(rec.id, RenterEvent.KERNEL_READY, at=100.0)
+    assert (running.state, running.started_at) == ("running", 100.0)
+    assert ledger.transition(rec.id, RenterEvent.KERNEL_READY, at=130.0).started_at == 100.0
+    assert ledger.progress(rec.id, billed_seconds=30, spent=30, deposit=5 * USD)
+    live = ledger.get(rec.id)
+    assert (live.billed_seconds, live.spent, live.spent_source) == (30, 30, "estimate")
+    assert live.to_json()["deposit_left"] == 5 * USD - 30
+    ledger.transition(rec.id, RenterEvent.LEASE_ENDED, at=161.0, billed_seconds=61)
+    assert not ledger.progress(rec.id, billed_seconds=99, spent=99)  # over: not written
+    assert ledger.get(rec.id).billed_seconds == 61
     ledger.add_tx(rec.id, {"kind": "settle", "tx_hash": "0x02", "gas_used": 2})
-    done = ledger.update(rec.id, state="settled", spent=42, refunded=5 * USD - 42)
+    done = ledger.transition(rec.id, RenterEvent.CHAIN_SETTLED, spent=42, refunded=5 * USD - 42)
+    assert done.spent_source == "chain"
     assert RenterLedger().get(rec.id) == done  # persisted
     assert done.price_per_hour == 2**80
     assert [t["kind"] for t in done.txs] == ["open", "settle"]
@@ -74,8 +84,8 @@ def test_bad_values_and_ids_are_refused(home):
     rec = new(ledger)
     with pytest.raises(ConfigError, match="no lease 'ffff0000'"):
         ledger.get("ffff0000")
-    with pytest.raises(ConfigError, match="lease state must be one of"):
-        ledger.update(rec.id, state="lost")
+    with pytest.raises(ConfigError, match="only by"):
+        ledger.update(rec.id, state="settled")  # a state changes only by a transition
     with pytest.raises(PaymentError, match="spent"):
         ledger.update(rec.id, spent=-1)
     with pytest.raises(ConfigError, match="cannot be updated"):
@@ -85,6 +95,10 @@ def test_bad_values_and_ids_are_refused(home):
     with pytest.raises(ConfigError, match="is not a lease id"):
         ledger.get("%")  # LIKE wildcards are not ids
     assert ledger.get(rec.id).state == "open"
+    ledger.transition(rec.id, RenterEvent.CHAIN_SETTLED)
+    with pytest.raises(ProtocolError, match="chain_withdrawn is not allowed in state settled"):
+        ledger.transition(rec.id, RenterEvent.CHAIN_WITHDRAWN)  # a bug: settled is final
+    assert ledger.get(rec.id).state == "settled"
 
 
 def test_concurrent_tx_appends_are_not_lost(home):
@@ -146,8 +160,8 @@ def test_cli_close_recovers_the_deposit_on_anvil(
         price_per_hour=3600,
         deposit=USD,
         txs=[t.to_json() for t in opened.txs],
-        state="stopped",
     )
+    RenterLedger().transition(rec.id, RenterEvent.LEASE_ENDED, at=1.0)
     # the provider got one voucher on chain, then vanished
     sig = chain.sign_voucher(opened.session_key, opened.channel_id, 777)
     chain.redeem_highest(provider, opened.channel_id, (777, sig))
@@ -196,8 +210,9 @@ def test_cli_close_after_the_provider_settled(
         deposit=USD,
     )
     sig = chain.sign_voucher(opened.session_key, opened.channel_id, 50)
-    chain.settle_highest(provider, opened.channel_id, (50, sig))
+    settled = chain.settle_highest(provider, opened.channel_id, (50, sig))
     assert main(["leases", "close", rec.id]) == 0
     assert "settled" in capsys.readouterr().out
     done = RenterLedger().get(rec.id)
-    assert (done.state, done.spent, done.refunded, done.txs) == ("settled", 50, USD - 50, [])
+    assert (done.state, done.spent, done.refunded) == ("settled", 50, USD - 50)
+    assert done.txs == [settled.tx.to_json()]  # the provider's settle, found in the events

@@ -51,7 +51,7 @@ def test_a_notebook_pays_exactly_for_the_seconds_it_ran(market: Market) -> None:
 
     (lease,) = _leases(market)
     assert lease["offer_id"] == market.ready["offer_id"]
-    assert lease["state"] == "stopped"
+    assert lease["state"] in ("stopped", "settled")  # settled: the provider was quick
     billed = lease["billed_seconds"]
     assert 6 <= billed <= 30
     deadline = time.monotonic() + 30
@@ -66,7 +66,7 @@ def test_a_notebook_pays_exactly_for_the_seconds_it_ran(market: Market) -> None:
     assert before[renter] - after[renter] == paid  # the rest came back
     assert after[escrow] == before[escrow]
     txs = [t["kind"] for t in lease["txs"]]
-    assert len([t for t in txs if t != "approve"]) <= 1  # the renter's side: one open
+    assert len([t for t in txs if t not in ("approve", "settle")]) <= 1  # renter's side: one open
 
 
 def test_nbclient_through_a_jupyter_server_pays_exactly_and_the_escrow_returns_to_before(

@@ -69,7 +69,7 @@ def test_a_paid_kernel_survives_a_server_crash_and_keeps_paying(tmp_path: Path) 
         with environ(runtime):
             assert paid_state.load(kid) is None  # the lease ended: nothing left to resume
         (lease,) = leases_json(env)
-        assert lease["state"] == "stopped"
+        assert lease["state"] in ("stopped", "settled")  # settled: the provider was quick
         billed = lease["billed_seconds"]
         assert ran - 4 <= billed <= ran + 1  # the time the server was down is billed, once
         deadline = time.monotonic() + 30

@@ -59,6 +59,7 @@ class Renter:
     def stuck_lease(self, *, state: str = "stopped", paid: int = 0, **kw: Any) -> Any:
         """A channel the provider redeemed ``paid`` of and then abandoned, in the ledger."""
         from jupyter_gpumarket.chain.renter_ledger import RenterLedger
+        from jupyter_gpumarket.core.renter_lease_state import RenterEvent
 
         opened = self.chain.open(
             self.account, provider=self.provider.address, price_per_hour=PRICE, deposit=DEPOSIT
@@ -75,11 +76,12 @@ class Renter:
             deposit=DEPOSIT,
             provider_url="wss://127.0.0.1:1",
             txs=[t.to_json() for t in opened.txs],
-            state=state,
             **kw,
         )
         if state == "stopped":  # over for a while: past the settle grace
-            record = RenterLedger().update(record.id, ended_at=time.time() - 3600, spent=paid)
+            record = RenterLedger().transition(
+                record, RenterEvent.LEASE_ENDED, at=time.time() - 3600, spent=paid
+            )
         return record
 
     def channel_state(self, record: Any) -> str:
