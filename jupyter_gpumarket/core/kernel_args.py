@@ -160,7 +160,7 @@ def _check_value(shown: str, trait: str, value: str) -> None:
 def _check_item(index: int, item: object, what: str) -> str:
     if not isinstance(item, str):
         raise ProtocolError(f"{what}[{index}] must be a string, got {type(item).__name__}")
-    shown = f"{what}[{index}] {item[:80]!r}"
+    shown = f"{what}[{index}] {item[:40]!r}"  # short: it ends up in close reasons
     if "\0" in item:
         raise ProtocolError(f"{shown} holds a NUL byte: remove it")
     try:
