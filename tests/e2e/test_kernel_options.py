@@ -11,7 +11,6 @@ renter's side before anything is sent.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import nbformat
 import pytest
@@ -89,5 +88,5 @@ def sandboxed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess
         agent.stop()
 
 
-def test_sandboxed_kernel_gets_the_options(sandboxed: AgentProcess, tmp_path: Path) -> None:
+def test_sandboxed_kernel_gets_the_options(sandboxed: AgentProcess) -> None:
     _options_reach_the_kernel(KernelManager(kernel_name="gpumarket"))
