@@ -25,7 +25,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -55,6 +55,7 @@ from jupyter_gpumarket.agent.sandbox import (
 )
 from jupyter_gpumarket.agent.seccomp import userns_filter_fd
 from jupyter_gpumarket.agent.slots import KernelSlot
+from jupyter_gpumarket.core.kernel_args import check_kernel_args
 from jupyter_gpumarket.exceptions import KernelLaunchError
 from jupyter_gpumarket.telemetry_view import TELEMETRY_FILE_ENV
 
@@ -148,8 +149,11 @@ class KernelProcess:
         slot: KernelSlot | None = None,
         gpus: tuple[int, ...] = (),
         on_warning: Callable[[str], None] | None = None,
+        kernel_args: Sequence[str] = (),
     ) -> None:
         self.workdir = workdir
+        # the renter's options for ipykernel, checked again where the argv is built
+        self.kernel_args = check_kernel_args(kernel_args)
         self._on_warning = on_warning or (lambda text: None)
         self.settings = settings
         self.slot = slot
@@ -189,6 +193,7 @@ class KernelProcess:
         self.connection_file.chmod(0o600)
         python = self.python
         argv = [python, "-m", "ipykernel_launcher", "-f", str(self.connection_file)]
+        argv += self.kernel_args  # options only (core.kernel_args): -f stays the agent's
         seccomp_fd: int | None = None
         if self.sandboxed:
             # The launcher runs outside the sandbox (as root for a real provider): it gets the

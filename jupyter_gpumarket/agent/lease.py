@@ -223,6 +223,7 @@ class Lease:
             on_warning=lambda text: self.send_control(
                 paymsgs.PaymentNotice(level="warn", message=text)  # a provider notice
             ),
+            kernel_args=msg.kernel_args,
         )
         try:
             await kernel.start()

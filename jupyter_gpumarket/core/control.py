@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
 from jupyter_gpumarket.core import market_msgs, paymsgs, safejson
+from jupyter_gpumarket.core.kernel_args import check_kernel_args
 from jupyter_gpumarket.core.telemetry import MAX_SAMPLE_BYTES, TelemetrySample
 from jupyter_gpumarket.exceptions import ProtocolError
 
@@ -87,7 +88,10 @@ def _is_int(v: object) -> bool:
 
 def dump(msg: Any) -> bytes:
     """Serialize a control message (any dataclass here) with its ``op`` tag."""
-    return json.dumps({"op": msg.op, **asdict(msg)}, separators=(",", ":")).encode()
+    body = asdict(msg)
+    if isinstance(msg, StartKernel) and not msg.kernel_args:
+        del body["kernel_args"]  # agents from before kernel options take the message as it was
+    return json.dumps({"op": msg.op, **body}, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True)
@@ -136,12 +140,14 @@ class Welcome:
 
 @dataclass(frozen=True)
 class StartKernel:
-    """Renter -> agent: start (or restart) the lease's kernel with this key and env."""
+    """Renter -> agent: start (or restart) the lease's kernel with this key and env, and
+    the kernel options a local kernel would get (``kernel_args``: see core.kernel_args)."""
 
     key: str
     kernel: str = "python3"
     env: dict[str, str] = field(default_factory=dict)
     signature_scheme: str = "hmac-sha256"
+    kernel_args: tuple[str, ...] = ()
     op: str = field(default="start_kernel", init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -152,6 +158,8 @@ class StartKernel:
         for k, v in self.env.items():
             _check(bool(_ENV_NAME.match(k)), f"start_kernel.env name {k!r} is not valid")
             _check(isinstance(v, str) and "\0" not in v, f"start_kernel.env[{k!r}]")
+        args = check_kernel_args(self.kernel_args, "start_kernel.kernel_args")
+        object.__setattr__(self, "kernel_args", args)
 
 
 @dataclass(frozen=True)

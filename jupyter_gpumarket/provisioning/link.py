@@ -421,11 +421,13 @@ class RemoteLink:
                 )
             await asyncio.sleep(0.005)
 
-    async def start_kernel(self, key: str, env: dict[str, str], timeout: float) -> None:
+    async def start_kernel(
+        self, key: str, env: dict[str, str], timeout: float, kernel_args: tuple[str, ...] = ()
+    ) -> None:
         if self.dead_reason:
             raise LinkLost(self.dead_reason)
         self._started = asyncio.get_running_loop().create_future()
-        self.pipe.send_control(control.StartKernel(key=key, env=env))
+        self.pipe.send_control(control.StartKernel(key=key, env=env, kernel_args=kernel_args))
         try:
             await asyncio.wait_for(self._started, timeout)
         except TimeoutError:

@@ -23,12 +23,14 @@ from jupyter_client.provisioning import KernelProvisionerBase
 from traitlets import Bool, Float, Int, List, Unicode
 
 from jupyter_gpumarket.core.filesync import Manifest
+from jupyter_gpumarket.core.kernel_args import check_kernel_args
 from jupyter_gpumarket.core.pinning import normalize_fingerprint
 from jupyter_gpumarket.exceptions import (
     ConfigError,
     GpuMarketError,
     NoProviderSelected,
     PaymentError,
+    ProtocolError,
 )
 from jupyter_gpumarket.provisioning import files, paid_state, records
 from jupyter_gpumarket.provisioning.link import LinkSettings, ProviderTarget, RemoteLink
@@ -120,6 +122,7 @@ class GpuMarketProvisioner(KernelProvisionerBase):
     _shim: ZmqShim | None = None
     _key: str = ""
     _launch_env: dict[str, str] | None = None
+    _kernel_args: tuple[str, ...] = ()
 
     # -- selection ---------------------------------------------------------------------------
     def _setting(self, env_name: str, trait_value: str) -> str:
@@ -158,7 +161,14 @@ class GpuMarketProvisioner(KernelProvisionerBase):
         self._launch_env = dict(env)
         cwd = kwargs.get("cwd")
         self._cwd = Path(cwd) if cwd else None
-        kwargs["cmd"] = list(self.kernel_spec.argv)
+        # KernelManager.start_kernel(extra_arguments=...) (nbclient, papermill): a local kernel
+        # gets them after the spec's argv; the remote one gets them in start_kernel.
+        extra = kwargs.pop("extra_arguments", None) or []
+        try:
+            self._kernel_args = check_kernel_args(list(extra), "extra_arguments")
+        except ProtocolError as exc:
+            raise ConfigError(f"{exc} (the kernel runs on a GPU provider)") from None
+        kwargs["cmd"] = [*self.kernel_spec.argv, *self._kernel_args]
         return kwargs
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
@@ -195,7 +205,9 @@ class GpuMarketProvisioner(KernelProvisionerBase):
                     )
                 )
                 self._synced, self.last_push = result.manifest, result
-            await call(self._link.start_kernel(self._key, env, self.launch_timeout))
+            await call(
+                self._link.start_kernel(self._key, env, self.launch_timeout, self._kernel_args)
+            )
             if self._paid is not None:
                 loop_thread().loop.call_soon_threadsafe(self._paid.kernel_started)
         except BaseException as exc:
