@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "wallet",
     "leases",
     "pool",
+    "offers",
 )
 
 
