@@ -378,14 +378,20 @@ class BackgroundRefresh:
         self._stop.set()
 
 
-_SHARED: dict[tuple[str, int, str], BackgroundRefresh] = {}
+_SHARED: dict[tuple[str, int, str, str, str], BackgroundRefresh] = {}
 _SHARED_LOCK = threading.Lock()
 
 
 def shared_index(profile: NetworkProfile, interval: float = 30.0) -> OfferIndex:
     """The process's index of ``profile``, kept fresh in the background (a Jupyter server
     launching many kernels reads the chain once, then only new blocks)."""
-    key = (profile.name, profile.chain_id, str(profile.registry))
+    key = (
+        profile.name,
+        profile.chain_id,
+        str(profile.registry),
+        profile.rpc_url,
+        str(cache_path(profile)),
+    )
     with _SHARED_LOCK:
         bg = _SHARED.get(key)
         if bg is None:

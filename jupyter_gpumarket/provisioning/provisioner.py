@@ -296,12 +296,32 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
             return False
         return bool(self._setting("GPUMARKET_OFFER", self.offer))
 
+    def _paid_settings(self) -> tuple[str, str, float]:
+        """(wallet password, budget, initial hours), checked before any chain call."""
+        password = self._setting("GPUMARKET_WALLET_PASSWORD", "")
+        budget = self._setting("GPUMARKET_BUDGET", str(self.budget))
+        if not password:
+            raise ConfigError("set GPUMARKET_WALLET_PASSWORD to unlock your wallet for this lease")
+        if not budget.isdigit() or int(budget) <= 0:
+            raise ConfigError(f"budget {budget!r} must be a positive number of token base units")
+        hours_text = self._setting("GPUMARKET_INITIAL_HOURS", str(self.initial_hours))
+        try:
+            initial_hours = float(hours_text)
+        except ValueError:
+            initial_hours = -1.0
+        if not 0 < initial_hours < 10_000:
+            raise ConfigError(
+                f"initial hours {hours_text!r} must be a positive number of hours of deposit"
+            )
+        return password, budget, initial_hours
+
     async def _launch_paid_with_failover(self, env: dict[str, str]) -> None:
         """Rank the live candidates, then launch on the best; when its provider refuses or
         fails before the kernel is ready, the next one (``failover`` more at most). A failed
         attempt is never billed (billing starts at ready) and is recorded as such."""
         from jupyter_gpumarket.provisioning import failover as fo
 
+        self._paid_settings()  # a missing password fails before the chain is read
         extra = fo.parse_failover(self._setting("GPUMARKET_FAILOVER", str(self.failover)))
         self._progress("finding offer (index, live probes, ranking)")
         offers = await asyncio.to_thread(
@@ -362,21 +382,7 @@ class GpuMarketProvisioner(KernelProvisionerBase):  # type: ignore[misc]
     async def _open_paid(self, offer: Any = None) -> None:
         """Open the escrow channel for ``offer`` (else the one GPUMARKET_OFFER picks; chain, in
         a thread), connect with it."""
-        password = self._setting("GPUMARKET_WALLET_PASSWORD", "")
-        budget = self._setting("GPUMARKET_BUDGET", str(self.budget))
-        if not password:
-            raise ConfigError("set GPUMARKET_WALLET_PASSWORD to unlock your wallet for this lease")
-        if not budget.isdigit() or int(budget) <= 0:
-            raise ConfigError(f"budget {budget!r} must be a positive number of token base units")
-        hours_text = self._setting("GPUMARKET_INITIAL_HOURS", str(self.initial_hours))
-        try:
-            initial_hours = float(hours_text)
-        except ValueError:
-            initial_hours = -1.0
-        if not 0 < initial_hours < 10_000:
-            raise ConfigError(
-                f"initial hours {hours_text!r} must be a positive number of hours of deposit"
-            )
+        password, budget, initial_hours = self._paid_settings()
         from jupyter_gpumarket.provisioning import paid  # web3 only for paid kernels
 
         self._progress("opening an escrow channel")
