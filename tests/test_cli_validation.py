@@ -106,6 +106,8 @@ NUMERIC_FLAGS = [
     (["offers"], "--min-vram", ["-1", "1e9", "nan", str(10**10)]),
     (["offers"], "--max-price", ["-1", "1e80", "x", str(2**256)]),
     (["offers"], "--timeout", ["0", "-1", "nan", "61"]),
+    (["offers", "verify", "1"], "--size", ["0", "7", "16385", "1.5", "nan"]),
+    (["offers", "verify", "1"], "--timeout", ["0", "-1", "nan", "inf"]),
 ]
 POSITIONAL = [
     (["pool", "create"], "amount", ["0", "-1", "1e99", "nan", "lots"]),

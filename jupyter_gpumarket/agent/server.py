@@ -27,6 +27,7 @@ from jupyter_gpumarket.agent.egress import PortGuard
 from jupyter_gpumarket.agent.files import store_for
 from jupyter_gpumarket.agent.kernels import KernelSettings
 from jupyter_gpumarket.agent.lease import Lease
+from jupyter_gpumarket.agent.market import MarketDesk
 from jupyter_gpumarket.agent.preauth import (
     OPEN_TIMEOUT,
     PREAUTH_MAX_BYTES,
@@ -38,6 +39,7 @@ from jupyter_gpumarket.agent.tls import ProviderCertificate, ensure_certificate,
 from jupyter_gpumarket.core import control, paymsgs
 from jupyter_gpumarket.core.control import CloseCode
 from jupyter_gpumarket.core.frames import DEFAULT_MAX_FRAME_BYTES
+from jupyter_gpumarket.core.market_msgs import ChallengeRequest, ProbeRequest
 from jupyter_gpumarket.exceptions import (
     AgentError,
     AuthenticationFailed,
@@ -115,6 +117,12 @@ class AgentServer:
         self._context: zmq.asyncio.Context | None = None
         self._server: Server | None = None
         self._preauth = PreauthBudget()
+        self.market = MarketDesk(
+            info=config.info,
+            fingerprint=self.cert.fingerprint,
+            capacity=self._capacity,
+            sign=self._sign_probe,
+        )
         self.url = ""
         (config.state_dir / "leases").mkdir(parents=True, exist_ok=True, mode=0o700)
 
@@ -217,6 +225,9 @@ class AgentServer:
             return
         if isinstance(hello, paymsgs.RelayOpen):
             await self._relay(ws, hello)
+            return
+        if isinstance(hello, ProbeRequest | ChallengeRequest):
+            await self.market.handle(ws, hello)
             return
         payment = None
         if self.payments is not None:
@@ -372,6 +383,21 @@ class AgentServer:
         chosen = tuple(free[: self.config.gpus_per_kernel])
         self._gpus_in_use.update(chosen)
         return chosen
+
+    def _capacity(self) -> tuple[int, int]:
+        """(free kernel slots, free GPUs) now, for the market's probe."""
+        free_kernels = max(0, self.config.max_kernels - len(self.leases))
+        return free_kernels, len(set(self.config.gpu_indices) - self._gpus_in_use)
+
+    def _sign_probe(self, message: bytes) -> tuple[str, str] | None:
+        """A paid agent answers a probe as its provider (EIP-191 over nonce + TLS pin)."""
+        if self.config.paid is None:
+            return None
+        from eth_account.messages import encode_defunct
+
+        account = self.config.paid.account
+        signed = account.sign_message(encode_defunct(primitive=message))
+        return account.address, "0x" + bytes(signed.signature).hex()
 
     def _lease_ended(self, lease: Lease) -> None:
         self.leases.pop(lease.id, None)

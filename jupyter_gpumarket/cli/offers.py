@@ -1,5 +1,5 @@
 """`gpumarket offers`: the market's offers, probed live and ranked (table or --json), and
-`gpumarket offers verify ID` (the hardware challenge) where that command is installed.
+`gpumarket offers verify ID` (the seeded hardware challenge, cli/offers_verify.py).
 
     gpumarket offers [--network PROFILE] [--gpu CLASS] [--min-vram MIB]
                      [--max-price BASE_UNITS] [--region R] [--verified]
@@ -12,11 +12,11 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 from typing import Any
 
 from jupyter_gpumarket.cli import argtypes
+from jupyter_gpumarket.cli.offers_verify import add_verify_parser
 
 __all__ = ["register", "run_offers"]
 
@@ -35,15 +35,8 @@ def _text(what: str) -> Any:
     return check
 
 
-def _verify_module() -> Any:
-    try:
-        return importlib.import_module("jupyter_gpumarket.cli.offers_verify")
-    except ImportError:
-        return None
-
-
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    """Add the `offers` command (and `offers verify` when installed)."""
+    """Add the `offers` command and its `offers verify`."""
     p = sub.add_parser(
         "offers",
         help="the market's offers, probed live and ranked (what GPUMARKET_OFFER would pick)",
@@ -81,12 +74,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     p.add_argument("--json", action="store_true", help="machine-readable list")
     p.set_defaults(func=run_offers)
-    verify = _verify_module()
-    if verify is not None:
-        osub = p.add_subparsers(dest="offers_command", metavar="ACTION")
-        parser = verify.add_verify_parser(osub)
-        if isinstance(parser, argparse.ArgumentParser) and hasattr(verify, "run_verify"):
-            parser.set_defaults(func=verify.run_verify)
+    osub = p.add_subparsers(dest="offers_command", metavar="ACTION")
+    add_verify_parser(osub)
 
 
 def run_offers(args: argparse.Namespace) -> int:

@@ -45,6 +45,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "--config", type=Path, help="TOML file with these settings (flags given here win)"
     )
     serve.add_argument(
+        "--simulate-gpu",
+        metavar="MODEL[xCOUNT]",
+        help="demos/tests: CLAIM these GPUs without having them (e.g. H100x2); offers and "
+        "probes say simulated, and the market's challenge catches it",
+    )
+    serve.add_argument(
         "--client-grace",
         type=argtypes.seconds(),
         default=120.0,
@@ -167,7 +173,13 @@ def _serve(args: argparse.Namespace) -> int:
         max_kernels=args.max_kernels,
     )
     log.info("kernel isolation: %s", iso.reason)
-    inventory = select_gpus(detect_gpus(), args.gpus)
+    if args.simulate_gpu:
+        from jupyter_gpumarket.agent.gpu_sim import simulated_inventory
+
+        inventory = simulated_inventory(args.simulate_gpu)
+        log.warning("SIMULATED GPUs (--simulate-gpu): %s", inventory.reason)
+    else:
+        inventory = select_gpus(detect_gpus(), args.gpus)
     paid = publisher = None
     if not args.dev:
         isolation.check_publishable(iso.sandbox is not None, args.unsafe_no_sandbox)
@@ -195,7 +207,11 @@ def _serve(args: argparse.Namespace) -> int:
         ready_file=args.ready_file,
         kernel=KernelSettings(python=args.kernel_python, sandbox=iso.sandbox, limits=iso.limits),
         kernel_slots=iso.slots,
-        info={"gpus_detected": inventory.to_json(), **iso.info()},
+        info={
+            "gpus_detected": inventory.to_json(),
+            **iso.info(),
+            "simulated": bool(args.simulate_gpu),
+        },
     )
     log.info("GPUs: %s", "CPU only" if inventory.cpu_only else len(inventory.gpus))
     _run(
@@ -240,7 +256,9 @@ def _paid(args: argparse.Namespace, inventory: Any, *, sandboxed: bool) -> tuple
         args.gpus_per_kernel,
         # renters see it wherever the offer appears; an unsandboxed offer is labelled so
         metadata_uri=offer_metadata(
-            isolation="sandboxed" if sandboxed else "unsandboxed", relay_fee=args.relay_fee
+            isolation="sandboxed" if sandboxed else "unsandboxed",
+            relay_fee=args.relay_fee,
+            **({"simulated": 1} if getattr(args, "simulate_gpu", None) else {}),
         ),
         state_dir=args.state_dir.expanduser(),  # remembers the offer: a restart reuses it
     )

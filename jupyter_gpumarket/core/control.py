@@ -12,7 +12,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from jupyter_gpumarket.core import paymsgs, safejson
+from jupyter_gpumarket.core import market_msgs, paymsgs, safejson
 from jupyter_gpumarket.exceptions import ProtocolError
 
 __all__ = [
@@ -337,11 +337,18 @@ def parse_hello(data: str | bytes) -> Hello:
     return _build(Hello, obj, "hello")
 
 
-def parse_first(data: str | bytes) -> Hello | paymsgs.RelayOpen:
-    """The first message of a connection: a hello, or a request to relay a channel opening."""
+def parse_first(
+    data: str | bytes,
+) -> Hello | paymsgs.RelayOpen | market_msgs.ProbeRequest | market_msgs.ChallengeRequest:
+    """The first message of a connection: a hello, a request to relay a channel opening, or
+    the market's probe / challenge (see core.market_msgs)."""
     obj = _obj(data, "first message")
     if obj.get("op") == "relay_open":
         return _build(paymsgs.RelayOpen, obj, "relay_open")
+    if obj.get("op") == "probe":
+        return _build(market_msgs.ProbeRequest, obj, "probe")
+    if obj.get("op") == "challenge":
+        return _build(market_msgs.ChallengeRequest, obj, "challenge")
     _check(obj.get("op") == "hello", "first message must be a hello")
     return _build(Hello, obj, "hello")
 
