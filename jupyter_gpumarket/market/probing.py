@@ -49,7 +49,7 @@ def _endpoint_problem(endpoint: str) -> str | None:
     return None if port is None or 0 < port < 65536 else "endpoint has no valid port"
 
 
-async def _one(offer: MarketOffer, timeout: float) -> ProbeResult:
+async def _one(offer: MarketOffer, timeout: float, check_provider: bool) -> ProbeResult:
     problem = _endpoint_problem(offer.terms.endpoint)
     if problem is not None:
         return ProbeResult.unreachable(offer.offer_id, problem)
@@ -64,7 +64,7 @@ async def _one(offer: MarketOffer, timeout: float) -> ProbeResult:
                     offer.terms.endpoint,
                     offer.terms.tls_fingerprint,
                     offer_id=offer.offer_id,
-                    expected_provider=offer.provider,
+                    expected_provider=offer.provider if check_provider else None,
                     timeout=timeout,
                 )
         return await _handshake(offer, timeout)
@@ -84,13 +84,16 @@ async def probe_offers(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     concurrency: int = DEFAULT_CONCURRENCY,
+    check_provider: bool = True,
 ) -> dict[int, ProbeResult]:
-    """Probe every offer (at most ``concurrency`` at a time); results by offer id."""
+    """Probe every offer (at most ``concurrency`` at a time); results by offer id.
+    ``check_provider``: the reply must be signed by the offer's provider (Registry offers;
+    off only for --dev agents, which have no provider key)."""
     gate = asyncio.Semaphore(max(1, concurrency))
 
     async def run(offer: MarketOffer) -> ProbeResult:
         async with gate:
-            return await _one(offer, timeout)
+            return await _one(offer, timeout, check_provider)
 
     results = await asyncio.gather(*(run(o) for o in offers))
     return {r.offer_id: r for r in results}

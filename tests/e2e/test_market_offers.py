@@ -40,9 +40,10 @@ KEYS = [
 ]
 SPECS = {
     "broken": (4, 500_000, "eu", ("--kernel-python", "/bin/false")),  # fails at kernel start
-    "main": (1, 1_000_000, "eu", ()),
-    "us": (3, 2_000_000, "us", ()),
-    "dead": (5, 100_000, "eu", ()),  # stopped once registered
+    # one kernel slot: full while the failover test's kernel runs on it
+    "h100": (1, 3_000_000, "eu", ("--simulate-gpu", "H100", "--max-kernels", "1")),
+    "rtx": (3, 400_000, "us", ("--simulate-gpu", "RTX 4090")),
+    "dead": (5, 100_000, "eu", ()),  # killed once registered: its offer stays on chain
 }
 
 
@@ -57,17 +58,12 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         dead = f.agents["dead"]
         dead.proc.kill()  # a crash: its offer stays active on chain
         dead.proc.wait(30)
-        main, us = f.agents["main"], f.agents["us"]
         f.ids = {name: a.offer_id for name, a in f.agents.items()}
-        f.ids["h100"] = f.register(
-            1, endpoint=main.ready["url"], tls_fingerprint=_fp(main),
-            gpu_model="NVIDIA H100 80GB HBM3", gpu_count=1, vram_mb=81559,
-            price_per_hour=3_000_000, region="eu",
-        )  # fmt: skip
-        f.ids["rtx"] = f.register(
-            3, endpoint=us.ready["url"], tls_fingerprint=_fp(us),
-            gpu_model="NVIDIA GeForce RTX 4090", gpu_count=1, vram_mb=24564,
-            price_per_hour=400_000, region="us",
+        h100 = f.agents["h100"]
+        f.ids["spoof"] = f.register(  # claims an A100 on the agent whose NVML says H100
+            1, endpoint=h100.ready["url"], tls_fingerprint=_fp(h100),
+            gpu_model="NVIDIA A100-SXM4-80GB", gpu_count=1, vram_mb=81920,
+            price_per_hour=200_000, region="eu",
         )  # fmt: skip
         f.ids["hung"] = f.register(
             6, endpoint=f"wss://127.0.0.1:{hung_port}/", tls_fingerprint=b"\x22" * 32,
@@ -102,7 +98,7 @@ def test_the_index_reads_registry_events_incrementally(fleet: Fleet, tmp_path: P
     assert first.via == "events"
     assert first.from_block == 0
     ids = {o.offer_id for o in index.offers()}
-    assert {fleet.ids["main"], fleet.ids["h100"], fleet.ids["hung"]} <= ids
+    assert {fleet.ids["h100"], fleet.ids["rtx"], fleet.ids["hung"]} <= ids
 
     again = index.refresh()  # nothing new: only the blocks after the last one are read
     assert again.from_block == first.to_block + 1
@@ -148,7 +144,7 @@ def test_a_broken_or_foreign_cache_is_rebuilt(fleet: Fleet, tmp_path: Path) -> N
         assert index.last_block == 0
         assert index.offers() == []
         assert index.refresh().from_block == 0
-        assert fleet.ids["main"] in {o.offer_id for o in index.offers()}
+        assert fleet.ids["h100"] in {o.offer_id for o in index.offers()}
 
 
 def test_offers_json_shows_every_offer_with_its_reason(fleet: Fleet) -> None:
@@ -157,6 +153,10 @@ def test_offers_json_shows_every_offer_with_its_reason(fleet: Fleet) -> None:
     by_id = {r["id"]: r for r in rows}
     for row in rows:
         assert set(KEYS) <= set(row)
+    spoof = by_id[ids["spoof"]]
+    assert spoof["verification"] == "mismatch"
+    assert spoof["reason"].startswith("mismatch")
+    assert not spoof["usable"]
     for name in ("dead", "hung"):
         row = by_id[ids[name]]
         assert row["reachable"] is False
@@ -166,25 +166,28 @@ def test_offers_json_shows_every_offer_with_its_reason(fleet: Fleet) -> None:
         assert not by_id[ids["junk"]]["usable"]
     usable = _usable(rows)
     assert usable[0] == ids["rtx"]  # cheapest usable, though dead/hung/junk are cheaper
-    assert {ids["broken"], ids["main"], ids["us"], ids["h100"]} <= set(usable)
-    main = by_id[ids["main"]]
-    assert main["reachable"] is True
-    assert main["latency_ms"] >= 0
-    assert main["verification"] == "self-reported"
-    assert main["gpu_class"] is None
+    assert set(usable) == {ids["broken"], ids["h100"], ids["rtx"]}
+    h100 = by_id[ids["h100"]]
+    assert h100["reachable"] is True
+    assert h100["latency_ms"] >= 0
+    assert h100["free_kernels"] == 1
+    assert h100["gpu_class"] == "H100 SXM"
+    assert h100["simulated"] is True  # labelled; the probe's NVML reading agrees with the claim
+    assert h100["verification"] == "detected"
 
 
 CASES: list[tuple[tuple[str, ...], list[str]]] = [
     (("--gpu", "H100"), ["h100"]),
     (("--min-vram", "40000"), ["h100"]),
     (("--max-price", "450000"), ["rtx"]),
-    (("--region", "us"), ["rtx", "us"]),
-    (("--gpu", "cpu", "--region", "eu"), ["broken", "main"]),
-    (("--verified",), []),
+    (("--region", "us"), ["rtx"]),
+    (("--gpu", "cpu"), ["broken"]),
+    (("--verified", "--sort", "fastest"), ["h100", "rtx", "broken"]),
+    (("--verified",), ["rtx", "broken", "h100"]),
     # fastest / value: the GPU offers first; CPU offers (no TFLOPS) after them, in any order
-    (("--sort", "fastest", "--region", "eu"), ["h100", "*broken", "*main"]),
-    (("--sort", "fastest", "--region", "us"), ["rtx", "*us"]),
-    (("--sort", "value"), ["rtx", "h100", "*broken", "*main", "*us"]),
+    (("--sort", "fastest", "--region", "eu"), ["h100", "broken"]),
+    (("--sort", "fastest"), ["h100", "rtx", "broken"]),
+    (("--sort", "value"), ["rtx", "h100", "broken"]),
 ]
 
 
@@ -198,10 +201,8 @@ def test_every_policy_and_constraint(fleet: Fleet) -> None:
         tail = {ids[n[1:]] for n in want if n.startswith("*")}
         assert got[: len(ordered)] == ordered, args
         assert set(got[len(ordered) :]) == tail, args
-        if "--verified" in args:
-            assert rows
-            for r in rows:
-                assert "detected or better wanted" in r["reason"] or not r["reachable"]
+        spoof = [r for r in rows if r["id"] == ids["spoof"]]
+        assert not any(r["usable"] for r in spoof)  # never chosen, whatever the policy
 
 
 def test_offers_table_and_bad_flags(fleet: Fleet) -> None:
@@ -228,27 +229,33 @@ def test_launch_fails_over_to_the_next_offer_and_the_renter_pays_once(fleet: Fle
     from marketproc import leases_json
 
     ids, agents = fleet.ids, fleet.agents
-    before = {n: fleet.balance(agents[n].account) for n in ("broken", "main")}
+    before = {n: fleet.balance(agents[n].account) for n in ("broken", "h100")}
     renter_before = fleet.balance(2)
-    env = {**fleet.renter_env, "GPUMARKET_OFFER": "policy=cheapest,region=eu,max_price=1500000"}
+    env = {**fleet.renter_env, "GPUMARKET_OFFER": "policy=cheapest,region=eu"}
     with environ(env):
         km = KernelManager(kernel_name="gpumarket")
         km.start_kernel()
         try:
             attempts = km.provisioner.launch_attempts
             assert [(a.offer_id, a.outcome[:6]) for a in attempts] == [
-                (ids["broken"], "failed"), (ids["main"], "ok"),
+                (ids["broken"], "failed"), (ids["h100"], "ok"),
             ]  # fmt: skip
             kc = km.client()
             kc.start_channels()
             kc.wait_for_ready(timeout=60)
-            reply = kc.execute_interactive("import time; time.sleep(3)", timeout=60)
+            reply = kc.execute_interactive("import time; time.sleep(1)", timeout=60)
             assert reply["content"]["status"] == "ok"
+            # its one kernel slot taken, the agent's offers are shown full and never chosen
+            rows = {r["id"]: r for r in _offers(fleet, "--region", "eu")}
+            full = rows[ids["h100"]]
+            assert full["reason"].startswith("full"), full
+            assert full["free_kernels"] == 0
+            assert not full["usable"]
             kc.stop_channels()
         finally:
             km.shutdown_kernel(now=False)
     leases = {lease["offer_id"]: lease for lease in leases_json(fleet.renter_env)}
-    failed, used = leases[ids["broken"]], leases[ids["main"]]
+    failed, used = leases[ids["broken"]], leases[ids["h100"]]
     assert failed["state"] == "stopped"
     assert failed.get("error")
     escrow = EscrowClient(fleet.contracts())
@@ -258,8 +265,8 @@ def test_launch_fails_over_to_the_next_offer_and_the_renter_pays_once(fleet: Fle
         time.sleep(0.5)
         channel = escrow.channel(bytes.fromhex(used["channel_id"][2:]))
     assert channel.state.startswith("closed")  # the provider that ran the kernel settled
-    gained = fleet.balance(agents["main"].account) - before["main"]
-    price = agents["main"].price
+    gained = fleet.balance(agents["h100"].account) - before["h100"]
+    price = agents["h100"].price
     assert gained > 0
     assert abs(gained - price * used["billed_seconds"] // 3600) <= price // 3600
     assert fleet.balance(agents["broken"].account) == before["broken"]  # paid nothing
