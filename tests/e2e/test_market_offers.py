@@ -274,3 +274,21 @@ def test_launch_fails_over_to_the_next_offer_and_the_renter_pays_once(fleet: Fle
     assert first.redeemed == 0  # no voucher was ever signed for the failed attempt
     locked = 0 if first.state.startswith("closed") else first.deposit
     assert renter_before - fleet.balance(2) == gained + locked  # charged once; the rest refundable
+
+
+def test_a_background_refresh_picks_up_new_offers(fleet: Fleet, tmp_path: Path) -> None:
+    from jupyter_gpumarket.chain.profiles import load_profile
+    from jupyter_gpumarket.market.index import BackgroundRefresh, OfferIndex
+
+    index = OfferIndex(load_profile(fleet.profile_path), path=tmp_path / "offers.json")
+    index.refresh()
+    bg = BackgroundRefresh(index, interval=0.2).start()
+    try:
+        new_id = fleet.register(9, price_per_hour=9_999, region="zz")
+        deadline = time.monotonic() + 30
+        while index.get(new_id) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert index.get(new_id) is not None  # no explicit refresh: the thread read it
+        assert bg.error is None
+    finally:
+        bg.stop()
