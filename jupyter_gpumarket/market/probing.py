@@ -22,7 +22,7 @@ from jupyter_gpumarket.exceptions import GpuMarketError
 __all__ = ["DEFAULT_CONCURRENCY", "DEFAULT_TIMEOUT", "probe_offers"]
 
 DEFAULT_TIMEOUT = 3.0
-DEFAULT_CONCURRENCY = 64
+DEFAULT_CONCURRENCY = 200  # 200 agents on loopback: 1.9-2.2 s at 200, 2.9-3.4 s at 64
 
 
 async def _handshake(offer: MarketOffer, timeout: float) -> ProbeResult:
