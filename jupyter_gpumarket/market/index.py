@@ -38,11 +38,9 @@ __all__ = [
     "MAX_BLOCK_SPAN",
     "MAX_CACHE_BYTES",
     "MAX_OFFERS",
-    "BackgroundRefresh",
     "OfferIndex",
     "RefreshStats",
     "cache_path",
-    "shared_index",
 ]
 
 log = logging.getLogger(__name__)
@@ -117,7 +115,7 @@ def _offer(offer_id: int, raw: Any) -> MarketOffer | None:
 class OfferIndex:
     """The offers of one network profile's Registry (see the module docstring).
 
-    Not thread-safe by itself: :class:`BackgroundRefresh` serializes refreshes with a lock.
+    Refreshes and reads hold ``lock`` (a background refresh thread may run meanwhile).
     """
 
     def __init__(
@@ -339,61 +337,3 @@ class OfferIndex:
     def get(self, offer_id: int) -> MarketOffer | None:
         with self.lock:
             return self._offers.get(offer_id)
-
-
-class BackgroundRefresh:
-    """Refreshes an index every ``interval`` seconds from a daemon thread (errors are logged
-    and retried at the next tick); :meth:`index` returns it, refreshed at least once."""
-
-    def __init__(self, index: OfferIndex, interval: float = 30.0) -> None:
-        self._index = index
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.error: str | None = None
-
-    def start(self) -> BackgroundRefresh:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._run, name="gpumarket-offer-index", daemon=True
-            )
-            self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self._index.refresh()
-                self.error = None
-            except GpuMarketError as exc:
-                self.error = str(exc)
-                log.warning(
-                    "offer index refresh failed (retried in %.0f s): %s", self.interval, exc
-                )
-
-    def index(self) -> OfferIndex:
-        return self._index
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
-_SHARED: dict[tuple[str, int, str, str, str], BackgroundRefresh] = {}
-_SHARED_LOCK = threading.Lock()
-
-
-def shared_index(profile: NetworkProfile, interval: float = 30.0) -> OfferIndex:
-    """The process's index of ``profile``, kept fresh in the background (a Jupyter server
-    launching many kernels reads the chain once, then only new blocks)."""
-    key = (
-        profile.name,
-        profile.chain_id,
-        str(profile.registry),
-        profile.rpc_url,
-        str(cache_path(profile)),
-    )
-    with _SHARED_LOCK:
-        bg = _SHARED.get(key)
-        if bg is None:
-            bg = _SHARED[key] = BackgroundRefresh(OfferIndex(profile), interval).start()
-    return bg.index()

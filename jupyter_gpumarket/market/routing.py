@@ -19,8 +19,9 @@ from jupyter_gpumarket.core.market_offer import Constraints, MarketOffer, OfferQ
 from jupyter_gpumarket.core.offer_filter import parse_offer_filter
 from jupyter_gpumarket.core.ranking import Ranked, rank, usable
 from jupyter_gpumarket.exceptions import ConfigError, ProviderUnreachable
-from jupyter_gpumarket.market.index import OfferIndex, shared_index
+from jupyter_gpumarket.market.index import OfferIndex
 from jupyter_gpumarket.market.probing import DEFAULT_TIMEOUT, probe_offers
+from jupyter_gpumarket.market.refresh import shared_index
 
 __all__ = ["MAX_PROBED", "candidates", "choose", "describe_none", "run_coroutine"]
 

@@ -278,7 +278,8 @@ def test_launch_fails_over_to_the_next_offer_and_the_renter_pays_once(fleet: Fle
 
 def test_a_background_refresh_picks_up_new_offers(fleet: Fleet, tmp_path: Path) -> None:
     from jupyter_gpumarket.chain.profiles import load_profile
-    from jupyter_gpumarket.market.index import BackgroundRefresh, OfferIndex
+    from jupyter_gpumarket.market.index import OfferIndex
+    from jupyter_gpumarket.market.refresh import BackgroundRefresh
 
     index = OfferIndex(load_profile(fleet.profile_path), path=tmp_path / "offers.json")
     index.refresh()
