@@ -103,6 +103,9 @@ NUMERIC_FLAGS = [
     (["pool", "grant", "0x1", "0x2", "--cap", "1"], "--days", ["0", "-1", "3651", "nan"]),
     (["pool", "grant", "0x1", "0x2"], "--cap", ["0", "-1", "1e99", "nan", "Infinity", "x"]),
     (["wallet", "fund"], "--amount", ["0", "-5", "1e99", "inf"]),
+    (["offers"], "--min-vram", ["-1", "1e9", "nan", str(10**10)]),
+    (["offers"], "--max-price", ["-1", "1e80", "x", str(2**256)]),
+    (["offers"], "--timeout", ["0", "-1", "nan", "61"]),
     (["offers", "verify", "1"], "--size", ["0", "7", "16385", "1.5", "nan"]),
     (["offers", "verify", "1"], "--timeout", ["0", "-1", "nan", "inf"]),
 ]

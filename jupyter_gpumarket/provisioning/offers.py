@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from jupyter_gpumarket.core.market_offer import MarketOffer, OfferQuery
+from jupyter_gpumarket.core.offer_filter import parse_offer_filter
+from jupyter_gpumarket.core.ranking import rank, usable
 from jupyter_gpumarket.exceptions import ConfigError
 
 __all__ = ["OfferChoice", "parse_offer_spec", "pick_offer"]
@@ -35,22 +38,29 @@ class OfferChoice:
             "without isolation from its other renters; do not put secrets in this kernel"
         )
 
+    @classmethod
+    def from_market(cls, offer: MarketOffer) -> OfferChoice:
+        from eth_utils import to_checksum_address
 
-def parse_offer_spec(spec: str) -> int | dict[str, str]:
-    """``"7"`` -> 7; ``"gpu=H100,max_price=2500000"`` -> {"gpu": "H100", "max_price": ...}."""
-    spec = spec.strip()
-    if spec.isdigit():
-        return int(spec)
-    out: dict[str, str] = {}
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        key, sep, value = part.partition("=")
-        if not sep or key not in ("gpu", "max_price", "region", "provider"):
-            raise ConfigError(
-                f"offer filter {part!r} is not understood: use an offer id, or keys gpu=, "
-                "max_price=, region=, provider= separated by commas"
-            )
-        out[key] = value
-    return out
+        t = offer.terms
+        return cls(
+            offer_id=offer.offer_id,
+            provider=to_checksum_address(offer.provider),
+            endpoint=t.endpoint,
+            tls_fingerprint=t.tls_fingerprint,
+            gpu_model=t.gpu_model,
+            price_per_hour=t.price_per_hour,
+            region=t.region,
+            metadata=t.metadata_uri,
+            token=t.token,
+        )
+
+
+def parse_offer_spec(spec: str) -> int | OfferQuery:
+    """``"7"`` -> 7; ``"policy=value,gpu=H100,min_vram=40000,verified=1"`` (or the older
+    ``"gpu=H100,max_price=2500000,region=eu,provider=0x.."``) -> an :class:`OfferQuery`
+    (grammar: :mod:`jupyter_gpumarket.core.offer_filter`)."""
+    return parse_offer_filter(spec)
 
 
 PAGE = 50  # Registry.MAX_PAGE: offers per offersPage call
@@ -64,44 +74,30 @@ def _pages(registry: Any) -> Any:
             yield start + i, raw
 
 
-def _offers(registry: Any) -> list[OfferChoice]:
+def _offers(registry: Any) -> list[MarketOffer]:
     out = []
     for offer_id, raw in _pages(registry):
-        if not raw[10]:
-            continue
-        out.append(
-            OfferChoice(
-                offer_id=offer_id,
-                provider=raw[0],
-                endpoint=raw[1],
-                tls_fingerprint="sha256:" + bytes(raw[2]).hex(),
-                gpu_model=raw[3],
-                price_per_hour=int(raw[6]),
-                region=raw[8],
-                metadata=raw[9],
-                token=raw[7],
-            )
-        )
+        offer = MarketOffer.from_registry(offer_id, raw)
+        if offer is not None and offer.active:
+            out.append(offer)
     return out
 
 
 def pick_offer(registry: Any, spec: str) -> OfferChoice:
-    """The offer with that id, or the cheapest active offer matching the filter."""
+    """The offer with that id, or the best active offer matching the filter by its published
+    terms alone (no probes; the provisioner ranks live candidates with market.routing)."""
     want = parse_offer_spec(spec)
     offers = _offers(registry)
     if isinstance(want, int):
         for offer in offers:
             if offer.offer_id == want:
-                return offer
-        raise ConfigError(f"offer {want} is not an active offer in the registry")
-    matching = [
-        o
-        for o in offers
-        if want.get("gpu", "").lower() in o.gpu_model.lower()
-        and o.price_per_hour <= int(want.get("max_price", str(2**255)))
-        and want.get("region", o.region) == o.region
-        and want.get("provider", o.provider).lower() == o.provider.lower()
-    ]
-    if not matching:
-        raise ConfigError(f"no active offer matches {spec!r}: widen the filter")
-    return min(matching, key=lambda o: (o.price_per_hour, o.offer_id))
+                return OfferChoice.from_market(offer)
+        raise ConfigError(
+            f"offer {want} is not an active offer in the registry: `gpumarket offers` lists them"
+        )
+    ranked = usable(rank(offers, {}, want.constraints, want.policy, require_probe=False))
+    if not ranked:
+        raise ConfigError(
+            f"no active offer matches {spec!r}: widen the filter (`gpumarket offers` lists them)"
+        )
+    return OfferChoice.from_market(ranked[0].offer)

@@ -224,10 +224,12 @@ def open_paid_lease(
     grant: str = "",
     auto_top_up: bool = False,
     initial_hours: float = 1.0,
+    offer: OfferChoice | None = None,
 ) -> PaidLease:
     """Pick the offer, open a channel to its provider with a fresh session key (blocking):
     from the wallet, relayed by the provider when the wallet has no gas, or from a credit pool
-    when ``grant`` (a grant code) is given (see provisioning.paid_open)."""
+    when ``grant`` (a grant code) is given (see provisioning.paid_open). ``offer``: the one
+    the provisioner's routing chose (else picked from ``offer_spec`` by its terms)."""
     from jupyter_gpumarket.chain.client import Contracts, connect
     from jupyter_gpumarket.chain.keystore import load_account
     from jupyter_gpumarket.chain.leases import LeaseChain
@@ -241,7 +243,7 @@ def open_paid_lease(
     token, escrow, registry = profile.require_contracts()
     renter = _unlocked(wallet, password, load_account)
     contracts = Contracts.at(connect(profile.rpc_url), token, escrow, registry)
-    offer = pick_offer(contracts.registry, offer_spec)
+    offer = offer or pick_offer(contracts.registry, offer_spec)
     normalize_fingerprint(offer.tls_fingerprint)
     if offer.unsandboxed:
         log.warning("%s", offer.unsandboxed_warning)

@@ -95,7 +95,15 @@ class GpuMarketProvisioner(KernelProvisionerBase):
 
     network = Unicode("", config=True, help="network profile (env GPUMARKET_NETWORK wins)")
     offer = Unicode(
-        "", config=True, help="offer id or filter like gpu=H100,max_price=2500000 (GPUMARKET_OFFER)"
+        "",
+        config=True,
+        help="offer id or filter like policy=value,gpu=H100,min_vram=40000,verified=1 "
+        "(GPUMARKET_OFFER; `gpumarket offers` shows what each filter picks)",
+    )
+    failover = Int(
+        2,
+        config=True,
+        help="offers tried after the chosen one fails to launch (GPUMARKET_FAILOVER)",
     )
     budget = Int(10_000_000, config=True, help="most a lease may spend, token base units")
     wallet = Unicode("", config=True, help="keystore path (env GPUMARKET_WALLET wins)")
@@ -188,7 +196,9 @@ class GpuMarketProvisioner(KernelProvisionerBase):
                 await self._teardown(end_lease=True)
                 self._key = secrets.token_hex(32)
                 if self._paid_selection():
-                    await self._open_paid()
+                    await self._launch_paid_with_failover(env)
+                    self._save_record()
+                    return self._connection_info()
                 else:
                     await call(self._open(self._target()))
             elif self._paid is not None:
@@ -308,8 +318,8 @@ class GpuMarketProvisioner(KernelProvisionerBase):
             return False
         return bool(self._setting("GPUMARKET_OFFER", self.offer))
 
-    async def _open_paid(self) -> None:
-        """Pick the offer, open the escrow channel (chain, in a thread), connect with it."""
+    def _paid_settings(self) -> tuple[str, str, float]:
+        """(wallet password, budget, initial hours), checked before any chain call."""
         password = self._setting("GPUMARKET_WALLET_PASSWORD", "")
         budget = self._setting("GPUMARKET_BUDGET", str(self.budget))
         if not password:
@@ -325,6 +335,76 @@ class GpuMarketProvisioner(KernelProvisionerBase):
             raise ConfigError(
                 f"initial hours {hours_text!r} must be a positive number of hours of deposit"
             )
+        return password, budget, initial_hours
+
+    async def _launch_paid_with_failover(self, env: dict[str, str]) -> None:
+        """Rank the live candidates, then launch on the best; when its provider refuses or
+        fails before the kernel is ready, the next one (``failover`` more at most). A failed
+        attempt is never billed (billing starts at ready) and is recorded as such."""
+        from jupyter_gpumarket.provisioning import failover as fo
+
+        self._paid_settings()  # a missing password fails before the chain is read
+        extra = fo.parse_failover(self._setting("GPUMARKET_FAILOVER", str(self.failover)))
+        self._progress("finding offer (index, live probes, ranking)")
+        offers = await asyncio.to_thread(
+            fo.paid_candidates,
+            self._setting("GPUMARKET_NETWORK", self.network),
+            self._setting("GPUMARKET_OFFER", self.offer),
+        )
+        offers = offers[: extra + 1]
+        self.launch_attempts: list[fo.Attempt] = []
+        for n, offer in enumerate(offers, 1):
+            self._progress(
+                f"launch attempt {n}/{len(offers)}: offer {offer.offer_id} at {offer.endpoint}"
+            )
+            try:
+                await self._open_paid(offer)
+                await self._start_remote(env)
+            except BaseException as exc:
+                paid_run, self._paid = self._paid, None
+                await self._teardown(end_lease=True)
+                if paid_run is not None and not paid_run.ever_ready:
+                    with contextlib.suppress(GpuMarketError):
+                        await asyncio.to_thread(paid_run.lease.record_launch_failure, str(exc))
+                reason = str(exc)[:300] or type(exc).__name__
+                self.launch_attempts.append(
+                    fo.Attempt(n, offer.offer_id, offer.endpoint, f"failed: {reason}")
+                )
+                if n == len(offers) or not fo.retryable(exc):
+                    raise
+                self.log.warning(
+                    "gpumarket %s: offer %s failed during launch (%s); trying the next "
+                    "candidate, nothing was billed",
+                    self.kernel_id,
+                    offer.offer_id,
+                    reason,
+                )
+                continue
+            self.launch_attempts.append(fo.Attempt(n, offer.offer_id, offer.endpoint, "ok"))
+            return
+
+    async def _start_remote(self, env: dict[str, str]) -> None:
+        """Sync the notebook's files and start the kernel on the open link."""
+        assert self._link is not None
+        if self.sync_files and self._cwd is not None:
+            result = await call(
+                files.push(
+                    self._link,
+                    self._cwd,
+                    cap_bytes=self.sync_cap_bytes,
+                    timeout=self.launch_timeout,
+                    progress=self._progress,
+                )
+            )
+            self._synced, self.last_push = result.manifest, result
+        await call(self._link.start_kernel(self._key, env, self.launch_timeout))
+        if self._paid is not None:
+            loop_thread().loop.call_soon_threadsafe(self._paid.kernel_started)
+
+    async def _open_paid(self, offer: Any = None) -> None:
+        """Open the escrow channel for ``offer`` (else the one GPUMARKET_OFFER picks; chain, in
+        a thread), connect with it."""
+        password, budget, initial_hours = self._paid_settings()
         from jupyter_gpumarket.provisioning import paid  # web3 only for paid kernels
 
         self._progress("opening an escrow channel")
@@ -341,6 +421,7 @@ class GpuMarketProvisioner(KernelProvisionerBase):
             ).lower()
             in ("1", "true", "yes"),
             initial_hours=initial_hours,
+            offer=offer,
         )
         self._paid = paid.PaidRun(lease)
         self._bind_persist(lease)
