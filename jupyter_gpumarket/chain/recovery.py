@@ -36,7 +36,7 @@ def lease_chain(network: str) -> tuple[LeaseChain, NetworkProfile]:
 
     profile = load_profile(network)
     token, escrow, registry = profile.require_contracts()
-    return LeaseChain(Contracts.at(connect(profile.rpc_url), token, escrow, registry)), profile
+    return LeaseChain(Contracts.bound(connect(profile.rpc_url), token, escrow, registry)), profile
 
 
 def recovery_step(
