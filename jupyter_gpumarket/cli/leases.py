@@ -8,6 +8,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from jupyter_gpumarket.cli import refunds
+
 __all__ = ["register"]
 
 
@@ -28,6 +30,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "--wait", action="store_true", help="wait out the challenge period, then withdraw"
     )
     c.set_defaults(func=close_lease)
+    refunds.register_claim(lsub)
 
 
 def _when(ts: float | None) -> str:
@@ -72,6 +75,8 @@ def list_leases(args: argparse.Namespace) -> int:
         )
         if r.state == "closing" and r.close_at:
             print(f"{'':<14}withdraw after {_when(r.close_at)} UTC: gpumarket leases close {r.id}")
+    for line in refunds.owed_lines(records):
+        print(line)
     return 0
 
 
@@ -86,7 +91,7 @@ def close_lease(args: argparse.Namespace) -> int:
     record = ledger.get(args.lease_id)
     if record.state in FINAL_STATES:
         print(f"lease {record.id} is already {record.state}: refunded {record.refunded}")
-        return 0
+        return refunds.after_final(record, args.network)
     chain, profile = lease_chain(args.network or record.network)
     account = load_account(read_password())
 
@@ -109,4 +114,5 @@ def close_lease(args: argparse.Namespace) -> int:
             f"lease {record.id} {record.state}: provider paid {amount(step.paid)}, "
             f"{amount(step.refunded)} back to {account.address}"
         )
+        refunds.after_close(chain, profile, account)
         return 0
