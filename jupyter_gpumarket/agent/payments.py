@@ -322,11 +322,10 @@ class LeasePayment:
         return not self._rechecking and not self.stop_reason and now >= self._recheck_at
 
     async def recheck(self) -> None:
-        """Read the channel again: the renter may have rotated its session key (the vouchers
-        held would no longer redeem), asked to close it, or it may not be in the offer's
-        token. Any of these sets ``stop_reason``: no voucher is accepted after it, and the
-        lease's watcher stops the kernel and settles with the best voucher still valid. An
-        RPC that is down changes nothing (checked again next interval)."""
+        """Read the channel again: the renter may have asked to close it, or it may not be in
+        the offer's token. Either sets ``stop_reason``: no voucher is accepted after it, and
+        the lease's watcher stops the kernel and settles with the best voucher still valid.
+        An RPC that is down changes nothing (checked again next interval)."""
         self._rechecking = True
         cid = self.channel.channel_id
         try:

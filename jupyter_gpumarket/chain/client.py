@@ -67,6 +67,15 @@ class Contracts:
             registry=contract_at(w3, "Registry", registry),
         )
 
+    @classmethod
+    def bound(cls, w3: Web3, token: str, escrow: str, registry: str) -> Contracts:
+        """``at``, checked: contracts with code and ``escrow.token() == token`` (ConfigError)."""
+        from jupyter_gpumarket.chain.binding import check_binding
+
+        contracts = cls.at(w3, token, escrow, registry)
+        check_binding(contracts)
+        return contracts
+
 
 def connect(rpc_url: str, timeout: float = 10.0) -> Web3:
     """A Web3 on ``rpc_url`` that answered ``eth_chainId``; RpcUnavailable otherwise."""

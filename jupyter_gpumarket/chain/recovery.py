@@ -8,6 +8,8 @@ recovery (``server/recovery.py``), so both record the same states, amounts and t
 
 The step is ``LeaseChain.recover_deposit``: ``requestClose`` while the channel is open,
 ``withdraw`` once ``close_at`` has passed; a channel the provider settled needs nothing.
+Once the channel is closed, a refund the token refused (``refund_owed``) is claimed to the
+renter when the token serves it again (``claim_owed_refund``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
     from jupyter_gpumarket.chain.leases import LeaseChain, RecoveryStep
     from jupyter_gpumarket.chain.profiles import NetworkProfile
 
-__all__ = ["chain_now", "lease_chain", "recovery_step"]
+__all__ = ["chain_now", "claim_owed_refund", "lease_chain", "recovery_step"]
 
 # RecoveryStep.state -> the ledger's event ("closed": see chain.reconcile)
 _EVENTS = {"closing": RenterEvent.CLOSE_REQUESTED, "withdrawn": RenterEvent.CHAIN_WITHDRAWN}
@@ -37,7 +39,7 @@ def lease_chain(network: str | NetworkProfile) -> tuple[LeaseChain, NetworkProfi
 
     profile = load_profile(network) if isinstance(network, str) else network
     token, escrow, registry = profile.require_contracts()
-    return LeaseChain(Contracts.at(connect(profile.rpc_url), token, escrow, registry)), profile
+    return LeaseChain(Contracts.bound(connect(profile.rpc_url), token, escrow, registry)), profile
 
 
 def recovery_step(
@@ -52,11 +54,28 @@ def recovery_step(
     if step.state == "closed":  # the provider settled (or a withdraw elsewhere): the chain says
         from jupyter_gpumarket.chain.reconcile import reconcile
 
-        return step, reconcile(ledger, current, chain)
+        claim_owed_refund(ledger, record, chain, renter)
+        return step, reconcile(ledger, ledger.get(record.id), chain)
     event = _EVENTS[step.state]
     if step.state == "closing":
         return step, ledger.transition(current, event, close_at=step.close_at)
+    claim_owed_refund(ledger, record, chain, renter)
+    current = ledger.get(record.id)
     return step, ledger.transition(current, event, spent=step.paid, refunded=step.refunded)
+
+
+def claim_owed_refund(
+    ledger: RenterLedger, record: LeaseRecord, chain: LeaseChain, renter: LocalAccount
+) -> int:
+    """A refund the token refused at settle/withdraw (``refund_owed``): claim it to the
+    renter and record the transaction on ``record``. Returns what is still owed (the token
+    still refuses the renter: ``gpumarket leases claim-refund --to ADDRESS``)."""
+    from jupyter_gpumarket.chain.refunds import try_claim_refund
+
+    claimed, still_owed = try_claim_refund(chain, renter)
+    if claimed is not None:
+        ledger.add_tx(record.id, claimed.tx.to_json())
+    return still_owed
 
 
 def chain_now(chain: LeaseChain) -> int:

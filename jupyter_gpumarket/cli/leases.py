@@ -13,6 +13,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from jupyter_gpumarket.cli import refunds
+
 __all__ = ["register"]
 
 
@@ -38,6 +40,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "--wait", action="store_true", help="wait out the challenge period, then withdraw"
     )
     c.set_defaults(func=close_lease)
+    refunds.register_claim(lsub)
 
 
 def _when(ts: float | None) -> str:
@@ -111,6 +114,8 @@ def list_leases(args: argparse.Namespace) -> int:
             print(f"{'':<14}{r.state} on chain in tx {tx}")
         if args.all and (key is None or r.network_key != key):
             print(f"{'':<14}{row['network_label']} (not the active network)")
+    for line in refunds.owed_lines(records):
+        print(line)
     print("~ the renter's estimate (what it signed); the chain's amount once settled")
     return 0
 
@@ -126,7 +131,7 @@ def close_lease(args: argparse.Namespace) -> int:
     record = ledger.get(args.lease_id)
     if record.state in FINAL_STATES:
         print(f"lease {record.id} is already {record.state}: refunded {record.refunded}")
-        return 0
+        return refunds.after_final(record, args.network)
     chain, profile = lease_chain(args.network or record.network)
     account = load_account(read_password())
 
@@ -149,4 +154,5 @@ def close_lease(args: argparse.Namespace) -> int:
             f"lease {record.id} {record.state}: provider paid {amount(step.paid)}, "
             f"{amount(step.refunded)} back to {account.address}"
         )
+        refunds.after_close(chain, profile, account)
         return 0

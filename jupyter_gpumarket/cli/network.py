@@ -30,6 +30,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     a.add_argument("--close-delay", type=argtypes.close_delay)
     a.add_argument("--token-symbol")
     a.add_argument("--token-decimals", type=argtypes.token_decimals)
+    a.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="save without asking the RPC whether the escrow holds --token (checked at first use)",
+    )
     a.set_defaults(func=add)
     ls = nsub.add_parser("list", help="list profiles (* = active)")
     ls.set_defaults(func=list_)
@@ -58,7 +63,12 @@ def add(args: argparse.Namespace) -> int:
     if missing:
         flags = ", ".join("--" + k.replace("_", "-") for k in missing)
         raise ConfigError(f"network add {args.name}: give {flags} (or --preset base-sepolia|base)")
-    path = save_profile(NetworkProfile(name=args.name, **fields))
+    profile = NetworkProfile(name=args.name, **fields)
+    if profile.escrow and profile.registry and not args.no_verify:
+        from jupyter_gpumarket.chain.client import Contracts, connect
+
+        Contracts.bound(connect(profile.rpc_url), *profile.require_contracts())
+    path = save_profile(profile)
     print(f"saved network {args.name} to {path}")
     return 0
 

@@ -132,7 +132,7 @@ def _registry_target(args: argparse.Namespace) -> tuple[str, str, Any]:
 
     profile = load_profile(args.network) if args.network else active_profile()
     token, escrow, registry = profile.require_contracts()
-    contracts = Contracts.at(connect(profile.rpc_url), token, escrow, registry)
+    contracts = Contracts.bound(connect(profile.rpc_url), token, escrow, registry)
     raw = contracts.registry.functions.offers(args.offer_id).call()
     offer = MarketOffer.from_registry(args.offer_id, raw)
     if offer is None:

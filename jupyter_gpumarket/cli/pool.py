@@ -52,7 +52,7 @@ def _setup(args: argparse.Namespace, *, wallet: bool = True) -> tuple[Any, Any, 
     from jupyter_gpumarket.cli.wallet import read_password
 
     profile = load_profile(args.network) if args.network else active_profile()
-    c = Contracts.at(connect(profile.rpc_url), *profile.require_contracts())
+    c = Contracts.bound(connect(profile.rpc_url), *profile.require_contracts())
     return profile, c, load_account(read_password()) if wallet else None
 
 

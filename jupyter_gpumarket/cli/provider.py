@@ -273,7 +273,7 @@ def _provider_chain(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     if password is None:
         raise ConfigError("set GPUMARKET_WALLET_PASSWORD to unlock the provider's wallet")
     account = load_account(password, args.wallet.expanduser() if args.wallet else None)
-    return profile, Contracts.at(connect(profile.rpc_url), token, escrow, registry), account
+    return profile, Contracts.bound(connect(profile.rpc_url), token, escrow, registry), account
 
 
 def _unpublish(args: argparse.Namespace) -> int:

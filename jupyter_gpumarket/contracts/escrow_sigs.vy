@@ -33,6 +33,15 @@ MAX_RELAY_FEE_DIVISOR: constant(uint256) = 10
 
 @internal
 @view
+def _recover(digest: bytes32, signature: Bytes[65]) -> address:
+    # 65 bytes (r, s, v) only: snekmate also takes 64-byte EIP-2098 signatures, which the
+    # off-chain checks refuse; every signature entry point goes through here
+    assert len(signature) == 65, "escrow: signature is not 65 bytes (r, s, v)"
+    return ecdsa._recover_sig(digest, signature)
+
+
+@internal
+@view
 def _voucher_digest(channel_id: bytes32, amount: uint256) -> bytes32:
     return eip712_domain_separator._hash_typed_data_v4(keccak256(abi_encode(VOUCHER_TYPEHASH, channel_id, amount)))
 
@@ -40,7 +49,7 @@ def _voucher_digest(channel_id: bytes32, amount: uint256) -> bytes32:
 @internal
 @view
 def _voucher_signer(channel_id: bytes32, amount: uint256, signature: Bytes[65]) -> address:
-    return ecdsa._recover_sig(self._voucher_digest(channel_id, amount), signature)
+    return self._recover(self._voucher_digest(channel_id, amount), signature)
 
 
 @internal
@@ -57,7 +66,7 @@ def _check_open_sig(
     digest: bytes32 = eip712_domain_separator._hash_typed_data_v4(
         keccak256(abi_encode(OPEN_TYPEHASH, renter, provider, token, deposit, session_key, relay_fee, pool_id, nonce, deadline))
     )
-    assert ecdsa._recover_sig(digest, open_sig) == renter, "escrow: OpenChannel not signed by the renter (its nonce must be uint160(sessionKey))"
+    assert self._recover(digest, open_sig) == renter, "escrow: OpenChannel not signed by the renter (its nonce must be uint160(sessionKey))"
 
 
 @internal
@@ -69,4 +78,4 @@ def _grant(
     @return (the Grant's struct hash, its signer)
     """
     grant: bytes32 = keccak256(abi_encode(GRANT_TYPEHASH, pool_id, student, cap, expiry, provider))
-    return grant, ecdsa._recover_sig(eip712_domain_separator._hash_typed_data_v4(grant), admin_sig)
+    return grant, self._recover(eip712_domain_separator._hash_typed_data_v4(grant), admin_sig)

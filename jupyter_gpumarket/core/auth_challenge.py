@@ -7,7 +7,7 @@
    client address, unused and not expired (each nonce works once, success or not); the
    channel pays this provider in its offer's token, is open and holds at least one voucher
    interval of unredeemed deposit; the signer is a key the Escrow accepts for that channel
-   (``eip712.voucher_signer_ok``: the bound session key, a rotated key, or the renter).
+   (``eip712.voucher_signer_ok``: the session key the channel id binds, or the renter).
 
 The challenge names the provider: the renter compares it with the offer's provider before
 any money moves (an offer that copied another provider's endpoint is caught there).
@@ -250,9 +250,7 @@ class ChallengeIssuer:
             signer = eip712.recover_signer(typed, bytes(signature))
         except PaymentError as exc:
             raise AuthenticationFailed(f"challenge answer unreadable: {exc}") from None
-        if not eip712.voucher_signer_ok(
-            channel.channel_id, channel.renter, signer, channel.rotated_key
-        ):
+        if not eip712.voucher_signer_ok(channel.channel_id, channel.renter, signer):
             raise AuthenticationFailed(
                 f"challenge not signed by channel {cid}'s session key (recovered {signer}): "
                 "sign with the lease's session key for this provider, escrow and chain"

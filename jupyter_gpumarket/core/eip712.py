@@ -323,15 +323,12 @@ def recover_signer(typed_data: dict[str, Any], signature: bytes) -> str:
     return signer
 
 
-def voucher_signer_ok(
-    channel_id: bytes | str, renter: str, signer: str, rotated_key: str | None = None
-) -> bool:
-    """The Escrow's rule: a voucher is signed by the renter, by the rotated session key when
-    there is one, or else by the key the channel id binds (keccak256(renter, key) == id)."""
+def voucher_signer_ok(channel_id: bytes | str, renter: str, signer: str) -> bool:
+    """The Escrow's rule (escrow_channels._check_voucher): a voucher is signed by the renter
+    or by the key the channel id binds (keccak256(abi_encode(renter, key)) == id). A channel's
+    session key never changes, so nothing else counts."""
     cid = _bytes32("channel_id", channel_id)
     signer = _address("signer", signer)
     if signer == _address("renter", renter):
         return True
-    if rotated_key is not None and int(rotated_key, 16) != 0:
-        return signer == _address("rotated_key", rotated_key)
     return channel_id_for(renter, signer) == cid

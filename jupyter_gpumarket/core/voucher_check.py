@@ -1,7 +1,7 @@
 """The provider's acceptance rule for a voucher (pure: the caller passes what the chain says).
 
 A voucher is ``(channel_id, cumulative_amount, signature)`` where the signature is the renter's
-session key (or the renter, or a rotated key) over the escrow's EIP-712 ``Voucher``. The rule,
+session key (or the renter) over the escrow's EIP-712 ``Voucher``. The rule,
 checked in this order so the first broken rule is the reason given:
 
 1. the voucher names this lease's channel;
@@ -71,7 +71,6 @@ class ChannelView:
     provider: str
     deposit: int
     state: str = "open"
-    rotated_key: str | None = None
     token: str | None = None  # the token the deposit is held in (None: not known)
     redeemed: int = 0  # what the provider already collected on chain
 
@@ -81,8 +80,6 @@ class ChannelView:
         object.__setattr__(self, "provider", _addr("provider", self.provider))
         _amount("deposit", self.deposit)
         _amount("redeemed", self.redeemed)
-        if self.rotated_key is not None:
-            object.__setattr__(self, "rotated_key", _addr("rotated_key", self.rotated_key))
         if self.token is not None:
             object.__setattr__(self, "token", _addr("token", self.token))
 
@@ -95,7 +92,6 @@ class ChannelView:
             provider=info.provider,  # type: ignore[attr-defined]
             deposit=info.deposit,  # type: ignore[attr-defined]
             state=info.state,  # type: ignore[attr-defined]
-            rotated_key=info.session_key,  # type: ignore[attr-defined]
             token=info.token,  # type: ignore[attr-defined]
             redeemed=info.redeemed,  # type: ignore[attr-defined]
         )
@@ -210,11 +206,6 @@ def channel_change(before: ChannelView, now: ChannelView, terms: ProviderTerms) 
     cid = "0x" + before.channel_id.hex()
     if now.channel_id != before.channel_id or now.renter != before.renter:
         return f"channel {cid} on chain is not the one this lease was opened on"
-    if now.rotated_key != before.rotated_key:
-        return (
-            f"the renter rotated channel {cid}'s session key: vouchers signed before no longer "
-            "redeem, so the provider stops serving; open a new channel to rent again"
-        )
     if now.state == "closing":
         return (
             f"the renter asked to close channel {cid} (requestClose): the lease ends; open a "
@@ -252,9 +243,7 @@ def check_voucher(
         signer = eip712.recover_signer(typed, voucher.signature)
     except PaymentError as exc:
         return _reject(f"voucher signature unreadable: {exc}")
-    if not eip712.voucher_signer_ok(
-        channel.channel_id, channel.renter, signer, channel.rotated_key
-    ):
+    if not eip712.voucher_signer_ok(channel.channel_id, channel.renter, signer):
         return _reject(
             f"voucher signature is not by channel {cid}'s session key for escrow "
             f"{terms.domain.verifying_contract} on chain {terms.domain.chain_id} (recovered "
@@ -308,8 +297,8 @@ def plan_collection(
     channel: ChannelView, best: tuple[int, bytes] | None, terms: ProviderTerms
 ) -> Collection:
     """Before each redeem/settle: check the channel as the chain has it *now* and the best
-    stored voucher against it with the Escrow's rules (a rotated session key or a closed
-    channel makes a stored voucher worthless; sending it would only revert)."""
+    stored voucher against it with the Escrow's rules (a closed channel makes a stored
+    voucher worthless; sending it would only revert)."""
     if channel.state not in ("open", "closing"):
         return Collection(
             channel.redeemed, possible=False, reason=f"channel is {channel.state}: nothing to do"
@@ -329,14 +318,9 @@ def plan_collection(
         signer = eip712.recover_signer(typed, signature)
     except PaymentError as exc:
         return Collection(channel.redeemed, reason=f"voucher signature unreadable: {exc}")
-    if not eip712.voucher_signer_ok(
-        channel.channel_id, channel.renter, signer, channel.rotated_key
-    ):
+    if not eip712.voucher_signer_ok(channel.channel_id, channel.renter, signer):
         return Collection(
             channel.redeemed,
-            reason=(
-                f"voucher {amount} is signed by {signer}, a key the channel no longer accepts "
-                "(the renter rotated its session key)"
-            ),
+            reason=f"voucher {amount} is signed by {signer}, a key the channel does not accept",
         )
     return Collection(amount, bytes(signature))

@@ -242,7 +242,7 @@ def open_paid_lease(
     profile = load_profile(network) if network else active_profile()
     token, escrow, registry = profile.require_contracts()
     renter = _unlocked(wallet, password, load_account)
-    contracts = Contracts.at(connect(profile.rpc_url), token, escrow, registry)
+    contracts = Contracts.bound(connect(profile.rpc_url), token, escrow, registry)
     offer = offer or pick_offer(contracts.registry, offer_spec)
     normalize_fingerprint(offer.tls_fingerprint)
     if offer.unsandboxed:

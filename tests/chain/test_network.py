@@ -41,6 +41,7 @@ def test_add_preset_list_use(home, capsys):
                 TOKEN,
                 "--registry",
                 TOKEN,
+                "--no-verify",
             ]
         )
         == 0

@@ -2,9 +2,11 @@
 
 The provider trusts a voucher it checked off chain; if the Escrow's ECDSA (snekmate: low s,
 v in {27, 28}) refuses it later, the renter ran for free. For vouchers the contract's verdict
-is an ``eth_call`` of ``redeem`` by the provider; for permits, of ``TestUSD.permit``. Inputs:
-every malleation of a valid signature, and random bytes (hypothesis, few examples: each is
-one RPC call).
+is an ``eth_call`` of ``redeem`` by the provider; for OpenChannel, of ``openFor`` and
+``openFromPoolFor`` by a relayer; for Grant, of ``openFromPoolFor``; for permits, of
+``TestUSD.permit``. Inputs: every malleation of a valid signature (the 64-byte EIP-2098 compact
+form included: snekmate's ECDSA takes it, so the Escrow checks the length first), and random
+bytes (hypothesis, few examples: each is one RPC call).
 """
 
 from __future__ import annotations
@@ -12,16 +14,35 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from chain_helpers import open_channel, permit_sig, token_domain, voucher_sig
+from chain_helpers import (
+    USD,
+    escrow_domain,
+    open_channel,
+    open_channel_sig,
+    permit_sig,
+    token_domain,
+    voucher_sig,
+)
 from eth_account import Account
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from paidclient import MALLEATIONS, malleate
+from pool_helpers import create_pool, grant_args
 
+from jupyter_gpumarket.chain.client import send
 from jupyter_gpumarket.core import eip712
 from jupyter_gpumarket.exceptions import PaymentError
 
 AMOUNT = 1_000
+# every malleation, and the EIP-2098 compact form (r, yParity << 255 | s) of the same signature
+FORMS = (*MALLEATIONS, "compact")
+
+
+def _form(sig: bytes, how: str) -> bytes:
+    if how != "compact":
+        return malleate(sig, how)
+    vs = int.from_bytes(sig[32:64], "big") | (sig[64] - 27) << 255
+    return sig[:32] + vs.to_bytes(32, "big")
 
 
 def _offchain_voucher(c: Any, cid: bytes, renter: str, sig: bytes) -> bool:
@@ -55,19 +76,14 @@ def test_valid_voucher_is_accepted_by_both(channel):
     assert _onchain_voucher(c, cid, provider.address, sig)
 
 
-@pytest.mark.parametrize("how", MALLEATIONS)
+@pytest.mark.parametrize("how", FORMS)
 @pytest.mark.parametrize("signer", ["session", "renter"])
 def test_malleated_voucher_verdicts_agree(channel, how, signer):
     c, cid, session, renter, provider = channel
-    sig = malleate(voucher_sig(c, session if signer == "session" else renter, cid, AMOUNT), how)
+    sig = _form(voucher_sig(c, session if signer == "session" else renter, cid, AMOUNT), how)
     onchain = _onchain_voucher(c, cid, provider.address, sig)
     offchain = _offchain_voucher(c, cid, renter.address, sig)
     assert not offchain, f"the agent accepts a {how} voucher signature"
-    if how == "truncated":
-        # 64 bytes read as EIP-2098 (r, vs): snekmate takes it when v was 27. Refusing what
-        # the contract would take only costs a renter whose signer makes compact signatures
-        # (none of ours do); accepting what it refuses would cost the provider.
-        return
     assert onchain == offchain, f"{how}: off chain {offchain}, contract {onchain}"
 
 
@@ -87,10 +103,7 @@ def test_random_signatures_get_the_same_verdict(channel, data):
     c, cid, _session, renter, provider = channel
     onchain = _onchain_voucher(c, cid, provider.address, data)
     offchain = _offchain_voucher(c, cid, renter.address, data)
-    if len(data) == 64:  # EIP-2098 compact form: the contract may take it, we never do
-        assert not offchain or onchain
-    else:
-        assert offchain == onchain
+    assert offchain == onchain
 
 
 def _permit_verdicts(c: Any, owner: Any, sig: bytes) -> tuple[bool, bool]:
@@ -127,6 +140,94 @@ def test_permit_verdicts_agree(contracts, accounts, how):
         sig = malleate(sig, how)
     offchain, onchain = _permit_verdicts(contracts, owner, sig)
     assert offchain == onchain, f"{how}: off chain {offchain}, contract {onchain}"
+    assert onchain == (how == "none")
+
+
+def _offchain(typed: Any, sig: bytes, expected: str) -> bool:
+    try:
+        return eip712.recover_signer(typed, sig) == expected
+    except PaymentError:
+        return False
+
+
+def _onchain(fn: Any, sender: str) -> bool:
+    try:
+        fn.call({"from": sender})
+    except Exception:  # a revert (web3 raises several types for it)
+        return False
+    return True
+
+
+DEPOSIT, FEE, DEADLINE = 2 * USD, 10_000, 2**40
+
+
+def _open_typed(c: Any, renter: Any, provider: Any, session: Any, pool_id: bytes) -> Any:
+    return eip712.open_channel(
+        escrow_domain(c),
+        renter=renter.address,
+        provider=provider.address,
+        token=c.token.address,
+        deposit=DEPOSIT,
+        session_key=session.address,
+        relay_fee=FEE,
+        deadline=DEADLINE,
+        pool_id=pool_id,
+    )
+
+
+@pytest.mark.parametrize("how", ["none", *FORMS])
+def test_open_channel_verdicts_agree_on_open_for(any_chain, accounts, how):
+    c, renter, provider = any_chain, accounts[1], accounts[2]
+    session = Account.create()
+    send(c.w3, renter, c.token.functions.approve(c.escrow.address, DEPOSIT))
+    sig = open_channel_sig(c, renter, provider, session, DEPOSIT, FEE, DEADLINE)
+    sig = sig if how == "none" else _form(sig, how)
+    fn = c.escrow.functions.openFor(
+        renter.address, provider.address, c.token.address, DEPOSIT, session.address, FEE,
+        DEADLINE, sig, 0, bytes(32), bytes(32),
+    )  # fmt: skip
+    onchain = _onchain(fn, provider.address)
+    offchain = _offchain(_open_typed(c, renter, provider, session, bytes(32)), sig, renter.address)
+    assert offchain == onchain, f"{how}: off chain {offchain}, contract {onchain}"
+    assert onchain == (how == "none")
+
+
+@pytest.mark.parametrize("how", ["none", *FORMS])
+@pytest.mark.parametrize("which", ["open", "grant"])
+def test_open_channel_and_grant_verdicts_agree_on_open_from_pool_for(
+    any_chain, accounts, how, which
+):
+    c, admin, student, provider = any_chain, accounts[3], accounts[1], accounts[2]
+    session = Account.create()
+    pool_id = create_pool(c, admin)
+    pool, who, cap, expiry, grant_provider, admin_sig = grant_args(
+        c, admin, pool_id, student.address, DEPOSIT, DEADLINE
+    )
+    open_sig = open_channel_sig(c, student, provider, session, DEPOSIT, FEE, DEADLINE, pool_id)
+    if how != "none":
+        if which == "open":
+            open_sig = _form(open_sig, how)
+        else:
+            admin_sig = _form(admin_sig, how)
+    fn = c.escrow.functions.openFromPoolFor(
+        pool, who, cap, expiry, grant_provider, admin_sig, provider.address, DEPOSIT,
+        session.address, FEE, DEADLINE, open_sig,
+    )  # fmt: skip
+    onchain = _onchain(fn, provider.address)
+    if which == "open":
+        typed = _open_typed(c, student, provider, session, pool_id)
+        offchain = _offchain(typed, open_sig, student.address)
+    else:
+        typed = eip712.grant(
+            escrow_domain(c),
+            pool_id=pool_id,
+            student=student.address,
+            cap=cap,
+            expiry=expiry,
+            provider=grant_provider,
+        )
+        offchain = _offchain(typed, admin_sig, admin.address)
+    assert offchain == onchain, f"{which} {how}: off chain {offchain}, contract {onchain}"
     assert onchain == (how == "none")
 
 

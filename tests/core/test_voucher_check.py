@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from eth_account import Account
 from hypothesis import given, settings
@@ -53,19 +55,30 @@ def test_accepts_within_one_interval_of_credit():
     assert TERMS.credit == 15_000
 
 
-def test_renter_and_rotated_key_may_sign():
+def test_the_renter_and_the_bound_session_key_sign_nobody_else():
+    """The Escrow's rule: the renter, or the key with keccak256(renter, key) == channel id."""
     assert check(signed(10, key=RENTER)).verdict is Verdict.ACCEPT
-    rotated = Account.from_key(b"\x04" * 32)
-    channel = ChannelView(
+    assert check(signed(10)).verdict is Verdict.ACCEPT
+    stranger = Account.from_key(b"\x04" * 32)
+    assert check(signed(10, key=stranger)).verdict is Verdict.REJECT
+
+
+def test_a_channel_read_with_a_session_key_word_keeps_the_escrow_s_rule():
+    """``channels().session_key`` (always zero since keys no longer rotate) is not part of
+    the rule: a view read with any value there accepts what the Escrow accepts."""
+    info = SimpleNamespace(
         channel_id=CID,
         renter=RENTER.address,
         provider=PROVIDER,
         deposit=10**6,
-        rotated_key=rotated.address,
+        state="open",
+        session_key=Account.from_key(b"\x05" * 32).address,
+        token=None,
+        redeemed=0,
     )
-    assert check(signed(10, key=rotated), channel=channel).verdict is Verdict.ACCEPT
-    # after a rotation the original session key no longer counts (the Escrow's rule)
-    assert check(signed(10), channel=channel).verdict is Verdict.REJECT
+    channel = ChannelView.from_info(info)
+    assert check(signed(10), channel=channel).verdict is Verdict.ACCEPT
+    assert check(signed(10, key=RENTER), channel=channel).verdict is Verdict.ACCEPT
 
 
 def test_duplicate_is_harmless():
