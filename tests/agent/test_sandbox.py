@@ -286,7 +286,7 @@ def test_dir_usage_counts_nested_files(tmp_path: Path) -> None:
     (tmp_path / "g").write_bytes(os.urandom(100_000))
     usage = dir_usage(tmp_path)
     assert 400_000 <= usage.bytes < 500_000
-    assert usage.inodes == 5 and usage.complete  # the root, a, b, f, g
+    assert (usage.inodes, usage.complete) == (5, True)  # the root, a, b, f, g
 
 
 # -- slots -------------------------------------------------------------------------------------
