@@ -348,9 +348,13 @@ class KernelProcess:
         """Stop the kernel when its working dir passes its disk quota or inode limit (each
         warned about first); the walk reads at most ``inodes`` + 1 entries."""
         warned: set[str] = set()
+        loop = asyncio.get_running_loop()
+        walked = 0.0  # a long walk (a big tree) waits 10x its time: at most ~10 % of a core
         while self.proc is not None and self.proc.returncode is None:
-            await asyncio.sleep(self.settings.disk_check_interval)
+            await asyncio.sleep(max(self.settings.disk_check_interval, 10 * walked))
+            start = loop.time()
             usage = await asyncio.to_thread(dir_usage, self.workdir, inodes + 1)
+            walked = loop.time() - start
             for kind, warning in _quota_warnings(usage, quota, inodes):
                 if kind not in warned:
                     warned.add(kind)
