@@ -28,6 +28,7 @@ import os
 import secrets
 import stat
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from jupyter_gpumarket.core.filesync import safe_relpath
 from jupyter_gpumarket.exceptions import ProtocolError, UnsafePath
@@ -40,6 +41,7 @@ __all__ = [
     "open_regular",
     "open_root",
     "read_fd",
+    "tree_usage",
     "write_atomic",
 ]
 
@@ -264,5 +266,73 @@ def _chown_below(dir_fd: int, uid: int, gid: int, depth: int) -> None:
             continue  # not a directory (or no longer one)
         try:
             _chown_below(sub, uid, gid, depth - 1)
+        finally:
+            os.close(sub)
+
+
+@dataclass
+class TreeUsage:
+    """What :func:`tree_usage` found: bytes allocated, inodes (every entry, the root too), and
+    whether the walk stopped early (``max_entries`` reached, or a directory deeper than
+    ``max_depth`` left unopened: then ``too_deep``)."""
+
+    bytes: int = 0
+    inodes: int = 0
+    complete: bool = True
+    too_deep: bool = False
+
+
+class _Stop(Exception):
+    pass
+
+
+def tree_usage(
+    path: str | os.PathLike[str], *, max_entries: int, max_depth: int = 128
+) -> TreeUsage:
+    """``du`` of ``path`` through directory fds: st_blocks of every entry (a symlink counts its
+    own size, never its target's), each directory opened with ``O_DIRECTORY | O_NOFOLLOW``
+    relative to its parent's fd, so one swapped for a symlink meanwhile is skipped, never
+    followed. Bounded: stops after ``max_entries`` entries and holds at most ``max_depth`` fds.
+    """
+    usage = TreeUsage()
+    fd = open_root(path)
+    try:
+        st = os.fstat(fd)
+        usage.bytes, usage.inodes = st.st_blocks * 512, 1
+        _usage_below(fd, usage, max_entries, max_depth)
+    except _Stop:
+        usage.complete = False
+    finally:
+        os.close(fd)
+    return usage
+
+
+def _usage_below(dir_fd: int, usage: TreeUsage, max_entries: int, depth: int) -> None:
+    subdirs: list[str] = []
+    try:
+        with os.scandir(dir_fd) as it:
+            for entry in it:
+                usage.inodes += 1
+                if usage.inodes > max_entries:
+                    raise _Stop
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue  # gone meanwhile
+                usage.bytes += st.st_blocks * 512
+                if stat.S_ISDIR(st.st_mode):
+                    subdirs.append(entry.name)
+    except OSError:
+        return
+    for name in subdirs:  # the listing is closed first: one fd per level
+        if depth <= 0:
+            usage.too_deep = True
+            raise _Stop
+        try:
+            sub = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+        except OSError:
+            continue  # no longer a directory (a symlink now: never followed)
+        try:
+            _usage_below(sub, usage, max_entries, depth - 1)
         finally:
             os.close(sub)

@@ -91,6 +91,7 @@ NUMERIC_FLAGS = [
     (SERVE, "--kernel-cpus", ["0", "-1", "nan", "inf", "1e9"]),
     (SERVE, "--kernel-pids", ["0", "-1", str(2**40)]),
     (SERVE, "--kernel-disk-mb", ["0", "-1"]),
+    (SERVE, "--kernel-inodes", ["0", "63", "4294967297", "1e6"]),
     (["provider", "stop"], "--timeout", ["-1", "0", "nan"]),
     (["provider", "setup"], "--slots", ["0", "-4", "1e9"]),
     (["demo"], "--port", ["-1", "70000"]),

@@ -141,3 +141,22 @@ def test_chown_tree_never_follows_links(tree: tuple[int, Path, Path]) -> None:
     after = (outside / "secret.txt").stat()
     assert (after.st_uid, after.st_gid) == (before.st_uid, before.st_gid)
     assert os.stat(outside).st_uid == before.st_uid
+
+
+def test_tree_usage_counts_inodes_and_symlinks_own_size_and_stops_at_its_bounds(
+    tmp_path: Path,
+) -> None:
+    for i in range(50):
+        (tmp_path / f"e{i}").touch()  # empty files: no bytes, still inodes
+    (tmp_path / "link").symlink_to("/")  # counted, never followed
+    usage = safefs.tree_usage(tmp_path, max_entries=1000)
+    assert (usage.inodes, usage.complete, usage.too_deep) == (52, True, False)
+    assert usage.bytes < 1 << 20
+    capped = safefs.tree_usage(tmp_path, max_entries=10)
+    assert (capped.inodes, capped.complete) == (11, False)
+    deep = tmp_path / "d"
+    for _ in range(5):
+        deep = deep / "d"
+    deep.mkdir(parents=True)
+    shallow = safefs.tree_usage(tmp_path, max_entries=1000, max_depth=3)
+    assert (shallow.complete, shallow.too_deep) == (False, True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jupyter_gpumarket.agent.limits import KernelLimits
+from jupyter_gpumarket.agent.limits import DEFAULT_KERNEL_INODES, KernelLimits
 from jupyter_gpumarket.agent.sandbox import (
     EGRESS_MODES,
     SandboxPolicy,
@@ -118,6 +118,7 @@ class Isolation:
                 "cpus": lim.cpus,
                 "pids": lim.pids,
                 "disk_bytes": lim.disk_bytes,
+                "inodes": lim.inodes,
             },
         }
 
@@ -183,6 +184,12 @@ def add_arguments(serve: argparse.ArgumentParser) -> None:
     g.add_argument("--kernel-pids", type=int, help="processes+threads per kernel")
     g.add_argument("--kernel-disk-mb", type=int, help="disk quota of a kernel's working dir")
     g.add_argument(
+        "--kernel-inodes",
+        type=int,
+        default=DEFAULT_KERNEL_INODES,
+        help="files + directories a kernel's working dir may hold (default %(default)s)",
+    )
+    g.add_argument(
         "--unsafe-no-sandbox",
         action="store_true",
         help="allow publishing offers without a sandbox (labelled unsandboxed)",
@@ -196,6 +203,7 @@ def limits_from_args(args: argparse.Namespace) -> KernelLimits:
         cpus=args.kernel_cpus,
         pids=args.kernel_pids,
         disk_bytes=args.kernel_disk_mb * mb if args.kernel_disk_mb else None,
+        inodes=getattr(args, "kernel_inodes", None),
     )
 
 

@@ -39,6 +39,7 @@ from jupyter_gpumarket.agent.kernel_env import (
 )
 from jupyter_gpumarket.agent.kernel_output import OutputPipe
 from jupyter_gpumarket.agent.limits import (
+    WALK_MAX_ENTRIES,
     KernelCgroup,
     KernelLimits,
     cgroup_parent,
@@ -57,9 +58,51 @@ from jupyter_gpumarket.agent.seccomp import userns_filter_fd
 from jupyter_gpumarket.agent.slots import KernelSlot
 from jupyter_gpumarket.core.kernel_args import check_kernel_args
 from jupyter_gpumarket.exceptions import KernelLaunchError
+from jupyter_gpumarket.safefs import TreeUsage
 from jupyter_gpumarket.telemetry_view import TELEMETRY_FILE_ENV
 
 DISK_WARN_FRACTION = 0.8  # tell the notebook before the quota stops the kernel
+_MB = 1024 * 1024
+
+
+def _quota_warnings(usage: TreeUsage, quota: int | None, inodes: int) -> list[tuple[str, str]]:
+    out = []
+    if quota is not None and usage.bytes > quota * DISK_WARN_FRACTION:
+        out.append((
+            "disk",
+            f"the kernel's working dir uses {usage.bytes // _MB} MB of its {quota // _MB} MB disk "
+            "quota; past the quota the provider stops the kernel: delete files you no longer need",
+        ))  # fmt: skip
+    if usage.inodes > inodes * DISK_WARN_FRACTION:
+        out.append((
+            "inodes",
+            f"the kernel's working dir holds {usage.inodes} of its {inodes} files and "
+            "directories; past the limit the provider stops the kernel: delete files you no "
+            "longer need",
+        ))  # fmt: skip
+    return out
+
+
+def _quota_stop_reason(usage: TreeUsage, quota: int | None, inodes: int) -> str:
+    if usage.too_deep:
+        return (
+            "the kernel's working dir nests directories deeper than the provider measures, so "
+            "the provider stopped the kernel; keep directory trees shallower"
+        )
+    if usage.inodes > inodes:
+        return (
+            f"the kernel's working dir holds more than {inodes} files and directories, over its "
+            "limit, so the provider stopped the kernel; delete files before making more, or "
+            "pick an offer with a higher file limit"
+        )
+    if quota is not None and usage.bytes > quota:
+        return (
+            f"the kernel's working dir used {usage.bytes // _MB} MB, over its disk quota of "
+            f"{quota // _MB} MB, so the provider stopped the kernel; delete files "
+            "before writing more, or pick an offer with more disk"
+        )
+    return ""
+
 
 __all__ = [
     "AGENT_ENV_ALLOW",
@@ -260,8 +303,10 @@ class KernelProcess:
         await self._wait_bound()
         if self.sandboxed:
             self._inner_pgid = self._find_inner_pgid()
-        if limits.disk_bytes is not None:
-            self._disk_watch = asyncio.ensure_future(self._watch_disk(limits.disk_bytes))
+        if limits.disk_bytes is not None or limits.inodes is not None:
+            self._disk_watch = asyncio.ensure_future(
+                self._watch_disk(limits.disk_bytes, limits.inodes or WALK_MAX_ENTRIES)
+            )
 
     def _sandboxed(self, argv: list[str], seccomp_fd: int | None = None) -> list[str]:
         """Wrap ``argv`` in bwrap (and setpriv to the slot's uid when the agent is root)."""
@@ -304,25 +349,24 @@ class KernelProcess:
         log.warning("kernel pid %s: no process inside the sandbox found", self.proc.pid)
         return None
 
-    async def _watch_disk(self, quota: int) -> None:
-        mb = 1024 * 1024
-        warned = False
+    async def _watch_disk(self, quota: int | None, inodes: int) -> None:
+        """Stop the kernel when its working dir passes its disk quota or inode limit (each
+        warned about first); the walk reads at most ``inodes`` + 1 entries."""
+        warned: set[str] = set()
+        loop = asyncio.get_running_loop()
+        walked = 0.0  # a long walk (a big tree) waits 10x its time: at most ~10 % of a core
         while self.proc is not None and self.proc.returncode is None:
-            await asyncio.sleep(self.settings.disk_check_interval)
-            used = await asyncio.to_thread(dir_usage, self.workdir)
-            if not warned and used > quota * DISK_WARN_FRACTION:
-                warned = True
-                self._on_warning(
-                    f"the kernel's working dir uses {used // mb} MB of its {quota // mb} MB disk "
-                    "quota; past the quota the provider stops the kernel: delete files you no "
-                    "longer need"
-                )
-            if used > quota:
-                self.stop_reason = (
-                    f"the kernel's working dir used {used // mb} MB, over its disk quota of "
-                    f"{quota // mb} MB, so the provider stopped the kernel; delete files "
-                    "before writing more, or pick an offer with more disk"
-                )
+            await asyncio.sleep(max(self.settings.disk_check_interval, 10 * walked))
+            start = loop.time()
+            usage = await asyncio.to_thread(dir_usage, self.workdir, inodes + 1)
+            walked = loop.time() - start
+            for kind, warning in _quota_warnings(usage, quota, inodes):
+                if kind not in warned:
+                    warned.add(kind)
+                    self._on_warning(warning)
+            reason = _quota_stop_reason(usage, quota, inodes)
+            if reason:
+                self.stop_reason = reason
                 log.warning("kernel pid %s: %s", self.proc.pid, self.stop_reason)
                 await self.kill_group()
                 return

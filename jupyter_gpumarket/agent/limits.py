@@ -4,7 +4,8 @@ A cgroup v2 group per kernel when the agent can create one (memory.max counts th
 tmpfs too, pids.max counts every thread, cpu.max is a hard share); rlimits otherwise (RLIMIT_AS
 for memory, RLIMIT_NPROC for processes, which is per uid and so per kernel with per-slot uids,
 CPU affinity for CPUs). The disk quota is RLIMIT_FSIZE (one file can never pass it) plus the
-watchdog in :mod:`jupyter_gpumarket.agent.kernels` that stops a kernel whose working dir passes it.
+watchdog in :mod:`jupyter_gpumarket.agent.kernels` that stops a kernel whose working dir passes it
+or its inode limit (empty files and directories cost no bytes but make each walk longer).
 
 The plans (:func:`rlimit_plan`, :func:`cgroup_files`, :func:`cpu_set`) are pure; the rest is the
 thin I/O around them.
@@ -21,9 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jupyter_gpumarket.exceptions import ConfigError
+from jupyter_gpumarket.safefs import TreeUsage, tree_usage
 
 __all__ = [
     "CGROUP_ROOT",
+    "DEFAULT_KERNEL_INODES",
+    "WALK_MAX_ENTRIES",
     "KernelCgroup",
     "KernelLimits",
     "cgroup_files",
@@ -35,6 +39,8 @@ __all__ = [
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 _CPU_PERIOD_US = 100_000
+DEFAULT_KERNEL_INODES = 200_000  # files + directories in a kernel's working dir
+WALK_MAX_ENTRIES = 2_000_000  # the most one quota walk reads when no inode limit is set
 _AGENT_LEAF = "agent"  # where the agent's own processes go when it delegates its group
 
 
@@ -46,9 +52,11 @@ class KernelLimits:
     cpus: float | None = None
     pids: int | None = None
     disk_bytes: int | None = None
+    inodes: int | None = None  # files + directories in the working dir (the watchdog's walk)
 
     def __post_init__(self) -> None:
-        for name, low in (("memory_bytes", 64 << 20), ("pids", 16), ("disk_bytes", 1 << 20)):
+        lows = (("memory_bytes", 64 << 20), ("pids", 16), ("disk_bytes", 1 << 20), ("inodes", 64))
+        for name, low in lows:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < low):
                 raise ConfigError(f"kernel limit {name} must be an int >= {low}, got {v!r}")
@@ -188,20 +196,8 @@ class KernelCgroup:
             self.path.rmdir()
 
 
-def dir_usage(path: Path) -> int:
-    """Bytes allocated under ``path`` (st_blocks, so sparse files count what they hold)."""
-    total = 0
-    stack = [path]
-    while stack:
-        cur = stack.pop()
-        try:
-            with os.scandir(cur) as it:
-                for entry in it:
-                    with contextlib.suppress(OSError):
-                        st = entry.stat(follow_symlinks=False)
-                        total += st.st_blocks * 512
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append(Path(entry.path))
-        except OSError:
-            continue
-    return total
+def dir_usage(path: Path, max_entries: int = WALK_MAX_ENTRIES) -> TreeUsage:
+    """Bytes allocated (st_blocks, so sparse files count what they hold) and inodes under
+    ``path``, walked through directory fds (never through a symlink), at most ``max_entries``
+    entries: a kernel's working dir is written by the kernel while the agent walks it."""
+    return tree_usage(path, max_entries=max_entries)

@@ -8,8 +8,11 @@ is accepted), it has ``server.HELLO_TIMEOUT`` seconds per message, and it holds 
 :data:`PREAUTH_TOTAL` in all. A connection over budget is closed with 1013 (try again later).
 Authenticated links do not count: a flood of strangers never takes a renter's link down.
 
-Worst case held for strangers: ``PREAUTH_TOTAL`` x websockets' queue of 64 messages x
-``PREAUTH_MAX_BYTES`` = 128 MiB, and nothing proportional to what they send.
+Until then websockets reads at most :data:`PREAUTH_MAX_QUEUE` frames ahead of the agent (then
+TCP flow control holds the rest in the stranger's own buffers); the accepted hello raises it for
+the lease's data path. Worst case held for strangers: ``PREAUTH_TOTAL`` x ``PREAUTH_MAX_QUEUE``
+x ``PREAUTH_MAX_BYTES`` = 8 MiB, and nothing proportional to what they send. A paid hello or a
+relayed opening has ``server.HELLO_DEADLINE`` in all, the chain reads included.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections import Counter
 __all__ = [
     "OPEN_TIMEOUT",
     "PREAUTH_MAX_BYTES",
+    "PREAUTH_MAX_QUEUE",
     "PREAUTH_PER_IP",
     "PREAUTH_TOTAL",
     "PreauthBudget",
@@ -26,6 +30,7 @@ __all__ = [
 ]
 
 PREAUTH_MAX_BYTES = 16 * 1024  # a hello, an auth answer or a relay_open is under 2 KiB
+PREAUTH_MAX_QUEUE = 4  # frames websockets reads ahead of a pre-auth connection's handler
 PREAUTH_PER_IP = 16
 PREAUTH_TOTAL = 128
 OPEN_TIMEOUT = 10.0  # seconds for the TLS handshake and the HTTP upgrade

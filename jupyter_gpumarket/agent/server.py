@@ -31,6 +31,7 @@ from jupyter_gpumarket.agent.market import MarketDesk
 from jupyter_gpumarket.agent.preauth import (
     OPEN_TIMEOUT,
     PREAUTH_MAX_BYTES,
+    PREAUTH_MAX_QUEUE,
     PreauthBudget,
     PreauthSlot,
 )
@@ -55,6 +56,9 @@ __all__ = ["AgentConfig", "AgentServer"]
 log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT = 10.0
+HELLO_DEADLINE = 60.0  # the whole paid hello or relayed opening: then a stranger's slot is free
+AUTH_MAX_QUEUE = 64  # websocket frames read ahead of the lease (PREAUTH_MAX_QUEUE before auth)
+_LATE = f"the hello did not complete within {HELLO_DEADLINE:.0f} s; try again"
 
 
 @dataclass(frozen=True)
@@ -145,7 +149,7 @@ class AgentServer:
             compression=None,
             ping_interval=cfg.ping_interval,
             ping_timeout=cfg.ping_interval,
-            max_queue=64,
+            max_queue=PREAUTH_MAX_QUEUE,  # _authenticated() raises it to AUTH_MAX_QUEUE
         )
         port = self._server.sockets[0].getsockname()[1]
         host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
@@ -207,6 +211,7 @@ class AgentServer:
     def _authenticated(self, ws: ServerConnection, slot: PreauthSlot) -> None:
         """The hello is accepted: full-size frames, and no longer a stranger's slot."""
         ws.protocol.max_message_size = self.config.max_frame_bytes
+        ws.recv_messages.high, ws.recv_messages.low = AUTH_MAX_QUEUE, AUTH_MAX_QUEUE // 4
         slot.release()
 
     async def _accept(self, ws: ServerConnection, slot: PreauthSlot) -> None:
@@ -223,8 +228,14 @@ class AgentServer:
             return
         except ConnectionClosed:
             return
+        deadline = asyncio.get_running_loop().time() + HELLO_DEADLINE
         if isinstance(hello, paymsgs.RelayOpen):
-            await self._relay(ws, hello)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._relay(ws, hello)
+            except TimeoutError:
+                log.warning("relay for %s: no answer within %.0f s", peer, HELLO_DEADLINE)
+                await ws.close(CloseCode.RELAY_REFUSED, _reason(_LATE))
             return
         if isinstance(hello, ProbeRequest | ChallengeRequest):
             await self.market.handle(ws, hello)
@@ -232,8 +243,13 @@ class AgentServer:
         payment = None
         if self.payments is not None:
             try:
-                payment = await self._authenticate_channel(ws, hello)
-            except (AuthenticationFailed, ProtocolError, TimeoutError) as exc:
+                async with asyncio.timeout_at(deadline):  # the chain read too
+                    payment = await self._authenticate_channel(ws, hello)
+            except TimeoutError:
+                log.warning("refused %s: %s", peer, _LATE)
+                await ws.close(CloseCode.UNAUTHORIZED, _reason(_LATE))
+                return
+            except (AuthenticationFailed, ProtocolError) as exc:
                 log.warning("refused %s: %s", peer, exc)
                 await ws.close(CloseCode.UNAUTHORIZED, _reason(str(exc)))
                 return

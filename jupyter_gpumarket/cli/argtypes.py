@@ -29,6 +29,7 @@ __all__ = [
     "cpus",
     "days",
     "int_in",
+    "kernel_inodes",
     "megabytes",
     "port",
     "price_per_hour",
@@ -130,6 +131,11 @@ def count(what: str, high: int = 1024) -> Callable[[Value], int]:
 def megabytes(high: int) -> Callable[[Value], int]:
     """A size in MiB: 1..``high``."""
     return int_in(1, high, f"a size in MB, 1 to {high}")
+
+
+kernel_inodes = int_in(
+    64, 2**32, "the number of files and directories a kernel's working dir may hold, 64 to 2**32"
+)
 
 
 def cpus(value: Value) -> float:

@@ -121,6 +121,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         kernel_cpus=argtypes.cpus,
         kernel_pids=argtypes.count("processes", 2**22),
         kernel_disk_mb=argtypes.megabytes(2**40),
+        kernel_inodes=argtypes.kernel_inodes,
     )
     serve.set_defaults(func=_serve_or_unpublish, serve_parser=serve)
 

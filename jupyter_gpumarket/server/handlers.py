@@ -6,6 +6,7 @@ Authorizer decides on the ``gpumarket`` resource: GET is ``read``, POST is ``wri
 
 from __future__ import annotations
 
+import errno
 import json
 from typing import TYPE_CHECKING, cast
 
@@ -76,7 +77,32 @@ class PullFilesHandler(ExtensionHandlerMixin, APIHandler):
             result = await provisioner.pull_files()
         except GpuMarketError as exc:
             raise web.HTTPError(502, str(exc)) from exc
+        except OSError as exc:  # the notebook's own disk: not the provider's fault
+            raise web.HTTPError(*_local_failure(exc)) from exc
         self.finish(json.dumps(result))
+
+
+_LOCAL_STATUS = {
+    errno.EACCES: (403, "let the Jupyter server's user write the notebook's directory"),
+    errno.EPERM: (403, "let the Jupyter server's user write the notebook's directory"),
+    errno.EROFS: (403, "the notebook's directory is read-only: make it writable"),
+    errno.ENOSPC: (507, "free space on the notebook's disk"),
+    errno.EDQUOT: (507, "free space within your disk quota"),
+    errno.ENOENT: (409, "the notebook's directory changed meanwhile: check it"),
+    errno.ENOTDIR: (409, "a file stands where the pull needs a directory: move it"),
+    errno.EISDIR: (409, "a directory stands where a pulled file goes: move it"),
+}
+
+
+def _local_failure(exc: OSError) -> tuple[int, str]:
+    status, todo = _LOCAL_STATUS.get(
+        exc.errno or 0, (500, "check the notebook's directory and the server's log")
+    )
+    what = exc.strerror or type(exc).__name__
+    where = f" ({exc.filename})" if exc.filename else ""
+    # %-free: HTTPError formats log_message with its args
+    msg = f"the pull could not write the notebook's files: {what}{where}; {todo}, then pull again"
+    return status, msg.replace("%", "%%")
 
 
 class TelemetryHandler(ExtensionHandlerMixin, APIHandler):

@@ -284,7 +284,9 @@ def test_dir_usage_counts_nested_files(tmp_path: Path) -> None:
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / "a" / "b" / "f").write_bytes(os.urandom(300_000))
     (tmp_path / "g").write_bytes(os.urandom(100_000))
-    assert 400_000 <= dir_usage(tmp_path) < 500_000
+    usage = dir_usage(tmp_path)
+    assert 400_000 <= usage.bytes < 500_000
+    assert (usage.inodes, usage.complete) == (5, True)  # the root, a, b, f, g
 
 
 # -- slots -------------------------------------------------------------------------------------

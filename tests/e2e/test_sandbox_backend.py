@@ -88,15 +88,19 @@ def test_sandboxed_kernels_die_with_a_killed_agent(tmp_path: Path) -> None:
     """A grandchild that left the kernel's process group still dies: the PID namespace goes."""
     ensure_sandbox()
     agent = start_agent(tmp_path, "--sandbox", "on", "--max-kernels", "2")
-    with environ(agent.env()):
-        km, kc = start_new_kernel(kernel_name="gpumarket", startup_timeout=60)
-        uid = run_code(kc, "import os, subprocess; subprocess.Popen(['setsid', 'sleep', '300']); "
-                       "print(os.getuid())")  # fmt: skip
-    kc.stop_channels()
-    # the kernel, its setsid'ed sleep and bwrap's init, by host pid (other agents may share uids)
-    pids = descendants(agent.proc.pid)
-    in_slot = len([p for p in pids if p in host_pids_of(uid)])
-    agent.stop(signal.SIGKILL)
+    try:  # the agent goes whatever happens: a kernel that fails to start must not leak it
+        with environ(agent.env()):
+            km, kc = start_new_kernel(kernel_name="gpumarket", startup_timeout=60)
+            try:
+                code = "import os, subprocess; subprocess.Popen(['setsid', 'sleep', '300']); "
+                uid = run_code(kc, code + "print(os.getuid())")
+            finally:
+                kc.stop_channels()
+        # the kernel, its setsid'ed sleep and bwrap's init, by host pid (others may share uids)
+        pids = descendants(agent.proc.pid)
+        in_slot = len([p for p in pids if p in host_pids_of(uid)])
+    finally:
+        agent.stop(signal.SIGKILL)
     km.cleanup_resources()
     deadline = time.monotonic() + 10
     while any(Path(f"/proc/{p}").exists() for p in pids) and time.monotonic() < deadline:
