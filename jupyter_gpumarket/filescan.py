@@ -21,11 +21,11 @@ import pathspec
 
 from jupyter_gpumarket import safefs
 from jupyter_gpumarket.core.filesync import (
-    _CHUNK,
-    _RACY_NS,
-    _VENV_MARKER,
     DEFAULT_CAP_BYTES,
+    HASH_CHUNK_BYTES,
     IGNORE_FILE,
+    RACY_NS,
+    VENV_MARKER,
     FileEntry,
     Manifest,
     Skipped,
@@ -93,7 +93,7 @@ def _target_inside(root_real: str, rel: str) -> str:
 def read_chunks(
     root: str | os.PathLike[str],
     relpath: str,
-    chunk_size: int = _CHUNK,
+    chunk_size: int = HASH_CHUNK_BYTES,
     *,
     untrusted: bool = False,
 ) -> Iterator[bytes]:
@@ -189,7 +189,7 @@ def scan(
     symlinked file is synced by content only if it resolves inside root, otherwise it is
     skipped with a reason. The cap is checked on sizes before any hashing. With ``previous``,
     files whose size and mtime_ns are unchanged reuse the previous hash (as git's index does),
-    except files modified in the last :data:`_RACY_NS`: a rewrite within one timestamp tick
+    except files modified in the last :data:`RACY_NS`: a rewrite within one timestamp tick
     keeps the mtime, so only older files can be trusted (git's "racily clean" rule).
 
     The walk and the hashing go through directory fds (:mod:`jupyter_gpumarket.safefs`): a
@@ -215,7 +215,7 @@ def scan(
             cap_hint=cap_hint,
         )
         files: dict[str, FileEntry] = {}
-        settled_before = time.time_ns() - _RACY_NS
+        settled_before = time.time_ns() - RACY_NS
         for rel, target, st in found:
             old = previous.files.get(rel) if previous is not None else None
             trusted = old is not None and st.st_mtime_ns < settled_before
@@ -289,7 +289,7 @@ class _Walk:
             return
         try:
             with contextlib.suppress(OSError):
-                marker = os.stat(_VENV_MARKER, dir_fd=sub, follow_symlinks=False)
+                marker = os.stat(VENV_MARKER, dir_fd=sub, follow_symlinks=False)
                 if stat.S_ISREG(marker.st_mode):
                     self.skipped.append(Skipped(rel, "virtualenv (holds pyvenv.cfg)"))
                     return

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jupyter_gpumarket import statefile
 from jupyter_gpumarket.agent.gpu import GpuInventory
 from jupyter_gpumarket.core.offer_terms import (
     OfferAction,
@@ -161,9 +161,7 @@ def load_remembered(state_dir: Path) -> RememberedOffer | None:
 def _remember(state_dir: Path, offer: RememberedOffer) -> None:
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = state_dir / OFFER_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(offer.to_json(), indent=2) + "\n")
-    os.replace(tmp, path)
+    statefile.write_json(path, offer.to_json(), mode=0o644, indent=2)
 
 
 def _home(contracts: Any, account: Any) -> OfferHome:

@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
-import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +20,7 @@ import zmq.asyncio
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from jupyter_gpumarket import statefile
 from jupyter_gpumarket._version import __version__
 from jupyter_gpumarket.agent.egress import PortGuard
 from jupyter_gpumarket.agent.files import store_for
@@ -164,10 +163,8 @@ class AgentServer:
         path = self.config.ready_file
         if path is None:
             return
-        tmp = path.with_suffix(".tmp")
         info = {"url": self.url, "tls_fingerprint": self.cert.fingerprint, **extra}
-        tmp.write_text(json.dumps(info))
-        os.replace(tmp, path)
+        statefile.write_json(path, info, mode=0o644, durable=False)
 
     def _paid_channels(self) -> set[bytes]:
         return {

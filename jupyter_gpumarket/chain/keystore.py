@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jupyter_gpumarket import statefile
 from jupyter_gpumarket.chain.paths import gpumarket_home
 from jupyter_gpumarket.exceptions import KeystoreCorrupt, WalletError, WrongPassword
 
@@ -50,16 +51,10 @@ def create_keystore(
         raise WalletError(f"that is not a valid private key ({exc}); paste 64 hex digits") from None
     data = Account.encrypt(account.key, password, kdf="scrypt", iterations=SCRYPT_N)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh)
-    try:
-        os.link(tmp, path)  # fails if someone created the wallet meanwhile: never overwrite
+    try:  # exclusive: fails if someone created the wallet meanwhile, never overwrites
+        statefile.write_json(path, dict(data), exclusive=True)
     except FileExistsError:
         raise WalletError(f"a wallet appeared at {path} meanwhile; not overwriting it") from None
-    finally:
-        tmp.unlink()
     return str(account.address)
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jupyter_gpumarket import statefile
 from jupyter_gpumarket.chain.paths import networks_dir
 from jupyter_gpumarket.exceptions import ConfigError
 
@@ -164,9 +165,7 @@ def save_profile(profile: NetworkProfile, path: Path | None = None) -> Path:
     """Write ``profile`` (atomically) to ``path`` or the networks dir; the path written."""
     path = path or profile_path(profile.name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(profile.to_json(), indent=2) + "\n")
-    os.replace(tmp, path)
+    statefile.write_json(path, profile.to_json(), mode=0o644, indent=2)
     return path
 
 

@@ -32,10 +32,13 @@ from jupyter_gpumarket.exceptions import ProtocolError, SyncTooLarge, UnsafePath
 __all__ = [
     "DEFAULT_CAP_BYTES",
     "DEFAULT_IGNORES",
+    "HASH_CHUNK_BYTES",
     "IGNORE_FILE",
     "MAX_DEPTH",
     "MAX_DIRS",
     "MAX_ENTRIES",
+    "RACY_NS",
+    "VENV_MARKER",
     "Blob",
     "Conflict",
     "FileEntry",
@@ -76,12 +79,13 @@ _NEVER_PULLED = frozenset(fold_name(line.strip("/")) for line in DEFAULT_IGNORES
 MAX_ENTRIES = 100_000
 MAX_DIRS = 100_000
 MAX_DEPTH = 64
-_VENV_MARKER = "pyvenv.cfg"
+VENV_MARKER = "pyvenv.cfg"  # the file that marks a directory as a virtualenv
 _MAX_NAME_BYTES = 255
 _MAX_PATH_BYTES = 4096
 _HEX = frozenset("0123456789abcdef")
-_CHUNK = 1 << 20
-_RACY_NS = 2_000_000_000
+HASH_CHUNK_BYTES = 1 << 20  # read size when hashing a file
+# A file modified this recently may change again within one timestamp tick: hash it anew.
+RACY_NS = 2_000_000_000
 
 
 def is_sha256_hex(value: object) -> bool:

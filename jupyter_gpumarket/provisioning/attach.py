@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import os
 import signal
 
+from jupyter_gpumarket import statefile
 from jupyter_gpumarket.provisioning import records
 from jupyter_gpumarket.provisioning.link import ProviderTarget, RemoteLink
 from jupyter_gpumarket.provisioning.shim import ZmqShim
@@ -36,9 +36,7 @@ async def _serve(record: records.KernelRecord, ready: asyncio.Event | None = Non
             "signature_scheme": "hmac-sha256",
             "kernel_name": record.kernel_name,
         }
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(info, f)
+        statefile.write_json(path, info, durable=False)
         records.save(dataclasses.replace(record, connection_file=str(path), server_pid=os.getpid()))
         print(path, flush=True)
         print(f"jupyter console --existing {path}   (Ctrl-C here detaches)", flush=True)

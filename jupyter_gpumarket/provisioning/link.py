@@ -14,20 +14,18 @@ import asyncio
 import contextlib
 import logging
 import random
-import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from jupyter_gpumarket.core import control, paymsgs
 from jupyter_gpumarket.core.control import CloseCode
 from jupyter_gpumarket.core.filesync import IGNORE_FILE, format_bytes
 from jupyter_gpumarket.core.frames import DEFAULT_MAX_FRAME_BYTES, Channel
-from jupyter_gpumarket.core.pinning import fingerprint, fingerprint_matches
 from jupyter_gpumarket.core.session import TunnelSession
 from jupyter_gpumarket.core.telemetry import TelemetryHistory
 from jupyter_gpumarket.exceptions import (
@@ -38,9 +36,9 @@ from jupyter_gpumarket.exceptions import (
     ProviderRefused,
     ProviderUnreachable,
     SyncTooLarge,
-    TlsFingerprintMismatch,
     TunnelError,
 )
+from jupyter_gpumarket.pinned import connect_pinned
 from jupyter_gpumarket.provisioning.agent_inbox import AgentInbox, BlobFetches
 from jupyter_gpumarket.wire import SessionPipe
 
@@ -68,15 +66,6 @@ class LinkSettings:
     first_retry: float = 0.05
     max_retry: float = 0.8
     reconnect_timeout: float = 1.5  # per attempt: a black-holed attempt must not block longer
-
-
-def _client_ssl() -> ssl.SSLContext:
-    # No CA: the provider's certificate is self-signed and pinned by fingerprint instead.
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    return ctx
 
 
 def _closed_error(exc: ConnectionClosed, url: str, paid: bool = False) -> TunnelError:
@@ -151,30 +140,26 @@ class RemoteLink:
 
     async def _connect(self, timeout: float) -> ClientConnection:
         url, s = self.target.url, self.settings
-        try:
-            ws = await connect(
-                url,
-                ssl=_client_ssl(),
-                open_timeout=timeout,
-                max_size=s.max_frame_bytes,
-                compression=None,
-                ping_interval=s.ping_interval,
-                ping_timeout=s.ping_timeout,
-                max_queue=64,
-            )
-        except (OSError, TimeoutError, InvalidHandshake) as exc:
-            raise ProviderUnreachable(
+        ws = await connect_pinned(
+            url,
+            self.target.tls_fingerprint,
+            unreachable=lambda exc: (
                 f"cannot reach the provider at {url}: {exc}; check that it runs and the URL"
-            ) from exc
+            ),
+            mismatch=lambda shown: (
+                f"the provider at {url} presented certificate {shown}, not the "
+                f"pinned {self.target.tls_fingerprint}: someone may be in the middle, or the "
+                "provider made a new certificate — check GPUMARKET_TLS_FINGERPRINT against "
+                "the provider's ready file or registry entry"
+            ),
+            open_timeout=timeout,
+            max_size=s.max_frame_bytes,
+            compression=None,
+            ping_interval=s.ping_interval,
+            ping_timeout=s.ping_timeout,
+            max_queue=64,
+        )
         try:
-            der = ws.transport.get_extra_info("ssl_object").getpeercert(binary_form=True)
-            if not fingerprint_matches(der, self.target.tls_fingerprint):
-                raise TlsFingerprintMismatch(
-                    f"the provider at {url} presented certificate {fingerprint(der)}, not the "
-                    f"pinned {self.target.tls_fingerprint}: someone may be in the middle, or the "
-                    "provider made a new certificate — check GPUMARKET_TLS_FINGERPRINT against "
-                    "the provider's ready file or registry entry"
-                )
             hello = control.Hello(
                 token=self.target.token,
                 lease=self.lease,

@@ -9,15 +9,12 @@ seconds at that wall-clock time, and the lease's session key encrypted with the 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 from jupyter_gpumarket.exceptions import ConfigError, WalletError
+from jupyter_gpumarket.provisioning.record_store import RecordStore
 from jupyter_gpumarket.provisioning.records import records_dir
 
 __all__ = ["PaidState", "encrypt_session_key", "forget", "load", "save"]
@@ -70,41 +67,16 @@ def decrypt_session_key(state: PaidState, password: str) -> Any:
         ) from None
 
 
-def _path(kernel_id: str) -> Path:
-    if not kernel_id or "/" in kernel_id or kernel_id.startswith("."):
-        raise ConfigError(f"{kernel_id!r} is not a kernel id")
-    return records_dir() / "paid" / f"{kernel_id}.json"
-
-
-def save(state: PaidState) -> None:
-    path = _path(state.kernel_id)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{state.kernel_id}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:  # mkstemp: mode 0600, a name no other writer uses
-            json.dump(asdict(state), f)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def load(kernel_id: str) -> PaidState | None:
-    path = _path(kernel_id)
-    try:
-        data = json.loads(path.read_text())
-        names = {f.name for f in fields(PaidState)}
-        return PaidState(**{k: v for k, v in data.items() if k in names})
-    except FileNotFoundError:
-        return None
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(
-            f"paid-lease state {path} is unreadable ({exc}); the lease's deposit comes back "
-            "with `gpumarket leases close`"
-        ) from None
+_store = RecordStore(
+    PaidState,
+    lambda: records_dir() / "paid",
+    "paid-lease state",
+    lambda kernel_id: "the lease's deposit comes back with `gpumarket leases close`",
+)
+save = _store.save
+load = _store.load
 
 
 def forget(kernel_id: str) -> None:
-    with contextlib.suppress(FileNotFoundError, ConfigError):
-        _path(kernel_id).unlink()
+    with contextlib.suppress(ConfigError):
+        _store.forget(kernel_id)

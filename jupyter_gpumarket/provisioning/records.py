@@ -7,16 +7,14 @@ Written when a remote kernel is running, removed when it is shut down on purpose
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from jupyter_core.paths import jupyter_runtime_dir
 
 from jupyter_gpumarket.exceptions import ConfigError
+from jupyter_gpumarket.provisioning.record_store import RecordStore
 
 __all__ = ["KernelRecord", "forget", "load", "load_all", "records_dir", "save"]
 
@@ -52,50 +50,13 @@ class KernelRecord:
         return data
 
 
-def _path(kernel_id: str) -> Path:
-    if not kernel_id or "/" in kernel_id or kernel_id.startswith("."):
-        raise ConfigError(f"{kernel_id!r} is not a kernel id")
-    return records_dir() / f"{kernel_id}.json"
-
-
-def save(record: KernelRecord) -> None:
-    path = _path(record.kernel_id)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(asdict(record), f)
-    os.replace(tmp, path)
-
-
-def load(kernel_id: str) -> KernelRecord | None:
-    path = _path(kernel_id)
-    try:
-        data = json.loads(path.read_text())
-        names = {f.name for f in fields(KernelRecord)}
-        return KernelRecord(**{k: v for k, v in data.items() if k in names})
-    except FileNotFoundError:
-        return None
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(
-            f"kernel record {path} is unreadable ({exc}); delete it with "
-            f"`gpumarket kernels forget {kernel_id}`"
-        ) from None
-
-
-def load_all() -> list[KernelRecord]:
-    out = []
-    for path in sorted(records_dir().glob("*.json")):
-        with contextlib.suppress(ConfigError):
-            record = load(path.stem)
-            if record is not None:
-                out.append(record)
-    return out
-
-
-def forget(kernel_id: str) -> bool:
-    try:
-        _path(kernel_id).unlink()
-        return True
-    except FileNotFoundError:
-        return False
+_store = RecordStore(
+    KernelRecord,
+    records_dir,
+    "kernel record",
+    lambda kernel_id: f"delete it with `gpumarket kernels forget {kernel_id}`",
+)
+save = _store.save
+load = _store.load
+load_all = _store.load_all
+forget = _store.forget

@@ -9,43 +9,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from jupyter_gpumarket.core import control, paymsgs
 from jupyter_gpumarket.core.auth_challenge import challenge_mismatch
-from jupyter_gpumarket.core.pinning import fingerprint, fingerprint_matches
 from jupyter_gpumarket.exceptions import (
     AuthenticationFailed,
     PaymentError,
     ProtocolError,
     ProviderUnreachable,
-    TlsFingerprintMismatch,
 )
-from jupyter_gpumarket.provisioning.link import _client_ssl
+from jupyter_gpumarket.pinned import pinned_connection
 
 __all__ = ["probe_provider", "request_relay"]
 
 
-@contextlib.asynccontextmanager
-async def _pinned(
+def _pinned(
     url: str, tls_fingerprint: str, timeout: float, what: str
-) -> AsyncIterator[ClientConnection]:
+) -> contextlib.AbstractAsyncContextManager[ClientConnection]:
     """A wss connection to the provider whose certificate is the offer's pinned one."""
-    try:
-        ws = await connect(url, ssl=_client_ssl(), open_timeout=timeout)
-    except (OSError, TimeoutError, InvalidHandshake) as exc:
-        raise ProviderUnreachable(f"the provider at {url} does not answer ({exc}); {what}") from exc
-    async with ws:
-        der = ws.transport.get_extra_info("ssl_object").getpeercert(binary_form=True)
-        if not fingerprint_matches(der, tls_fingerprint):
-            raise TlsFingerprintMismatch(
-                f"the provider at {url} presented certificate {fingerprint(der)}, not the "
-                f"{tls_fingerprint} of its offer; {what}"
-            )
-        yield ws
+    return pinned_connection(
+        url,
+        tls_fingerprint,
+        unreachable=lambda exc: f"the provider at {url} does not answer ({exc}); {what}",
+        mismatch=lambda shown: (
+            f"the provider at {url} presented certificate {shown}, not the "
+            f"{tls_fingerprint} of its offer; {what}"
+        ),
+        open_timeout=timeout,
+    )
 
 
 async def request_relay(
