@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from jupyter_gpumarket.agent import gpu  # noqa: E402
+from jupyter_gpumarket.agent.nvidia_smi import cross_check, parse_nvidia_smi_csv  # noqa: E402
 from jupyter_gpumarket.exceptions import ProtocolError  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "gpu_check.json"
@@ -96,7 +97,7 @@ def nvidia_smi() -> tuple[tuple[dict[str, str | None], ...], str]:
         )
         if proc.returncode != 0:
             return (), f"nvidia-smi exited {proc.returncode}: {(proc.stdout + proc.stderr).strip()}"
-        return gpu.parse_nvidia_smi_csv(proc.stdout), ""
+        return parse_nvidia_smi_csv(proc.stdout), ""
     except (OSError, subprocess.TimeoutExpired, ProtocolError) as exc:
         return (), f"nvidia-smi failed: {exc}"
 
@@ -212,7 +213,7 @@ def main() -> int:
     if inv.cpu_only and not rows:
         print(f"no NVIDIA GPU: nothing to check ({inv.reason}; {smi_error or 'no GPU rows'})")
         return 0
-    problems = gpu.cross_check(inv, rows) if rows else (smi_error,)
+    problems = cross_check(inv, rows) if rows else (smi_error,)
     detail = "; ".join(problems) or f"{len(inv.gpus)} GPU(s) agree: " + ", ".join(
         f"{g.index} {g.name} {g.memory_total_mib} MiB" for g in inv.gpus
     )

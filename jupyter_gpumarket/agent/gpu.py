@@ -3,8 +3,8 @@
 :func:`detect_gpus` is the only function that touches NVML (nvidia-ml-py, ``import pynvml``); its
 ``nvml`` argument is the one seam tests replace. Everything else here is pure: the inventory
 dataclasses, their dict form for the agent's hello message, the model slug that market filters
-match on (``gpu=H100``), allotting free GPUs to a kernel, and parsing ``nvidia-smi`` CSV so a GPU
-check can compare NVML with nvidia-smi.
+match on (``gpu=H100``), and allotting free GPUs to a kernel. (Comparing NVML with ``nvidia-smi``:
+:mod:`.nvidia_smi`.)
 
 A machine without NVIDIA GPUs, driver or NVML is a normal case, not an error: the inventory is
 empty, ``cpu_only`` is true and ``reason`` says why. No GPU is ever invented.
@@ -13,7 +13,6 @@ empty, ``cpu_only`` is true and ``reason`` says why. No GPU is ever invented.
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import re
 import sys
@@ -27,13 +26,11 @@ __all__ = [
     "GpuInfo",
     "GpuInventory",
     "allot",
-    "cross_check",
     "cuda_visible_devices",
     "detect_gpus",
     "format_inventory",
     "gpu_env",
     "gpu_model_slug",
-    "parse_nvidia_smi_csv",
 ]
 
 # NVML ABI constants (nvml.h); stable across driver versions, so a fake NVML need not define them.
@@ -357,65 +354,6 @@ def format_inventory(inv: GpuInventory) -> str:
             f"{', '.join(extra)}, {g.uuid}"
         )
     return "\n".join(lines)
-
-
-def parse_nvidia_smi_csv(text: str) -> tuple[dict[str, str | None], ...]:
-    """Parse ``nvidia-smi --query-gpu=... --format=csv`` output (with its header line).
-
-    Keys are the query fields without units ("memory.total"); a value loses the unit its header
-    declares ("81559 MiB" under "[MiB]" -> "81559"); "N/A" and "[N/A]" become None.
-    """
-    rows = [r for r in csv.reader(text.strip().splitlines(), skipinitialspace=True) if r]
-    if not rows:
-        raise ProtocolError("nvidia-smi CSV is empty: run it with --format=csv (header included)")
-    fields: list[tuple[str, str | None]] = []
-    for head in rows[0]:
-        m = re.fullmatch(r"\s*([\w.]+)\s*(?:\[(.+)\])?\s*", head)
-        if m is None:
-            raise ProtocolError(f"nvidia-smi CSV header field {head!r} is not 'name [unit]'")
-        fields.append((m.group(1), m.group(2)))
-    parsed = []
-    for line_no, row in enumerate(rows[1:], start=2):
-        if len(row) != len(fields):
-            raise ProtocolError(
-                f"nvidia-smi CSV line {line_no} has {len(row)} values for {len(fields)} fields"
-            )
-        out: dict[str, str | None] = {}
-        for (key, unit), raw in zip(fields, row, strict=True):
-            value = raw.strip()
-            if unit and value.endswith(f" {unit}"):
-                value = value[: -len(unit) - 1]
-            out[key] = None if value in ("N/A", "[N/A]", "[Not Supported]") else value
-        parsed.append(out)
-    return tuple(parsed)
-
-
-def cross_check(inv: GpuInventory, rows: Sequence[Mapping[str, str | None]]) -> tuple[str, ...]:
-    """Differences between NVML's inventory and nvidia-smi rows; ``()`` when they agree.
-
-    Compares count, and per index whichever of name, uuid, memory.total (MiB) and
-    driver_version the rows carry.
-    """
-    problems = []
-    if len(rows) != len(inv.gpus):
-        problems.append(f"nvidia-smi lists {len(rows)} GPU(s), NVML {len(inv.gpus)}")
-    by_index = {g.index: g for g in inv.gpus}
-    for row in rows:
-        idx = row.get("index")
-        gpu = by_index.get(int(idx)) if idx is not None and idx.isdigit() else None
-        if gpu is None:
-            problems.append(f"nvidia-smi GPU {idx} is missing from NVML's inventory")
-            continue
-        expected = {
-            "name": gpu.name,
-            "uuid": gpu.uuid,
-            "memory.total": str(gpu.memory_total_mib),
-            "driver_version": inv.driver_version,
-        }
-        for key, mine in expected.items():
-            if key in row and row[key] != mine:
-                problems.append(f"GPU {idx} {key}: nvidia-smi {row[key]!r}, NVML {mine!r}")
-    return tuple(problems)
 
 
 def select_gpus(inventory: GpuInventory, spec: str) -> GpuInventory:

@@ -21,14 +21,13 @@ from jupyter_gpumarket.agent.gpu import (
     GpuInfo,
     GpuInventory,
     allot,
-    cross_check,
     cuda_visible_devices,
     detect_gpus,
     format_inventory,
     gpu_env,
     gpu_model_slug,
-    parse_nvidia_smi_csv,
 )
+from jupyter_gpumarket.agent.nvidia_smi import cross_check, parse_nvidia_smi_csv
 from jupyter_gpumarket.exceptions import ProtocolError, ProviderRefused
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "gpu"
