@@ -3,7 +3,9 @@
 The KernelManager talks ZMQ to a loopback shim exactly as to a local kernel; the shim and the
 websocket to the provider run on the tunnel thread (:mod:`.loop_thread`). Methods mirror
 :class:`jupyter_client.provisioning.KernelProvisionerBase` (itself modelled on Popen); each says
-who calls it.
+who calls it. The work behind them lives beside it: provider selection and settings in
+:mod:`.selection`, bringing the link up in :mod:`.launch`, the paid launch's failover in
+:mod:`.failover`, file sync in :mod:`.files`, records for re-adoption in :mod:`.persist`.
 """
 
 from __future__ import annotations
@@ -13,10 +15,8 @@ import contextlib
 import os
 import secrets
 import signal
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning import KernelProvisionerBase
@@ -24,36 +24,18 @@ from traitlets import Bool, Float, Int, List, Unicode
 
 from jupyter_gpumarket.core.filesync import Manifest
 from jupyter_gpumarket.core.kernel_args import check_kernel_args
-from jupyter_gpumarket.core.pinning import normalize_fingerprint
-from jupyter_gpumarket.exceptions import (
-    ConfigError,
-    GpuMarketError,
-    NoProviderSelected,
-    PaymentError,
-    ProtocolError,
-)
-from jupyter_gpumarket.provisioning import files, paid_state, records
+from jupyter_gpumarket.exceptions import ConfigError, GpuMarketError, PaymentError, ProtocolError
+from jupyter_gpumarket.provisioning import files, launch, paid_state, persist, records, selection
 from jupyter_gpumarket.provisioning.link import LinkSettings, ProviderTarget, RemoteLink
 from jupyter_gpumarket.provisioning.loop_thread import call, loop_thread
+from jupyter_gpumarket.provisioning.selection import DEFAULT_ENV_ALLOW, forwarded_env
 from jupyter_gpumarket.provisioning.shim import ZmqShim
 
 if TYPE_CHECKING:  # the payment stack (web3, eth-*) loads only for paid kernels
     from jupyter_gpumarket.provisioning import paid
+    from jupyter_gpumarket.provisioning.failover import Attempt
 
 __all__ = ["GpuMarketProvisioner", "forwarded_env"]
-
-# What of the Jupyter server's environment a remote kernel gets, besides the kernelspec's own
-# `env` entries. The server's environment is never forwarded wholesale: it holds tokens, cloud
-# credentials and wallet passwords.
-DEFAULT_ENV_ALLOW = ("LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "JPY_SESSION_NAME")
-
-
-def forwarded_env(
-    env: dict[str, str], spec_env: dict[str, str], allow: list[str] | tuple[str, ...]
-) -> dict[str, str]:
-    """The part of the launch environment that is sent to the provider."""
-    names = set(allow) | set(spec_env)
-    return {k: v for k, v in env.items() if k in names and not k.startswith("GPUMARKET_")}
 
 
 class GpuMarketProvisioner(KernelProvisionerBase):
@@ -131,6 +113,7 @@ class GpuMarketProvisioner(KernelProvisionerBase):
     _key: str = ""
     _launch_env: dict[str, str] | None = None
     _kernel_args: tuple[str, ...] = ()
+    launch_attempts: list[Attempt]  # set by a paid launch: each offer tried, and how it ended
 
     # -- selection ---------------------------------------------------------------------------
     def _setting(self, env_name: str, trait_value: str) -> str:
@@ -138,28 +121,9 @@ class GpuMarketProvisioner(KernelProvisionerBase):
         return os.environ.get(env_name) or env.get(env_name) or trait_value
 
     def _target(self) -> ProviderTarget:
-        url = self._setting("GPUMARKET_PROVIDER_URL", self.provider_url)
-        if not url:
-            raise NoProviderSelected(
-                "no GPU provider selected for this kernel. To rent an offer: set "
-                "GPUMARKET_NETWORK (a network profile, e.g. devnet; `gpumarket network list`) "
-                "and GPUMARKET_OFFER (an offer id, or a filter such as "
-                "region=eu,max_price=2500000), with GPUMARKET_WALLET_PASSWORD and "
-                "GPUMARKET_BUDGET. For a dev provider: set GPUMARKET_PROVIDER_URL, "
-                "GPUMARKET_DEV_TOKEN and GPUMARKET_TLS_FINGERPRINT (printed by "
-                "`gpumarket provider serve --dev`). Both are also GpuMarketProvisioner traits "
-                "in the Jupyter config"
-            )
-        if urlparse(url).scheme != "wss":
-            raise ConfigError(f"provider URL {url!r} must start with wss:// (the tunnel is TLS)")
-        pin = self._setting("GPUMARKET_TLS_FINGERPRINT", self.tls_fingerprint)
-        if not pin:
-            raise ConfigError(
-                f"no TLS fingerprint for {url}: set GPUMARKET_TLS_FINGERPRINT to the "
-                "'fingerprint sha256:…' the provider printed (also in its --ready-file)"
-            )
-        token = self._setting("GPUMARKET_DEV_TOKEN", self.dev_token)
-        return ProviderTarget(url, normalize_fingerprint(pin), token)
+        return selection.provider_target(
+            self._setting, self.provider_url, self.tls_fingerprint, self.dev_token
+        )
 
     # -- launch (called by KernelManager.start_kernel / restart_kernel) ----------------------
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
@@ -186,7 +150,7 @@ class GpuMarketProvisioner(KernelProvisionerBase):
             fresh = self._link is None and bool(self.kernel_id)
             record = records.load(self.kernel_id) if fresh else None
             if record is not None:
-                return await self._reattach(record)
+                return await persist.reattach(self, record)
             if self._paid is not None and self._paid.lease.stopped_for_budget:
                 raise PaymentError(
                     f"{self._paid.lease.stopped_for_budget}; raise GPUMARKET_BUDGET "
@@ -195,31 +159,17 @@ class GpuMarketProvisioner(KernelProvisionerBase):
             if self._link is None or self._link.dead_reason:
                 await self._teardown(end_lease=True)
                 self._key = secrets.token_hex(32)
-                if self._paid_selection():
-                    await self._launch_paid_with_failover(env)
+                if selection.paid_selected(self._setting, self.provider_url, self.offer):
+                    from jupyter_gpumarket.provisioning import failover
+
+                    await failover.launch_paid_with_failover(self, env)
                     self._save_record()
                     return self._connection_info()
                 else:
                     await call(self._open(self._target()))
             elif self._paid is not None:
                 self._paid.kernel_restarting()
-            assert self._link is not None
-            if self.sync_files and self._cwd is not None:
-                result = await call(
-                    files.push(
-                        self._link,
-                        self._cwd,
-                        cap_bytes=self.sync_cap_bytes,
-                        timeout=self.launch_timeout,
-                        progress=self._progress,
-                    )
-                )
-                self._synced, self.last_push = result.manifest, result
-            await call(
-                self._link.start_kernel(self._key, env, self.launch_timeout, self._kernel_args)
-            )
-            if self._paid is not None:
-                loop_thread().loop.call_soon_threadsafe(self._paid.kernel_started)
+            await self._start_remote(env, self._kernel_args)
         except BaseException as exc:
             await self._teardown(end_lease=True)
             if self._paid is not None and not self._paid.ever_ready:
@@ -231,159 +181,20 @@ class GpuMarketProvisioner(KernelProvisionerBase):
         self._save_record()
         return self._connection_info()
 
-    async def _reattach(self, record: records.KernelRecord) -> KernelConnectionInfo:
-        """A restarted Jupyter server takes over a remote kernel that kept running (a paid
-        one keeps paying from the same channel, with its saved session key)."""
-        target = ProviderTarget(record.provider_url, record.tls_fingerprint, record.token)
-        self._key = record.key
-        if record.cwd:
-            self._cwd = Path(record.cwd)
-        try:
-            state = paid_state.load(self.kernel_id)
-            if state is not None:
-                await self._resume_paid(state)
-            await call(self._open(target, adopt_lease=record.lease, paid_run=self._paid))
-        except BaseException:
-            await self._teardown(end_lease=False)
-            records.forget(self.kernel_id)
-            paid_state.forget(self.kernel_id)
-            raise
-        if self._paid is not None:  # the kernel kept running (and billing) all along
-            loop_thread().loop.call_soon_threadsafe(self._paid.kernel_started)
-        self.log.info("re-adopted remote kernel %s (lease %s)", self.kernel_id, record.lease)
-        self._save_record()
-        return self._connection_info()
-
-    async def _resume_paid(self, state: paid_state.PaidState) -> None:
-        password = self._setting("GPUMARKET_WALLET_PASSWORD", "")
-        if not password:
-            raise ConfigError(
-                "set GPUMARKET_WALLET_PASSWORD so the restarted server can keep paying for "
-                f"kernel {self.kernel_id} (its lease's deposit comes back with `gpumarket "
-                "leases close` otherwise)"
-            )
-        from jupyter_gpumarket.provisioning import paid  # web3 only for paid kernels
-
-        lease = await asyncio.to_thread(paid.resume_paid_lease, state, password)
-        self._paid = paid.PaidRun(lease)
-        self._bind_persist(lease)
-
-    def _bind_persist(self, lease: Any) -> None:
-        kernel_id = self.kernel_id
-        if kernel_id:
-            lease.persist = lambda: paid_state.save(lease.snapshot(kernel_id))
-
     def _save_record(self) -> None:
-        link = self._link
-        if link is None or not self.kernel_id or link.lease is None:
-            return
-        if self._paid is not None:
-            self._paid.lease.persist_now()
-        records.save(
-            records.KernelRecord(
-                kernel_id=self.kernel_id,
-                kernel_name=getattr(self.parent, "kernel_name", "gpumarket"),
-                provider_url=link.target.url,
-                tls_fingerprint=link.target.tls_fingerprint,
-                token=link.target.token,
-                lease=link.lease,
-                key=self._key,
-                cwd=str(self._cwd) if self._cwd else None,
-                connection_file=getattr(self.parent, "connection_file", None),
-                server_pid=os.getpid(),
-                created=time.time(),
-            )
-        )
+        persist.save_record(self)
 
     def _connection_info(self) -> KernelConnectionInfo:
         assert self._shim is not None
-        ports = self._shim.ports
-        return {
-            "transport": "tcp",
-            "ip": "127.0.0.1",
-            "shell_port": ports["shell_port"],
-            "iopub_port": ports["iopub_port"],
-            "stdin_port": ports["stdin_port"],
-            "control_port": ports["control_port"],
-            "hb_port": ports["hb_port"],
-            # bytes, as LocalProvisioner returns it (the TypedDict says str)
-            "key": self._key.encode(),  # type: ignore[typeddict-item]
-            "signature_scheme": "hmac-sha256",
-            "kernel_name": getattr(self.parent, "kernel_name", "gpumarket"),
-        }
-
-    def _paid_selection(self) -> bool:
-        """A market offer is selected (and no direct provider URL overrides it)."""
-        if self._setting("GPUMARKET_PROVIDER_URL", self.provider_url):
-            return False
-        return bool(self._setting("GPUMARKET_OFFER", self.offer))
+        return launch.connection_info(
+            self._shim, self._key, getattr(self.parent, "kernel_name", "gpumarket")
+        )
 
     def _paid_settings(self) -> tuple[str, str, float]:
         """(wallet password, budget, initial hours), checked before any chain call."""
-        password = self._setting("GPUMARKET_WALLET_PASSWORD", "")
-        budget = self._setting("GPUMARKET_BUDGET", str(self.budget))
-        if not password:
-            raise ConfigError("set GPUMARKET_WALLET_PASSWORD to unlock your wallet for this lease")
-        if not budget.isdigit() or int(budget) <= 0:
-            raise ConfigError(f"budget {budget!r} must be a positive number of token base units")
-        hours_text = self._setting("GPUMARKET_INITIAL_HOURS", str(self.initial_hours))
-        try:
-            initial_hours = float(hours_text)
-        except ValueError:
-            initial_hours = -1.0
-        if not 0 < initial_hours < 10_000:
-            raise ConfigError(
-                f"initial hours {hours_text!r} must be a positive number of hours of deposit"
-            )
-        return password, budget, initial_hours
+        return selection.paid_settings(self._setting, self.budget, self.initial_hours)
 
-    async def _launch_paid_with_failover(self, env: dict[str, str]) -> None:
-        """Rank the live candidates, then launch on the best; when its provider refuses or
-        fails before the kernel is ready, the next one (``failover`` more at most). A failed
-        attempt is never billed (billing starts at ready) and is recorded as such."""
-        from jupyter_gpumarket.provisioning import failover as fo
-
-        self._paid_settings()  # a missing password fails before the chain is read
-        extra = fo.parse_failover(self._setting("GPUMARKET_FAILOVER", str(self.failover)))
-        self._progress("finding offer (index, live probes, ranking)")
-        offers = await asyncio.to_thread(
-            fo.paid_candidates,
-            self._setting("GPUMARKET_NETWORK", self.network),
-            self._setting("GPUMARKET_OFFER", self.offer),
-        )
-        offers = offers[: extra + 1]
-        self.launch_attempts: list[fo.Attempt] = []
-        for n, offer in enumerate(offers, 1):
-            self._progress(
-                f"launch attempt {n}/{len(offers)}: offer {offer.offer_id} at {offer.endpoint}"
-            )
-            try:
-                await self._open_paid(offer)
-                await self._start_remote(env)
-            except BaseException as exc:
-                paid_run, self._paid = self._paid, None
-                await self._teardown(end_lease=True)
-                if paid_run is not None and not paid_run.ever_ready:
-                    with contextlib.suppress(GpuMarketError):
-                        await asyncio.to_thread(paid_run.lease.record_launch_failure, str(exc))
-                reason = str(exc)[:300] or type(exc).__name__
-                self.launch_attempts.append(
-                    fo.Attempt(n, offer.offer_id, offer.endpoint, f"failed: {reason}")
-                )
-                if n == len(offers) or not fo.retryable(exc):
-                    raise
-                self.log.warning(
-                    "gpumarket %s: offer %s failed during launch (%s); trying the next "
-                    "candidate, nothing was billed",
-                    self.kernel_id,
-                    offer.offer_id,
-                    reason,
-                )
-                continue
-            self.launch_attempts.append(fo.Attempt(n, offer.offer_id, offer.endpoint, "ok"))
-            return
-
-    async def _start_remote(self, env: dict[str, str]) -> None:
+    async def _start_remote(self, env: dict[str, str], kernel_args: tuple[str, ...] = ()) -> None:
         """Sync the notebook's files and start the kernel on the open link."""
         assert self._link is not None
         if self.sync_files and self._cwd is not None:
@@ -397,38 +208,12 @@ class GpuMarketProvisioner(KernelProvisionerBase):
                 )
             )
             self._synced, self.last_push = result.manifest, result
-        await call(self._link.start_kernel(self._key, env, self.launch_timeout))
+        await call(self._link.start_kernel(self._key, env, self.launch_timeout, kernel_args))
         if self._paid is not None:
             loop_thread().loop.call_soon_threadsafe(self._paid.kernel_started)
 
     async def _open_paid(self, offer: Any = None) -> None:
-        """Open the escrow channel for ``offer`` (else the one GPUMARKET_OFFER picks; chain, in
-        a thread), connect with it."""
-        password, budget, initial_hours = self._paid_settings()
-        from jupyter_gpumarket.provisioning import paid  # web3 only for paid kernels
-
-        self._progress("opening an escrow channel")
-        lease = await asyncio.to_thread(
-            paid.open_paid_lease,
-            network=self._setting("GPUMARKET_NETWORK", self.network),
-            offer_spec=self._setting("GPUMARKET_OFFER", self.offer),
-            budget=int(budget),
-            wallet=self._setting("GPUMARKET_WALLET", self.wallet) or None,
-            password=password,
-            grant=self._setting("GPUMARKET_GRANT", self.grant),
-            auto_top_up=self._setting(
-                "GPUMARKET_AUTO_TOP_UP", "1" if self.auto_top_up else ""
-            ).lower()
-            in ("1", "true", "yes"),
-            initial_hours=initial_hours,
-            offer=offer,
-        )
-        self._paid = paid.PaidRun(lease)
-        self._bind_persist(lease)
-        offer = lease.offer
-        target = ProviderTarget(offer.endpoint, normalize_fingerprint(offer.tls_fingerprint), "")
-        self._progress(f"connecting to offer {offer.offer_id} at {offer.endpoint}")
-        await call(self._open(target, paid_run=self._paid))
+        await launch.open_paid(self, offer)
 
     async def _open(
         self,
@@ -440,34 +225,9 @@ class GpuMarketProvisioner(KernelProvisionerBase):
         settings = LinkSettings(
             connect_timeout=min(30.0, self.launch_timeout), link_grace=self.link_grace_seconds
         )
-        shim: ZmqShim | None = None
-        key = self._key.encode()
-
-        def notice(text: str) -> None:
-            self.log.warning(text)
-            if shim is not None:
-                shim.notify(text, key)
-
-        link = RemoteLink(
-            target,
-            lambda ch, parts: shim.deliver(ch, parts),  # type: ignore[union-attr]
-            settings,
-            on_notice=notice,
-            adopt_lease=adopt_lease,
-            paid=paid_run.lease if paid_run is not None else None,
+        self._link, self._shim = await launch.open_link(
+            target, self._key, settings, self.log, adopt_lease, paid_run
         )
-        if paid_run is not None:
-            paid_run.bind(link, notice)
-        shim = ZmqShim(link.send)
-        if paid_run is not None and paid_run.lease.offer.unsandboxed:
-            shim.announce(paid_run.lease.offer.unsandboxed_warning, key)
-        try:
-            await link.open()
-        except BaseException:
-            await shim.close()
-            await link.close(end_lease=False)
-            raise
-        self._link, self._shim = link, shim
 
     # -- liveness (KernelManager, KernelRestarter) ------------------------------------------
     @property
@@ -570,14 +330,5 @@ class GpuMarketProvisioner(KernelProvisionerBase):
     # -- persistence (reattach after a server restart) ---------------------------------------
     async def get_provisioner_info(self) -> dict[str, Any]:
         info = await super().get_provisioner_info()
-        link = self._link
-        if link is not None:
-            info.update(
-                {
-                    "provider_url": link.target.url,
-                    "tls_fingerprint": link.target.tls_fingerprint,
-                    "lease": link.lease,
-                    "generation": link.generation,
-                }
-            )
+        info.update(persist.link_info(self._link))
         return info

@@ -1,0 +1,108 @@
+"""What of a remote kernel outlives the Jupyter server: its record (provider, lease, session
+key) and a paid kernel's channel state, saved while it runs, and the re-adoption of both by a
+restarted server (the kernel kept running, and a paid one kept paying from the same channel).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jupyter_client.connect import KernelConnectionInfo
+
+from jupyter_gpumarket.exceptions import ConfigError
+from jupyter_gpumarket.provisioning import paid_state, records
+from jupyter_gpumarket.provisioning.link import ProviderTarget, RemoteLink
+from jupyter_gpumarket.provisioning.loop_thread import call, loop_thread
+
+if TYPE_CHECKING:
+    from jupyter_gpumarket.provisioning.provisioner import GpuMarketProvisioner
+
+__all__ = ["bind_persist", "link_info", "reattach", "resume_paid", "save_record"]
+
+
+def bind_persist(lease: Any, kernel_id: str | None) -> None:
+    """Make the paid lease save its channel state under ``kernel_id`` whenever it changes."""
+    if kernel_id:
+        lease.persist = lambda: paid_state.save(lease.snapshot(kernel_id))
+
+
+def save_record(prov: GpuMarketProvisioner) -> None:
+    """Record the running remote kernel (and flush a paid one's channel state)."""
+    link = prov._link
+    if link is None or not prov.kernel_id or link.lease is None:
+        return
+    if prov._paid is not None:
+        prov._paid.lease.persist_now()
+    records.save(
+        records.KernelRecord(
+            kernel_id=prov.kernel_id,
+            kernel_name=getattr(prov.parent, "kernel_name", "gpumarket"),
+            provider_url=link.target.url,
+            tls_fingerprint=link.target.tls_fingerprint,
+            token=link.target.token,
+            lease=link.lease,
+            key=prov._key,
+            cwd=str(prov._cwd) if prov._cwd else None,
+            connection_file=getattr(prov.parent, "connection_file", None),
+            server_pid=os.getpid(),
+            created=time.time(),
+        )
+    )
+
+
+async def reattach(
+    prov: GpuMarketProvisioner, record: records.KernelRecord
+) -> KernelConnectionInfo:
+    """A restarted Jupyter server takes over a remote kernel that kept running (a paid
+    one keeps paying from the same channel, with its saved session key)."""
+    target = ProviderTarget(record.provider_url, record.tls_fingerprint, record.token)
+    prov._key = record.key
+    if record.cwd:
+        prov._cwd = Path(record.cwd)
+    try:
+        state = paid_state.load(prov.kernel_id)
+        if state is not None:
+            await resume_paid(prov, state)
+        await call(prov._open(target, adopt_lease=record.lease, paid_run=prov._paid))
+    except BaseException:
+        await prov._teardown(end_lease=False)
+        records.forget(prov.kernel_id)
+        paid_state.forget(prov.kernel_id)
+        raise
+    if prov._paid is not None:  # the kernel kept running (and billing) all along
+        loop_thread().loop.call_soon_threadsafe(prov._paid.kernel_started)
+    prov.log.info("re-adopted remote kernel %s (lease %s)", prov.kernel_id, record.lease)
+    save_record(prov)
+    return prov._connection_info()
+
+
+async def resume_paid(prov: GpuMarketProvisioner, state: paid_state.PaidState) -> None:
+    """Unlock the wallet again and resume paying from the saved channel."""
+    password = prov._setting("GPUMARKET_WALLET_PASSWORD", "")
+    if not password:
+        raise ConfigError(
+            "set GPUMARKET_WALLET_PASSWORD so the restarted server can keep paying for "
+            f"kernel {prov.kernel_id} (its lease's deposit comes back with `gpumarket "
+            "leases close` otherwise)"
+        )
+    from jupyter_gpumarket.provisioning import paid  # web3 only for paid kernels
+
+    lease = await asyncio.to_thread(paid.resume_paid_lease, state, password)
+    prov._paid = paid.PaidRun(lease)
+    bind_persist(lease, prov.kernel_id)
+
+
+def link_info(link: RemoteLink | None) -> dict[str, Any]:
+    """What get_provisioner_info adds about the live link (empty without one)."""
+    if link is None:
+        return {}
+    return {
+        "provider_url": link.target.url,
+        "tls_fingerprint": link.target.tls_fingerprint,
+        "lease": link.lease,
+        "generation": link.generation,
+    }
