@@ -17,7 +17,7 @@ from jupyter_gpumarket.provisioning.loop_thread import call
 from jupyter_gpumarket.provisioning.shim import ZmqShim
 
 if TYPE_CHECKING:  # the payment stack (web3, eth-*) loads only for paid kernels
-    from jupyter_gpumarket.provisioning import paid
+    from jupyter_gpumarket.provisioning.paid_run import PaidRun
     from jupyter_gpumarket.provisioning.provisioner import GpuMarketProvisioner
 
 __all__ = ["connection_info", "open_link", "open_paid"]
@@ -29,7 +29,7 @@ async def open_link(
     settings: LinkSettings,
     log: logging.Logger | logging.LoggerAdapter[Any],
     adopt_lease: str | None = None,
-    paid_run: paid.PaidRun | None = None,
+    paid_run: PaidRun | None = None,
 ) -> tuple[RemoteLink, ZmqShim]:
     """On the tunnel loop: shim + link, wired to each other; both closed if the link fails."""
     shim: ZmqShim | None = None
@@ -67,6 +67,7 @@ async def open_paid(prov: GpuMarketProvisioner, offer: Any = None) -> None:
     a thread), connect with it."""
     password, budget, initial_hours = prov._paid_settings()
     from jupyter_gpumarket.provisioning import paid  # web3 only for paid kernels
+    from jupyter_gpumarket.provisioning.paid_run import PaidRun
     from jupyter_gpumarket.provisioning.persist import bind_persist
 
     setting = prov._setting
@@ -84,7 +85,7 @@ async def open_paid(prov: GpuMarketProvisioner, offer: Any = None) -> None:
         initial_hours=initial_hours,
         offer=offer,
     )
-    prov._paid = paid.PaidRun(lease)
+    prov._paid = PaidRun(lease)
     bind_persist(lease, prov.kernel_id)
     offer = lease.offer
     target = ProviderTarget(offer.endpoint, normalize_fingerprint(offer.tls_fingerprint), "")

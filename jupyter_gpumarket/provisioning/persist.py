@@ -90,9 +90,10 @@ async def resume_paid(prov: GpuMarketProvisioner, state: paid_state.PaidState) -
             "leases close` otherwise)"
         )
     from jupyter_gpumarket.provisioning import paid  # web3 only for paid kernels
+    from jupyter_gpumarket.provisioning.paid_run import PaidRun
 
     lease = await asyncio.to_thread(paid.resume_paid_lease, state, password)
-    prov._paid = paid.PaidRun(lease)
+    prov._paid = PaidRun(lease)
     bind_persist(lease, prov.kernel_id)
 
 

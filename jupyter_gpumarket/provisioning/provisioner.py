@@ -32,8 +32,8 @@ from jupyter_gpumarket.provisioning.selection import DEFAULT_ENV_ALLOW, forwarde
 from jupyter_gpumarket.provisioning.shim import ZmqShim
 
 if TYPE_CHECKING:  # the payment stack (web3, eth-*) loads only for paid kernels
-    from jupyter_gpumarket.provisioning import paid
     from jupyter_gpumarket.provisioning.failover import Attempt
+    from jupyter_gpumarket.provisioning.paid_run import PaidRun
 
 __all__ = ["GpuMarketProvisioner", "forwarded_env"]
 
@@ -105,7 +105,7 @@ class GpuMarketProvisioner(KernelProvisionerBase):
     )
 
     _link: RemoteLink | None = None
-    _paid: paid.PaidRun | None = None
+    _paid: PaidRun | None = None
     _cwd: Path | None = None
     _synced: Manifest | None = None
     last_push: files.PushResult | None = None
@@ -219,7 +219,7 @@ class GpuMarketProvisioner(KernelProvisionerBase):
         self,
         target: ProviderTarget,
         adopt_lease: str | None = None,
-        paid_run: paid.PaidRun | None = None,
+        paid_run: PaidRun | None = None,
     ) -> None:
         """On the tunnel loop: shim + link, wired to each other."""
         settings = LinkSettings(

@@ -133,12 +133,12 @@ def test_a_launch_without_a_wallet_password_says_what_to_do(
 def test_a_renter_that_stops_paying_is_paused_then_stopped(
     market: Market, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from jupyter_gpumarket.provisioning import paid
+    from jupyter_gpumarket.provisioning import paid_run
 
     async def no_vouchers(*args: Any) -> None:  # a renter whose wallet never signs
         return None
 
-    monkeypatch.setattr(paid, "stream_vouchers", no_vouchers)
+    monkeypatch.setattr(paid_run, "stream_vouchers", no_vouchers)
     km = KernelManager(kernel_name="gpumarket")
     with environ(market.renter_env):
         km.start_kernel()
