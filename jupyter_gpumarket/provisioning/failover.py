@@ -100,7 +100,7 @@ async def launch_paid_with_failover(prov: GpuMarketProvisioner, env: dict[str, s
         )
         try:
             await prov._open_paid(offer)
-            await prov._start_remote(env)
+            await prov._start_remote(env, prov._kernel_args)
         except BaseException as exc:
             paid_run, prov._paid = prov._paid, None
             await prov._teardown(end_lease=True)

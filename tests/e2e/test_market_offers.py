@@ -256,7 +256,7 @@ def test_launch_fails_over_to_the_next_offer_and_the_renter_pays_once(fleet: Fle
             km.shutdown_kernel(now=False)
     leases = {lease["offer_id"]: lease for lease in leases_json(fleet.renter_env)}
     failed, used = leases[ids["broken"]], leases[ids["h100"]]
-    assert failed["state"] == "stopped"
+    assert failed["state"] in ("stopped", "settled")  # the provider may have settled it at 0
     assert failed.get("error")
     escrow = EscrowClient(fleet.contracts())
     channel = escrow.channel(bytes.fromhex(used["channel_id"][2:]))
