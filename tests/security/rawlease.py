@@ -63,7 +63,8 @@ class RawLease:
                 if delivery is not None and delivery.channel is Channel.AGENT:
                     head, *data = delivery.parts
                     msg = control.parse_agent_message(head)
-                    if not isinstance(msg, paymsgs.PaymentNotice):  # a provider notice
+                    # a provider notice or a telemetry sample, pushed unasked
+                    if not isinstance(msg, (paymsgs.PaymentNotice, control.Telemetry)):
                         return msg, list(data)
 
     async def ask(self, msg: object, *data: bytes, timeout: float = REPLY_TIMEOUT) -> Any:
