@@ -58,6 +58,7 @@ def test_leases_of_other_networks_only_with_all(
         every = server.request("GET", "/gpumarket/leases?all=1")["leases"]
         with pytest.raises(urllib.error.HTTPError) as bad:
             server.request("GET", "/gpumarket/leases?all=yes")
+        bad.value.close()  # the error holds the response: its socket stays open until closed
     finally:
         assert server.stop() == 0
     assert [r["id"] for r in active] == [ids["here"]]
