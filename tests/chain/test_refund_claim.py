@@ -19,6 +19,7 @@ from jupyter_gpumarket.chain.profiles import NetworkProfile, save_profile
 from jupyter_gpumarket.chain.renter_ledger import RenterLedger
 from jupyter_gpumarket.cli import main
 from jupyter_gpumarket.core import eip712
+from jupyter_gpumarket.core.renter_lease_state import RenterEvent
 
 PAID = 2 * USD
 OWED = 5 * USD - PAID
@@ -74,7 +75,7 @@ def _unblock(e, token, accounts) -> None:
 
 def test_leases_lists_the_owed_refund(settled_while_blocked, accounts, capsys):
     _e, _token, rec = settled_while_blocked
-    RenterLedger().update(rec.id, state="settled", spent=PAID, refunded=OWED)
+    RenterLedger().transition(rec.id, RenterEvent.CHAIN_SETTLED, spent=PAID, refunded=OWED)
     assert main(["leases"]) == 0
     out = capsys.readouterr().out
     assert "refund owed to " + accounts[1].address in out
@@ -90,12 +91,13 @@ def test_close_claims_it_once_the_token_serves_the_renter(settled_while_blocked,
     assert e.escrow.functions.refund_owed(renter.address).call() == 0
     done = RenterLedger().get(rec.id)
     assert done.state == "settled"
-    assert [tx["kind"] for tx in done.txs] == ["claim_refund"]
+    # the provider's settle, found on chain by reconcile, and the renter's claim
+    assert [tx["kind"] for tx in done.txs] == ["claim_refund", "settle"]
 
 
 def test_close_of_a_lease_already_settled_claims_it(settled_while_blocked, accounts, capsys):
     e, token, rec = settled_while_blocked
-    RenterLedger().update(rec.id, state="settled", spent=PAID, refunded=OWED)
+    RenterLedger().transition(rec.id, RenterEvent.CHAIN_SETTLED, spent=PAID, refunded=OWED)
     _unblock(e, token, accounts)
     assert main(["leases", "close", rec.id]) == 0
     assert "claimed" in capsys.readouterr().out

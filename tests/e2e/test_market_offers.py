@@ -104,7 +104,7 @@ def test_the_index_reads_registry_events_incrementally(fleet: Fleet, tmp_path: P
     assert again.from_block == first.to_block + 1
     assert again.offers_read == 0
 
-    new_id = fleet.register(8, price_per_hour=7_777, region="zz")
+    new_id = fleet.register(8, price_per_hour=7_777, region="zz", tls_fingerprint=b"\x88" * 32)
     third = index.refresh()
     assert third.from_block == again.to_block + 1
     assert third.offers_read == 1
@@ -285,7 +285,7 @@ def test_a_background_refresh_picks_up_new_offers(fleet: Fleet, tmp_path: Path) 
     index.refresh()
     bg = BackgroundRefresh(index, interval=0.2).start()
     try:
-        new_id = fleet.register(9, price_per_hour=9_999, region="zz")
+        new_id = fleet.register(9, price_per_hour=9_999, region="zz", tls_fingerprint=b"\x99" * 32)
         deadline = time.monotonic() + 30
         while index.get(new_id) is None and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -5,7 +5,6 @@ that copies another provider's endpoint. Each test performs the attack."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import subprocess
@@ -105,16 +104,24 @@ def test_a_channel_in_a_worthless_or_foreign_token_is_refused_at_the_hello(marke
         assert "revert" in why.lower() or "token" in why.lower(), why
 
 
-@contextlib.contextmanager
-def _provider_paid_in(market: Market, tmp_path: Path, token: str) -> Iterator[dict[str, Any]]:
-    """A second paid agent on the same devnet and escrow whose offer is paid in ``token``
-    (not the escrow's usual one); its ready info."""
+def test_an_agent_refuses_to_serve_an_offer_in_a_token_its_escrow_does_not_hold(
+    market: Market, tmp_path: Path
+):
+    """An agent whose offer would be paid in another token than the escrow's never serves: it
+    refuses at start-up, before registering or accepting a hello, and says which token to set.
+    (A channel in another token than a running agent's offer is refused at the hello: see
+    test_a_channel_in_a_worthless_or_foreign_token_is_refused_at_the_hello and
+    tests/core/test_channel_checks.py.)"""
+    from jupyter_gpumarket.chain.client import deploy
     from jupyter_gpumarket.chain.keystore import create_keystore
 
     from marketproc import PASSWORD, PRICE
 
+    c = contracts(market.devnet.profile)
+    offer_token = deploy(c.w3, _dev(0), "TestUSD")
     profile = json.loads(market.profile.read_text())
-    profile["contracts"]["token"] = token
+    escrow_token = profile["contracts"]["token"]
+    profile["contracts"]["token"] = offer_token
     (tmp_path / "other.json").write_text(json.dumps(profile))
     create_keystore(PASSWORD, private_key=_dev(3).key, path=tmp_path / "p3.json")
     ready = tmp_path / "ready3.json"
@@ -126,37 +133,13 @@ def _provider_paid_in(market: Market, tmp_path: Path, token: str) -> Iterator[di
         "--sandbox", "off", "--unsafe-no-sandbox",
     ]  # fmt: skip
     env = {**os.environ, "GPUMARKET_HOME": str(market.home), "GPUMARKET_WALLET_PASSWORD": PASSWORD}
-    with (tmp_path / "p3.log").open("wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            assert proc.poll() is None, (tmp_path / "p3.log").read_text()
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-        yield json.loads(ready.read_text())
-    finally:
-        proc.terminate()
-        proc.wait(30)
-
-
-def test_an_agent_refuses_channels_in_any_token_but_its_offers(market: Market, tmp_path: Path):
-    """Whatever the escrow allows: an agent whose offer is paid in another token than the
-    escrow's refuses a perfectly good channel in the escrow's token at the hello."""
-    from jupyter_gpumarket.chain.client import deploy
-
-    c = contracts(market.devnet.profile)
-    offer_token = deploy(c.w3, _dev(0), "TestUSD")
-    with _provider_paid_in(market, tmp_path, offer_token) as ready:
-        cid, key = open_channel(market.devnet.profile, _dev(4), _dev(3).address, 10**6)
-
-        async def hello() -> Linked | Refused:
-            async with paid_hello(ready["url"], cid, key) as got:
-                return got
-
-        got = _run(hello())
-    assert isinstance(got, Refused), "the agent served a channel in a token not its offer's"
-    assert got.reason.startswith("not the offer's token")
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    out = done.stdout + done.stderr
+    assert done.returncode != 0, f"the agent served an offer in a token not its escrow's: {out}"
+    assert not ready.exists(), out
+    assert f"takes the token {escrow_token}" in out, out
+    assert f"profile names the token {offer_token}" in out, out
+    assert f"--token {escrow_token}" in out, out
 
 
 # -- 17.3: signatures the escrow refuses are refused by the agent ------------------------------
