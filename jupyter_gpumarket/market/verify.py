@@ -152,7 +152,8 @@ class _Driver:
         proof = await asyncio.to_thread(
             vp.vram_verdict, spec, slices, answers, elapsed, plan.vram_answer_deadline_s
         )
-        self.fig.vram_proven_mib = proof.proven_mib
+        # memory a CPU backend holds is host RAM, not the claimed GPU's memory: it proves no VRAM
+        self.fig.vram_proven_mib = 0 if self.fig.backend == "cpu" else proof.proven_mib
 
 
 async def _rtt(ws: ClientConnection) -> float:
