@@ -217,6 +217,10 @@ def python_paths(python: str = sys.executable) -> tuple[str, ...]:
     # the venv the kernel's Python sits in, and the interpreter its symlink points to
     paths.add(os.path.dirname(os.path.dirname(os.path.abspath(python))))
     paths.add(str(Path(python).resolve().parent.parent))
+    # this package itself (the environment shim and telemetry_view run inside the sandbox): in
+    # site-packages it is under a prefix already; an editable install elsewhere (a checkout
+    # under /home or /tmp, which the sandbox hides) must be exposed on its own, read-only
+    paths.add(str(Path(__file__).resolve().parent.parent))
     return tuple(sorted(os.path.normpath(p) for p in paths))
 
 
