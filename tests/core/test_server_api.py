@@ -75,7 +75,8 @@ def test_a_selection_is_normalized() -> None:
         "confirmed_quote": None,
     }
     path, sel = parse_selection({"path": None, "offer": " gpu=H100,verified=1 "})
-    assert path is None and sel["offer"] == "gpu=H100,verified=1"
+    assert path is None
+    assert sel["offer"] == "gpu=H100,verified=1"
 
 
 @pytest.mark.parametrize(

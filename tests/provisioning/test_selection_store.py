@@ -48,8 +48,10 @@ def test_the_store_keeps_at_most_max_notebooks(monkeypatch: pytest.MonkeyPatch) 
     for i in range(5):
         store.save_selection(f"nb{i}.ipynb", _sel("2"))
     kept = store.selections()
-    assert len(kept) == 3 and "" in kept  # the default stays; the oldest notebooks go
-    assert "nb4.ipynb" in kept and "nb0.ipynb" not in kept
+    assert len(kept) == 3
+    assert "" in kept
+    assert "nb4.ipynb" in kept
+    assert "nb0.ipynb" not in kept
 
 
 @pytest.mark.parametrize("content", [b"{", b"[1]", b" " * (store.MAX_FILE_BYTES + 1)])
@@ -103,7 +105,8 @@ def test_a_stored_config_with_a_bad_field_keeps_the_good_ones(home: Path) -> Non
     home.mkdir(parents=True)
     (home / "config.json").write_text(json.dumps({"budget_cap": -4, "policy": "value"}))
     config = store.load_config()
-    assert config["budget_cap"] is None and config["policy"] == "value"
+    assert config["budget_cap"] is None
+    assert config["policy"] == "value"
 
 
 def test_the_unlocked_password_serves_a_launch_only_without_the_env(

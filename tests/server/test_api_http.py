@@ -131,7 +131,8 @@ def test_the_authorizer_decides_on_every_api_route(
 def test_a_bad_offers_query_is_400_json(jupyter: JupyterServer, query: str) -> None:
     status, body = _call(jupyter, "GET", f"/gpumarket/api/offers?{query}")
     assert status == 400, body
-    assert isinstance(body["message"], str) and body["message"]
+    assert isinstance(body["message"], str)
+    assert body["message"]
 
 
 def test_offers_from_an_unreachable_chain_are_502_with_what_to_do(
@@ -141,7 +142,8 @@ def test_offers_from_an_unreachable_chain_are_502_with_what_to_do(
     assert status == 502, body
     assert "127.0.0.1:9" in body["message"]
     status, body = _call(jupyter, "GET", "/gpumarket/api/offers?network=nosuchnet")
-    assert status == 400 and "gpumarket network list" in body["message"]
+    assert status == 400
+    assert "gpumarket network list" in body["message"]
 
 
 def test_a_selection_is_stored_read_and_deleted(jupyter: JupyterServer) -> None:
@@ -151,14 +153,16 @@ def test_a_selection_is_stored_read_and_deleted(jupyter: JupyterServer) -> None:
     sel = {"path": "work/nb.ipynb", "offer": "gpu=H100,verified=1", "budget": 5_000_000}
     status, body = _call(jupyter, "POST", api, sel)
     assert status == 200, body
-    assert body["offer"] == "gpu=H100,verified=1" and body["path"] == "work/nb.ipynb"
+    assert body["offer"] == "gpu=H100,verified=1"
+    assert body["path"] == "work/nb.ipynb"
     status, body = _call(jupyter, "POST", api, {"path": None, "offer": "policy=cheapest"})
     assert status == 200, body
     status, body = _call(jupyter, "GET", f"{api}?path=work/nb.ipynb")
     assert body["selection"]["budget"] == 5_000_000
     assert body["default"]["offer"] == "policy=cheapest"
     status, body = _call(jupyter, "GET", api)
-    assert body["path"] is None and body["selection"]["offer"] == "policy=cheapest"
+    assert body["path"] is None
+    assert body["selection"]["offer"] == "policy=cheapest"
     status, body = _call(jupyter, "DELETE", f"{api}?path=work/nb.ipynb")
     assert (status, body) == (200, {"path": "work/nb.ipynb", "selection": None})
     assert _call(jupyter, "GET", f"{api}?path=work/nb.ipynb")[1]["selection"] is None
@@ -202,7 +206,8 @@ def test_config_is_stored_and_checked(jupyter: JupyterServer) -> None:
     api = "/gpumarket/api/config"
     status, body = _call(jupyter, "GET", api)
     assert status == 200
-    assert body["cull_idle_timeout_s"] == 1800 and body["budget_cap"] is None
+    assert body["cull_idle_timeout_s"] == 1800
+    assert body["budget_cap"] is None
     status, body = _call(jupyter, "PUT", api, {"budget_cap": 7_000_000, "verified_only": True})
     assert status == 200, body
     assert _call(jupyter, "GET", api)[1]["budget_cap"] == 7_000_000
@@ -217,7 +222,8 @@ def test_config_is_stored_and_checked(jupyter: JupyterServer) -> None:
         assert status == 400, (bad, body)
         assert body["message"]
     status, body = _call(jupyter, "PUT", api, raw=b"{,}")
-    assert status == 400 and "JSON" in body["message"]
+    assert status == 400
+    assert "JSON" in body["message"]
     assert _call(jupyter, "GET", api)[1]["budget_cap"] == 7_000_000  # unchanged by the refusals
     _call(jupyter, "PUT", api, {"budget_cap": None, "verified_only": False})
 
@@ -227,7 +233,8 @@ def test_wallet_unlock_checks_the_password_and_lock_forgets_it(
 ) -> None:
     status, body = _call(jupyter, "GET", "/gpumarket/api/wallet")
     assert status == 200
-    assert body["address"].startswith("0x") and body["unlocked"] is False
+    assert body["address"].startswith("0x")
+    assert body["unlocked"] is False
     assert body["balances"] == {"token": None, "native": None}  # the chain is unreachable
     assert body["message"]
     assert not {"key", "private_key", "password"} & set(body)
@@ -239,10 +246,13 @@ def test_wallet_unlock_checks_the_password_and_lock_forgets_it(
         jupyter, "POST", "/gpumarket/api/wallet/unlock", {"password": PASSWORD, "timeout_s": 60}
     )
     assert status == 200, body
-    assert body["unlocked"] is True and 0 < body["unlock_expires_in_s"] <= 60
+    assert body["unlocked"] is True
+    assert 0 < body["unlock_expires_in_s"] <= 60
     assert PASSWORD not in json.dumps(body)
     status, body = _call(jupyter, "POST", "/gpumarket/api/wallet/lock")
-    assert status == 200 and body["unlocked"] is False and body["unlock_expires_in_s"] is None
+    assert status == 200
+    assert body["unlocked"] is False
+    assert body["unlock_expires_in_s"] is None
 
 
 @pytest.mark.parametrize(
@@ -267,9 +277,11 @@ def test_leases_answer_like_the_old_route_and_unknown_ids_are_404(
     jupyter: JupyterServer,
 ) -> None:
     status, new = _call(jupyter, "GET", "/gpumarket/api/leases")
-    assert status == 200 and new["leases"] == []
+    assert status == 200
+    assert new["leases"] == []
     status, old = _call(jupyter, "GET", "/gpumarket/leases")
-    assert status == 200 and old == new
+    assert status == 200
+    assert old == new
     assert _call(jupyter, "GET", "/gpumarket/api/leases?all=2")[0] == 400
     for lease in ("abcdef", "0x" + "ab" * 32, "not-hex", "x" * 100):
         status, body = _call(jupyter, "DELETE", f"/gpumarket/api/leases/{lease}")
@@ -279,4 +291,5 @@ def test_leases_answer_like_the_old_route_and_unknown_ids_are_404(
 
 def test_telemetry_of_an_unknown_kernel_is_404(jupyter: JupyterServer) -> None:
     status, body = _call(jupyter, "GET", "/gpumarket/api/telemetry?kernel_id=nope")
-    assert status == 404 and "nope" in body["message"]
+    assert status == 404
+    assert "nope" in body["message"]
