@@ -42,7 +42,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         type=argtypes.int_in(1, argtypes.UINT256_MAX, "token base units, at least 1"),
         help="most a lease may spend, token base units",
     )
-    a.add_argument("--initial-hours", type=float, help="hours of deposit paid up front")
+    a.add_argument(
+        "--initial-hours",
+        type=argtypes.seconds(high=9999, unit="hours"),
+        help="hours of deposit paid up front",
+    )
     a.add_argument("--replace", action="store_true", help="overwrite a spec this command wrote")
     a.set_defaults(func=add)
     r = ksub.add_parser("remove", help="remove a kernelspec written by `kernelspec add`")
