@@ -81,7 +81,7 @@ def _ours(spec_dir: Path) -> dict[str, Any] | None:
     meta = data.get("metadata") if isinstance(data, dict) else None
     mark = meta.get("gpumarket") if isinstance(meta, dict) else None
     if isinstance(mark, dict) and mark.get("written_by") == WRITTEN_BY:
-        return data
+        return dict(data)
     return None
 
 
@@ -97,7 +97,7 @@ def build_spec(args: argparse.Namespace) -> dict[str, Any]:
     if args.initial_hours is not None:
         body["initial_hours"] = args.initial_hours
     _, selection = parse_selection(body)
-    spec = json.loads(_STATIC.read_text())
+    spec: dict[str, Any] = json.loads(_STATIC.read_text())
     display = args.display_name or f"Python 3 (GPU Market: {selection['offer']})"
     if not 0 < len(display) <= 128 or not display.isprintable():
         raise ConfigError("--display-name must be 1 to 128 printable characters")
@@ -152,7 +152,7 @@ def remove(args: argparse.Namespace) -> int:
 def list_specs(args: argparse.Namespace) -> int:
     from jupyter_client.kernelspec import KernelSpecManager
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, where in sorted(KernelSpecManager().find_kernel_specs().items()):
         data = _ours(Path(where))
         if data is None and name != "gpumarket":

@@ -98,6 +98,6 @@ def balances(profile: NetworkProfile, address: str) -> dict[str, int]:
 
     w3 = connect(profile.rpc_url)
     with rpc_errors("eth_getBalance", profile.rpc_url):
-        native = int(w3.eth.get_balance(address))
+        native = int(w3.eth.get_balance(address))  # type: ignore[arg-type]
     token = int(call(contract_at(w3, "TestUSD", profile.token).functions.balanceOf(address)))
     return {"token": token, "native": native}

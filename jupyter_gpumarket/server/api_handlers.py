@@ -176,7 +176,8 @@ class LeasesHandler(ApiHandler):
         every = self.get_query_argument("all", "0")
         if every not in ("0", "1"):
             raise ApiError(400, "all must be 0 or 1")
-        self.reply(await self.extensionapp.recovery.report(all_networks=every == "1"))
+        recovery = self.extensionapp.recovery  # type: ignore[attr-defined]
+        self.reply(await recovery.report(all_networks=every == "1"))
 
 
 class LeaseHandler(ApiHandler):

@@ -141,3 +141,22 @@ def test_the_password_never_reaches_disk(home: Path) -> None:
         if path.is_file():
             assert b"very-secret-password" not in path.read_bytes()
     assert "very-secret-password" not in "".join(os.environ.values())
+
+
+def test_a_direct_provider_wins_over_every_stored_selection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The provisioner's lookup (choice, then the server's env, then the launch env, then the
+    trait) with a selection stored: GPUMARKET_PROVIDER_URL still picks the direct provider."""
+    from jupyter_gpumarket.provisioning.selection import paid_selected
+
+    store.save_selection(None, _sel("7"))
+    launch_env = {"GPUMARKET_PROVIDER_URL": "wss://127.0.0.1:1"}
+    choice = store.launch_choice(None, launch_env)
+
+    def setting(name: str, trait: str) -> str:
+        return choice.get(name) or os.environ.get(name) or launch_env.get(name) or trait
+
+    assert not paid_selected(setting, "", "")
+    launch_env.clear()
+    assert paid_selected(setting, "", "")
