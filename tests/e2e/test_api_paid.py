@@ -129,11 +129,14 @@ def test_a_stored_selection_and_an_unlocked_wallet_launch_a_paid_kernel_that_del
     assert status == 200, stopped
     assert stopped["lease_id"] == lease["id"]
     assert stopped["kernel_id"] == kernel_id
-    assert stopped["status"] in ("stopped", "settled")
+    assert stopped["status"] in ("settled", "stopped"), stopped  # stopped: a slow provider
+    if stopped["status"] == "settled":
+        assert stopped["message"] is None
+        assert "settle" in [tx["kind"] for tx in stopped["txs"]], stopped
     assert stopped["charged"] > 0, stopped
     assert stopped["refund"] == stopped["deposit"] - stopped["charged"]
     assert stopped["deposit"] <= 9_000_000  # the selection's budget bounds the deposit
-    assert any(tx["kind"] == "open" for tx in stopped["txs"]) or stopped["txs"]
+    assert stopped["txs"], stopped
     assert kernel_id not in [k["id"] for k in jupyter.request("GET", "/api/kernels")]
     status, again = _call(jupyter, "DELETE", f"/gpumarket/api/leases/{lease['id']}")
     assert status == 200
