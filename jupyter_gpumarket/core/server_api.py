@@ -55,7 +55,8 @@ def _text(name: str, value: Any, limit: int = MAX_TEXT_CHARS) -> str:
 
 def _network(name: str, value: Any) -> str:
     text = _text(name, value, 64)
-    if not set(text) <= NETWORK_CHARS:
+    # a name, never a path: load_profile reads "x.json" (or anything with a slash) as a file
+    if not set(text) <= NETWORK_CHARS or text.startswith(".") or text.endswith(".json"):
         raise ConfigError(
             f"{name} {text!r} is not a network profile name (lowercase letters, digits, - _ .); "
             "`gpumarket network list` shows the known ones"

@@ -18,8 +18,10 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
 from jupyter_gpumarket.core.server_api import (
+    CONFIG_DEFAULTS,
     MAX_BODY_BYTES,
     check_notebook_path,
+    merge_config,
     parse_offers_query,
     parse_selection,
 )
@@ -290,10 +292,11 @@ class ConfigHandler(ApiHandler):
     @json_errors
     async def put(self) -> None:
         body = self.body()
-        if isinstance(body, dict) and body.get("network"):
+        checked = merge_config(CONFIG_DEFAULTS, body)  # every field checked before any use
+        if checked["network"]:
             from jupyter_gpumarket.chain.profiles import load_profile
 
-            await asyncio.to_thread(load_profile, str(body["network"])[:64])
+            await asyncio.to_thread(load_profile, checked["network"])
         self.reply(await asyncio.to_thread(selection_store.save_config, body))
 
 

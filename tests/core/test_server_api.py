@@ -55,6 +55,7 @@ def test_an_offers_query_maps_to_the_cli_constraints() -> None:
         ({"region": "eu\x00"}, "region"),
         ({"sort": "cheapest"}, "unknown query parameter"),
         ({"network": "../../etc/passwd"}, "network"),
+        ({"network": "x.json"}, "network"),
     ],
 )
 def test_a_bad_offers_query_names_the_parameter(args: dict[str, str], says: str) -> None:
@@ -98,6 +99,9 @@ def test_a_selection_is_normalized() -> None:
         ({"offer": "7", "initial_hours": "1"}, "initial_hours"),
         ({"offer": "7", "network": "Dev Net"}, "network"),
         ({"offer": "7", "network": "/tmp/x.json"}, "network"),
+        ({"offer": "7", "network": "notebook.json"}, "network"),
+        ({"offer": "7", "network": ".."}, "network"),
+        ({"offer": "7", "network": ".hidden"}, "network"),
         ({"offer": "7", "confirmed_quote": "yes"}, "confirmed_quote"),
         ({"offer": "7", "confirmed_quote": {"t": "x" * 5000}}, "confirmed_quote"),
         ({"offer": "7", "wallet": "/tmp/w.json"}, "unknown field"),

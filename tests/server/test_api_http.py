@@ -141,6 +141,7 @@ def test_offers_from_an_unreachable_chain_are_502_with_what_to_do(
     status, body = _call(jupyter, "GET", "/gpumarket/api/offers?gpu=H100")
     assert status == 502, body
     assert "127.0.0.1:9" in body["message"]
+    assert "gpumarket devnet" in body["message"]  # what to do
     status, body = _call(jupyter, "GET", "/gpumarket/api/offers?network=nosuchnet")
     assert status == 400
     assert "gpumarket network list" in body["message"]
@@ -180,6 +181,7 @@ def test_a_selection_is_stored_read_and_deleted(jupyter: JupyterServer) -> None:
         (json.dumps({"offer": "7", "owner": "me"}).encode(), "unknown field"),
         (json.dumps({"offer": "7", "path": "../../x.ipynb"}).encode(), "path"),
         (json.dumps({"offer": "7", "network": "nosuchnet"}).encode(), "nosuchnet"),
+        (json.dumps({"offer": "7", "network": "nb.json"}).encode(), "network"),
         (b'{"offer": "' + b"1" * 70_000 + b'"}', "larger than"),
     ],
 )
@@ -216,6 +218,7 @@ def test_config_is_stored_and_checked(jupyter: JupyterServer) -> None:
         {"cull_idle_timeout_s": -5},
         {"policy": "fastest!"},
         {"network": "nosuchnet"},
+        {"network": "nb.json"},  # a name, never a file the server would read
         {"colour": "blue"},
     ):
         status, body = _call(jupyter, "PUT", api, bad)
