@@ -41,6 +41,7 @@ __all__ = ["api_routes"]
 AUTH_RESOURCE = handlers.AUTH_RESOURCE
 DEFAULT_UNLOCK_S = 3600.0
 MAX_PASSWORD_CHARS = 1024
+WRONG_PASSWORD_DELAY_S = 1.0
 
 F = TypeVar("F", bound=Callable[..., Awaitable[None]])
 
@@ -261,8 +262,12 @@ class WalletUnlockHandler(ApiHandler):
                 400, f"timeout_s must be seconds above 0, at most {wallet_memory.MAX_TIMEOUT_S}"
             )
         lock: asyncio.Lock = self.settings.setdefault("gpumarket_unlock_lock", asyncio.Lock())
-        async with lock:  # one scrypt at a time
-            await asyncio.to_thread(load_account, password)
+        async with lock:  # one scrypt at a time, and at most one wrong guess per second
+            try:
+                await asyncio.to_thread(load_account, password)
+            except WrongPassword:
+                await asyncio.sleep(WRONG_PASSWORD_DELAY_S)
+                raise
         wallet_memory.unlock(password, float(timeout))
         self.reply(await wallet_view())
 
