@@ -108,11 +108,11 @@ class Quote:
         if not isinstance(token, dict) or set(token) != {"symbol", "decimals"}:
             raise ConfigError('quote token must be {"symbol": ..., "decimals": ...}')
         return cls(
-            offer_id=data.get("offer_id"),  # type: ignore[arg-type]  # checked in __post_init__
-            price_per_hour=data.get("price_per_hour"),  # type: ignore[arg-type]
-            deposit=data.get("deposit"),  # type: ignore[arg-type]
-            budget=data.get("budget"),  # type: ignore[arg-type]
-            seconds_covered=data.get("seconds_covered", 0),  # type: ignore[arg-type]
+            offer_id=data.get("offer_id"),  # each checked in __post_init__
+            price_per_hour=data.get("price_per_hour"),
+            deposit=data.get("deposit"),
+            budget=data.get("budget"),
+            seconds_covered=data.get("seconds_covered", 0),
             symbol=token["symbol"],
             decimals=token["decimals"],
         )
