@@ -108,10 +108,10 @@ class Quote:
         if not isinstance(token, dict) or set(token) != {"symbol", "decimals"}:
             raise ConfigError('quote token must be {"symbol": ..., "decimals": ...}')
         return cls(
-            offer_id=data.get("offer_id"),  # each checked in __post_init__
-            price_per_hour=data.get("price_per_hour"),
-            deposit=data.get("deposit"),
-            budget=data.get("budget"),
+            offer_id=_amount("offer_id", data.get("offer_id")),
+            price_per_hour=_amount("price_per_hour", data.get("price_per_hour")),
+            deposit=_amount("deposit", data.get("deposit")),
+            budget=_amount("budget", data.get("budget")),
             seconds_covered=data.get("seconds_covered", 0),
             symbol=token["symbol"],
             decimals=token["decimals"],
