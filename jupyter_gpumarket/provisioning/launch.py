@@ -66,12 +66,17 @@ async def open_paid(prov: GpuMarketProvisioner, offer: Any = None) -> None:
     """Open the escrow channel for ``offer`` (else the one GPUMARKET_OFFER picks; chain, in
     a thread), connect with it."""
     password, budget, initial_hours = prov._paid_settings()
-    from jupyter_gpumarket.provisioning import paid  # web3 only for paid kernels
+    from jupyter_gpumarket.core.launch_state import LaunchEventType
+    from jupyter_gpumarket.provisioning import (
+        launch_flow,
+        paid,  # web3 only for paid kernels
+    )
     from jupyter_gpumarket.provisioning.paid_run import PaidRun
     from jupyter_gpumarket.provisioning.persist import bind_persist
 
     setting = prov._setting
     prov._progress("opening an escrow channel")
+    launch_flow.step(prov, LaunchEventType.OPEN_CHANNEL)
     lease = await asyncio.to_thread(
         paid.open_paid_lease,
         network=setting("GPUMARKET_NETWORK", prov.network),
@@ -87,9 +92,11 @@ async def open_paid(prov: GpuMarketProvisioner, offer: Any = None) -> None:
     )
     prov._paid = PaidRun(lease)
     bind_persist(lease, prov.kernel_id)
+    launch_flow.note_lease(prov, lease)
     offer = lease.offer
     target = ProviderTarget(offer.endpoint, normalize_fingerprint(offer.tls_fingerprint), "")
     prov._progress(f"connecting to offer {offer.offer_id} at {offer.endpoint}")
+    launch_flow.step(prov, LaunchEventType.CONNECT)
     await call(prov._open(target, paid_run=prov._paid))
 
 
