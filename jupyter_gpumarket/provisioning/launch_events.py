@@ -73,6 +73,7 @@ class LaunchTracker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._confirmed: asyncio.Event | None = None
         self._lock = threading.Lock()
+        self.log: logging.Logger | logging.LoggerAdapter[Any] = log  # the server's, once known
 
     # -- the machine -------------------------------------------------------------------------
     def event(self) -> dict[str, Any]:
@@ -96,7 +97,7 @@ class LaunchTracker:
             changed = self.machine.handle(event, time.time())
         if changed:
             data = self.event()
-            log.info(
+            self.log.info(
                 "gpumarket %s: %s%s",
                 self.kernel_id,
                 data["label"],
@@ -134,7 +135,7 @@ class LaunchTracker:
         task, loop = self._task, self._loop
         if interruptible and task is not None and loop is not None and not task.done():
             loop.call_soon_threadsafe(task.cancel)
-        log.info("gpumarket %s: cancel requested", self.kernel_id)
+        self.log.info("gpumarket %s: cancel requested", self.kernel_id)
 
     def cancelled(self, refund_note: str = "") -> None:
         """The launch stopped after a cancel: ``ended`` with reason cancelled."""
@@ -282,16 +283,24 @@ class LaunchHub:
             except Exception:  # one broken listener must not stop the launch
                 log.exception("gpumarket event listener failed")
 
-    def begin(self, kernel_id: str, notebook: str | None) -> LaunchTracker:
-        """A new launch of ``kernel_id`` (a fresh start; a restart keeps its tracker)."""
+    def begin(
+        self,
+        kernel_id: str,
+        notebook: str | None,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+    ) -> LaunchTracker:
+        """A new launch of ``kernel_id`` (a fresh start; a restart keeps its tracker);
+        its transitions go to ``logger`` (the server's log) too."""
         tracker = LaunchTracker(self, kernel_id, notebook)
+        if logger is not None:
+            tracker.log = logger
         with self._lock:
             self._trackers.pop(kernel_id, None)
             self._trackers[kernel_id] = tracker
             while len(self._trackers) > MAX_LAUNCHES:
                 del self._trackers[next(iter(self._trackers))]
         data = tracker.event()
-        log.info("gpumarket %s: %s", kernel_id, data["label"])
+        tracker.log.info("gpumarket %s: %s", kernel_id, data["label"])
         self.publish(data)
         return tracker
 

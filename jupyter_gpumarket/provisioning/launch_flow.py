@@ -68,7 +68,8 @@ def begin(prov: GpuMarketProvisioner) -> None:
         current.watch_task()
         current.step(_E.START_KERNEL)
         return
-    hub().begin(kernel_id, notebook).watch_task()
+    t = hub().begin(kernel_id, notebook, prov.log)
+    t.watch_task()
 
 
 def step(prov: GpuMarketProvisioner, kind: LaunchEventType) -> None:

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from jupyter_gpumarket.core.launch_state import LaunchEvent, LaunchEventType, LaunchState
@@ -88,10 +89,7 @@ class LaunchMonitor:
             await self._cull(t, kernel, state == "busy", seen)
 
     def _kernel(self, kernel_id: str) -> Any:
-        try:
-            return self.km.get_kernel(kernel_id)
-        except KeyError:
-            return None
+        return self.km.get_kernel(kernel_id) if kernel_id in self.km else None
 
     def _link(self, t: LaunchTracker) -> None:
         link = t.link
@@ -139,9 +137,7 @@ class LaunchMonitor:
         last = getattr(kernel, "last_activity", None)
         if last is None:
             return
-        from jupyter_server.utils import utcnow
-
-        idle_s = max(0.0, (utcnow() - last).total_seconds())
+        idle_s = max(0.0, (datetime.now(UTC) - last).total_seconds())
         connections = self.km._kernel_connections.get(t.kernel_id, 0)
         cull_in, held = cull_status(
             idle_s,
@@ -155,8 +151,9 @@ class LaunchMonitor:
         due = now - seen.get("cull_at", 0.0) >= (
             1.0 if cull_in is not None and cull_in <= 60 else 5.0
         )
-        if due or (cull_in, held) != seen.get("cull"):
-            seen["cull_at"], seen["cull"] = now, (cull_in, held)
+        shape = (cull_in is None, held)  # culling switched on/off, or held by something else
+        if due or shape != seen.get("cull") or cull_in == 0.0:
+            seen["cull_at"], seen["cull"] = now, shape
             hub().publish(
                 {
                     "type": "cull",
