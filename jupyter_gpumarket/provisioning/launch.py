@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from jupyter_client.connect import KernelConnectionInfo
@@ -30,13 +31,17 @@ async def open_link(
     log: logging.Logger | logging.LoggerAdapter[Any],
     adopt_lease: str | None = None,
     paid_run: PaidRun | None = None,
+    observe: Callable[[str], None] | None = None,
 ) -> tuple[RemoteLink, ZmqShim]:
-    """On the tunnel loop: shim + link, wired to each other; both closed if the link fails."""
+    """On the tunnel loop: shim + link, wired to each other; both closed if the link fails.
+    ``observe`` sees every notice too (the launch states' warnings)."""
     shim: ZmqShim | None = None
     key_bytes = key.encode()
 
     def notice(text: str) -> None:
         log.warning(text)
+        if observe is not None:
+            observe(text)
         if shim is not None:
             shim.notify(text, key_bytes)
 

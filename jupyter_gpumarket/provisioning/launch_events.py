@@ -154,16 +154,7 @@ class LaunchTracker:
         self.quote = quote
         self._confirmed = asyncio.Event()
         self.step(_E.CONFIRM_NEEDED)
-        self.hub.publish(
-            {
-                "type": "warning",
-                "kernel_id": self.kernel_id,
-                "t": time.time(),
-                "code": "confirm",
-                "message": f"confirm to pay: {quote.text}",
-                "quote": quote.to_json(),
-            }
-        )
+        self.warn("confirm", f"confirm to pay: {quote.text}", quote=quote.to_json())
         try:
             async with asyncio.timeout(timeout):
                 await self._confirmed.wait()
@@ -191,6 +182,19 @@ class LaunchTracker:
             loop.call_soon_threadsafe(event.set)
         else:  # pragma: no cover - a launch always runs on a loop
             event.set()
+
+    def warn(self, code: str, message: str, **extra: Any) -> None:
+        """A ``warning`` event of this kernel."""
+        self.hub.publish(
+            {
+                "type": "warning",
+                "kernel_id": self.kernel_id,
+                "t": time.time(),
+                "code": code,
+                "message": message,
+                **extra,
+            }
+        )
 
     # -- money -------------------------------------------------------------------------------
     def spend(self) -> dict[str, Any] | None:

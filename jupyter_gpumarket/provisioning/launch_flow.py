@@ -35,6 +35,7 @@ __all__ = [
     "ended",
     "failed",
     "note_lease",
+    "notice",
     "ready",
     "step",
     "tracker",
@@ -168,6 +169,33 @@ def failed(prov: GpuMarketProvisioner, exc: BaseException) -> BaseException:
         text = str(exc)[:500] or type(exc).__name__
         t.handle(LaunchEvent(_E.FAIL, message=text))
     return exc
+
+
+def notice(prov: GpuMarketProvisioner, text: str) -> None:
+    """A notice of the link or the lease (provider payment notices, the 80 % warning, a
+    top-up, a lost link): a ``warning`` event; low funds when it is about money."""
+    t = hub().get(_kernel_id(prov))
+    if t is None:
+        return
+    code = _notice_code(text)
+    t.warn(code, text.removeprefix("[gpumarket] "))
+    live = t.state.value in ("ready", "busy")
+    if code in ("payment", "low_funds") and live:
+        t.handle(LaunchEvent(_E.FUNDS_LOW, message=text.removeprefix("[gpumarket] ")))
+    elif code == "top_up" and "topped up" in text and t.state.value == "low_funds":
+        t.handle(LaunchEvent(_E.FUNDS_OK))
+
+
+def _notice_code(text: str) -> str:
+    if text.startswith("[gpumarket] provider: "):
+        return "payment"  # the agent's PaymentNotice: a late voucher, a deposit running out
+    if "% of this lease's" in text or "is spent" in text:
+        return "low_funds"
+    if "top" in text and "channel" in text:
+        return "top_up"
+    if "is lost" in text:
+        return "lost"
+    return "notice"
 
 
 def ended(prov: GpuMarketProvisioner) -> None:

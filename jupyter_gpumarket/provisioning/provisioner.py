@@ -247,8 +247,11 @@ class GpuMarketProvisioner(KernelProvisionerBase):
             connect_timeout=min(30.0, self.launch_timeout), link_grace=self.link_grace_seconds
         )
         self._link, self._shim = await launch.open_link(
-            target, self._key, settings, self.log, adopt_lease, paid_run
+            target, self._key, settings, self.log, adopt_lease, paid_run, self._launch_notice
         )
+
+    def _launch_notice(self, text: str) -> None:
+        launch_flow.notice(self, text)
 
     # -- liveness (KernelManager, KernelRestarter) ------------------------------------------
     @property

@@ -1,8 +1,9 @@
 """What the server sees of each live gpumarket kernel, turned into events twice a second:
 ``ready ⇄ busy`` (the kernel's iopub status, as jupyter_server's own activity tracking
-records it), ``reconnecting (attempt n)`` / ``lost`` (the link), ``low funds`` (the 80 %
-voucher warning), ``spend`` and ``telemetry`` when they change, and the idle culling of
-paid-for kernels (``cull`` countdown; ``ended`` reason ``culled``).
+records it), ``reconnecting (attempt n)`` / ``lost`` (the link), ``spend`` and
+``telemetry`` when they change, and the idle culling of paid-for kernels (``cull``
+countdown; ``ended`` reason ``culled``). Low funds come from the lease's notices
+(:func:`jupyter_gpumarket.provisioning.launch_flow.notice`).
 
 Culling builds on jupyter_server's: the same idle clock (``kernel.last_activity``), the same
 ``MappingKernelManager.cull_connected`` and ``cull_busy`` rules, and the same shutdown
@@ -111,10 +112,6 @@ class LaunchMonitor:
         if key != seen.get("spend"):
             seen["spend"] = key
             hub().publish(spend)
-        warned = t.lease.schedule.warned and t.state in (_S.READY, _S.BUSY)
-        if warned and not seen.get("low_funds"):
-            seen["low_funds"] = True
-            t.handle(LaunchEvent(_E.FUNDS_LOW, message=t.lease.schedule._warning()))
 
     def _telemetry(self, t: LaunchTracker, seen: dict[str, Any]) -> None:
         link = t.link
