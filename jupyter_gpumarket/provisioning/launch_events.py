@@ -218,7 +218,7 @@ class LaunchTracker:
             "deposit_left": max(0, deposit - spent),
             "budget": int(sched.budget),
             "seconds_left": max(0, limit - spent) * 3600 // price,
-            "vouchers": int(getattr(lease, "vouchers_sent", 0)),
+            "vouchers": int(lease.vouchers_sent),
             "token": _token(self.quote),
         }
 

@@ -207,7 +207,8 @@ def ended(prov: GpuMarketProvisioner) -> None:
     reason = EndReason.CULLED if t.culled else EndReason.STOPPED
     if lease is not None and t.machine.state.value not in ("ended", "failed"):
         if lease.stopped_for_budget:
-            reason = EndReason.BUDGET
+            deposit = "deposit" in lease.stopped_for_budget
+            reason = EndReason.DEPOSIT_USED if deposit else EndReason.BUDGET
         spent = int(lease.schedule.signed)
         txs: list[Any] = []
         with contextlib.suppress(GpuMarketError, OSError, KeyError):
