@@ -19,6 +19,7 @@ from websockets.sync.client import connect
 
 from agentproc import AgentProcess, running_agent
 from jupyterproc import JupyterServer, execute, start_jupyter
+from netfault import ThreadedProxy
 
 pytestmark = pytest.mark.slow
 
@@ -31,11 +32,21 @@ def own_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess
 
 
 @pytest.fixture(scope="module")
+def proxy(own_agent: AgentProcess) -> Iterator[ThreadedProxy]:
+    """Between the server and the agent: one test cuts the link."""
+    p = ThreadedProxy("127.0.0.1", int(own_agent.url.rsplit(":", 1)[1]))
+    p.start()
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module")
 def jupyter(
-    tmp_path_factory: pytest.TempPathFactory, own_agent: AgentProcess
+    tmp_path_factory: pytest.TempPathFactory, own_agent: AgentProcess, proxy: ThreadedProxy
 ) -> Iterator[JupyterServer]:
     tmp = tmp_path_factory.mktemp("launch-states")
-    server = start_jupyter(tmp, own_agent.env())
+    url = f"wss://127.0.0.1:{proxy.port}"
+    server = start_jupyter(tmp, {**own_agent.env(), "GPUMARKET_PROVIDER_URL": url})
     (tmp / "notebooks" / "data.txt").write_text("x")
     yield server
     server.stop()
@@ -121,6 +132,25 @@ def test_cancel_while_connecting_ends_the_launch_cancelled_at_no_cost(
     # the provider is fine afterwards: the next launch works
     kernel = jupyter.request("POST", "/api/kernels", {"name": "gpumarket"})
     jupyter.request("DELETE", f"/api/kernels/{kernel['id']}")
+
+
+def test_a_cut_link_shows_reconnecting_with_its_attempts_then_ready_again(
+    jupyter: JupyterServer, watch: EventWatch, proxy: ThreadedProxy
+) -> None:
+    kid = jupyter.request("POST", "/api/kernels", {"name": "gpumarket"})["id"]
+    watch.wait(launch(kid, "ready"))
+    try:
+        proxy.refuse()
+        proxy.reset()  # the link drops; every reconnect attempt is refused
+        first = watch.wait(launch(kid, "reconnecting"))
+        assert first["label"] == f"reconnecting (attempt {first['attempt']})"
+        watch.wait(lambda e: launch(kid, "reconnecting")(e) and e["attempt"] >= 2)
+    finally:
+        proxy.restore()
+    n = len(watch.events)
+    watch.wait(launch(kid, "ready"), since=n - 1)
+    assert "idle" not in watch.states(kid)
+    jupyter.request("DELETE", f"/api/kernels/{kid}")
 
 
 def test_cancel_of_an_unknown_launch_is_404(
