@@ -10,6 +10,7 @@ Every handler is ``@web.authenticated`` (the websocket: ``@ws_authenticated``) a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from typing import Any
@@ -28,11 +29,11 @@ from jupyter_gpumarket.exceptions import (
     PaymentError,
 )
 from jupyter_gpumarket.provisioning.launch_events import LaunchTracker, hub
+from jupyter_gpumarket.server.event_outbox import EVENT_QUEUE, EventOutbox
 
-__all__ = ["EVENT_QUEUE", "launch_handlers"]
+__all__ = ["launch_handlers"]
 
 AUTH_RESOURCE = "gpumarket"
-EVENT_QUEUE = 512  # events waiting for one client; a client this far behind is dropped
 MAX_BODY = 64 * 1024
 
 
@@ -202,39 +203,26 @@ class EventsHandler(JupyterHandler, websocket.WebSocketHandler):
             await res
 
     def open(self, *args: Any, **kwargs: Any) -> None:
-        loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(EVENT_QUEUE)
+        self._outbox = EventOutbox(asyncio.get_running_loop(), self.write_message, self._drop)
         for event in hub().snapshot():
-            self._offer(event)
-
-        def listener(event: dict[str, Any]) -> None:
-            loop.call_soon_threadsafe(self._offer, event)
-
-        self._unsubscribe = hub().subscribe(listener)
+            self._outbox.offer(event)
+        self._unsubscribe = hub().subscribe(self._outbox.offer)
         self._writer = asyncio.ensure_future(self._write_all())
 
-    def _offer(self, event: dict[str, Any]) -> None:
-        if self._queue is None:
-            return
-        try:
-            self._queue.put_nowait(event)
-        except asyncio.QueueFull:
-            self.log.warning(
-                "gpumarket events: a client fell %s events behind; dropped", EVENT_QUEUE
-            )
-            self._stop()
-            self.close(1008, "too slow: reconnect and read the snapshot")
-
     async def _write_all(self) -> None:
-        while True:
-            event = await self._queue.get()
-            try:
-                await self.write_message(json.dumps(event))
-            except websocket.WebSocketClosedError:
-                self._stop()
-                return
+        with contextlib.suppress(websocket.WebSocketClosedError):
+            await self._outbox.run()
+        self._stop()
+
+    def _drop(self) -> None:
+        self.log.warning("gpumarket events: a client fell %s events behind; dropped", EVENT_QUEUE)
+        self._stop()
+        self.close(1008, "too slow: reconnect and read the snapshot")
 
     def _stop(self) -> None:
+        outbox = getattr(self, "_outbox", None)
+        if outbox is not None:
+            outbox.close()
         unsubscribe = getattr(self, "_unsubscribe", None)
         if unsubscribe is not None:
             unsubscribe()
