@@ -143,7 +143,6 @@ class GpuMarketProvisioner(KernelProvisionerBase):
         self._launch_env = dict(env)
         cwd = kwargs.get("cwd")
         self._cwd = Path(cwd) if cwd else None
-        launch_flow.begin(self)
         # KernelManager.start_kernel(extra_arguments=...) (nbclient, papermill): a local kernel
         # gets them after the spec's argv; the remote one gets them in start_kernel.
         extra = kwargs.pop("extra_arguments", None) or []
@@ -152,6 +151,7 @@ class GpuMarketProvisioner(KernelProvisionerBase):
         except ProtocolError as exc:
             raise ConfigError(f"{exc} (the kernel runs on a GPU provider)") from None
         kwargs["cmd"] = [*self.kernel_spec.argv, *self._kernel_args]
+        launch_flow.begin(self)
         return kwargs
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
