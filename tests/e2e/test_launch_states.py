@@ -1,16 +1,14 @@
 """Launch states of a dev kernel through a real Jupyter server and a real provider agent, as
-the events websocket streams them: the steps in order, ready ⇄ busy, cancel before ready,
-409 after, and the idle culling of a kernel nobody watches."""
+the events websocket streams them: the steps in order, ready ⇄ busy, reconnecting, cancel
+before ready, 409 after. (Culling: tests/server/test_launch_routes.py.)"""
 
 from __future__ import annotations
 
 import os
 import signal
 import threading
-import time
 import urllib.error
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -160,28 +158,3 @@ def test_cancel_of_an_unknown_launch_is_404(
         jupyter.request("POST", "/gpumarket/api/launches/nope/cancel", {})
     assert err.value.code == 404
     err.value.close()
-
-
-def test_an_idle_kernel_nobody_watches_is_culled_and_settled(
-    tmp_path: Path, own_agent: AgentProcess
-) -> None:
-    server = start_jupyter(tmp_path, own_agent.env(), "--GpuMarketExtension.cull_idle_timeout=3")
-    watch = EventWatch(server)
-    try:
-        kid = server.request("POST", "/api/kernels", {"name": "gpumarket"})["id"]
-        ended = watch.wait(launch(kid, "ended"), timeout=60)
-        assert ended["reason"] == "culled"
-        culls = watch.of("cull", kid)
-        assert culls
-        assert all(c["timeout_s"] == 3 for c in culls)
-        countdown = [c["cull_in_s"] for c in culls if c["cull_in_s"] is not None]
-        assert countdown == sorted(countdown, reverse=True)
-        assert countdown[-1] == 0
-        deadline = time.monotonic() + 30  # the shutdown finishes after the lease ended
-        while server.request("GET", "/api/kernels"):
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
-        assert "culling the kernel after" in server.log()
-    finally:
-        watch.close()
-        server.stop()

@@ -1,11 +1,13 @@
 """The launch routes on a real Jupyter server: each refuses a request without credentials and
 one the Authorizer denies (403, the events websocket too), and bad input is a 4xx with a JSON
-message, never a 500."""
+message, never a 500. The same server (gpumarket kernels culled after 3 s idle) culls a kernel
+nobody watches and settles it."""
 
 from __future__ import annotations
 
 import json
 import os
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -13,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from launchwatch import EventWatch, launch
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from agentproc import AgentProcess
 from jupyterproc import JupyterServer, start_jupyter
 
 pytestmark = pytest.mark.slow
@@ -30,11 +34,18 @@ ROUTES = [
 
 
 @pytest.fixture(scope="module")
-def jupyter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
+def jupyter(
+    tmp_path_factory: pytest.TempPathFactory, agent: AgentProcess
+) -> Iterator[JupyterServer]:
     tmp = tmp_path_factory.mktemp("launch-routes")
     path = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH", "")]))
-    env = {"PYTHONPATH": path, "GPUMARKET_HOME": str(tmp / "home")}
-    server = start_jupyter(tmp, env, "--ServerApp.authorizer_class=denyauth.HeaderDenies")
+    env = {**agent.env(), "PYTHONPATH": path, "GPUMARKET_HOME": str(tmp / "home")}
+    server = start_jupyter(
+        tmp,
+        env,
+        "--ServerApp.authorizer_class=denyauth.HeaderDenies",
+        "--GpuMarketExtension.cull_idle_timeout=3",
+    )
     yield server
     server.stop()
 
@@ -114,3 +125,25 @@ def test_bad_input_is_a_4xx_with_a_message(
     assert code == status, answer
     assert isinstance(answer, dict)
     assert answer["message"]
+
+
+def test_an_idle_kernel_nobody_watches_is_culled_and_settled(jupyter: JupyterServer) -> None:
+    server = jupyter
+    watch = EventWatch(server)
+    try:
+        kid = server.request("POST", "/api/kernels", {"name": "gpumarket"})["id"]
+        ended = watch.wait(launch(kid, "ended"), timeout=60)
+        assert ended["reason"] == "culled"
+        culls = watch.of("cull", kid)
+        assert culls
+        assert all(c["timeout_s"] == 3 for c in culls)
+        countdown = [c["cull_in_s"] for c in culls if c["cull_in_s"] is not None]
+        assert countdown == sorted(countdown, reverse=True)
+        assert countdown[-1] == 0
+        deadline = time.monotonic() + 30  # the shutdown finishes after the lease ended
+        while server.request("GET", "/api/kernels"):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert "culling the kernel after" in server.log()
+    finally:
+        watch.close()
