@@ -89,6 +89,10 @@ def test_confirm_then_every_step_in_order_then_spend_and_a_receipt(
     # GET quote says the same
     path = f"/gpumarket/api/quote?offer={offer}&budget=10000000&initial_hours=1"
     assert jupyter.request("GET", path + f"&network={market.profile}") == quote
+    with pytest.raises(urllib.error.HTTPError) as err:  # not an offer in the registry
+        jupyter.request("GET", f"/gpumarket/api/quote?offer=999&network={market.profile}")
+    assert err.value.code == 404
+    err.value.close()
     # a quote for less than this launch costs does not confirm it
     cheaper = {**quote, "price_per_hour": PRICE - 1}
     with pytest.raises(urllib.error.HTTPError) as err:
