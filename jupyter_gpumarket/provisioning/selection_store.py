@@ -149,6 +149,17 @@ def load_config() -> dict[str, Any]:
     return out
 
 
+def stored_cull_timeout() -> int | None:
+    """The ``cull_idle_timeout_s`` the user stored (PUT config), or None when they never set it
+    (the extension's trait decides then) or the file is unreadable."""
+    try:
+        value = _read("config.json").get("cull_idle_timeout_s")
+        checked = merge_config(dict(CONFIG_DEFAULTS), {"cull_idle_timeout_s": value})
+    except ConfigError:
+        return None
+    return None if value is None else int(checked["cull_idle_timeout_s"])
+
+
 def save_config(body: Any) -> dict[str, Any]:
     with _lock:
         config = merge_config(load_config(), body)

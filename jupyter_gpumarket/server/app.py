@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Float
+from traitlets import Bool, Float, Int
 
+from jupyter_gpumarket.provisioning import launch_events, selection_store
 from jupyter_gpumarket.server import handlers
+from jupyter_gpumarket.server.launch_handlers import launch_handlers
+from jupyter_gpumarket.server.launch_monitor import LaunchMonitor
 from jupyter_gpumarket.server.readopt import readopt_kernels
 from jupyter_gpumarket.server.recovery import DepositRecovery
 
@@ -32,6 +36,14 @@ class GpuMarketExtension(ExtensionApp):
         "requests the close.",
     )
 
+    cull_idle_timeout = Int(
+        1800,
+        config=True,
+        help="Seconds a gpumarket kernel may sit idle with no client connected before it is "
+        "stopped and its lease settled (jupyter_server's culling rules; 0 = never). The "
+        "Config field cull_idle_timeout_s.",
+    )
+
     def initialize_settings(self) -> None:
         self.recovery = DepositRecovery(
             self.log, enabled=self.auto_recover, settle_grace=self.recovery_settle_grace
@@ -42,6 +54,7 @@ class GpuMarketExtension(ExtensionApp):
         from jupyter_gpumarket.server.api_handlers import api_routes
 
         self.handlers.extend(api_routes)
+        self.handlers.extend(launch_handlers)
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         """Once the server's loop runs: take back remote kernels a crashed server left, then
@@ -50,6 +63,27 @@ class GpuMarketExtension(ExtensionApp):
             readopt_kernels(serverapp.kernel_manager, serverapp.root_dir, self.log)
         )
         self.recovery.start(after=self._readopt)
+        root_dir = serverapp.root_dir
+        launch_events.set_selection_lookup(
+            lambda path: selection_store.stored_selection(path, root_dir)
+        )
+        self.launch_monitor = LaunchMonitor(serverapp.kernel_manager, self._cull_timeout)
+        self.launch_monitor.start()
+
+    _cull_read: tuple[float, int | None] = (float("-inf"), None)
+
+    def _cull_timeout(self) -> int:
+        """The idle timeout for gpumarket kernels: what the user stored with PUT config (read
+        at most every 5 s), else the ``cull_idle_timeout`` trait."""
+        read_at, stored = self._cull_read
+        now = time.monotonic()
+        if now - read_at > 5.0:
+            stored = selection_store.stored_cull_timeout()
+            self._cull_read = (now, stored)
+        return self.cull_idle_timeout if stored is None else stored
 
     async def stop_extension(self) -> None:
         await self.recovery.stop()
+        launch_events.set_selection_lookup(None)
+        if getattr(self, "launch_monitor", None) is not None:
+            await self.launch_monitor.stop()

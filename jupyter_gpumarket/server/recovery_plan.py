@@ -136,7 +136,7 @@ class RecoveryPlanner:
     def failed(self, lease_id: str, error: str, *, now: float) -> float:
         """A step failed; the delay until the next one (doubles each time up to retry_cap)."""
         failures = self._attempts[lease_id].failures + 1 if lease_id in self._attempts else 1
-        delay = min(self.retry_cap, self.retry_base * 2 ** (failures - 1))
+        delay = min(self.retry_cap, self.retry_base * 2.0 ** (failures - 1))
         self._attempts[lease_id] = _Attempt(now + delay, failures, error)
         return delay
 
