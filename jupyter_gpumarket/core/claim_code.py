@@ -59,7 +59,8 @@ CLAIM_TYPE = [
     {"name": "student", "type": "address"},
 ]
 _CLAIMABLE_GRANT_TYPEHASH = keccak(
-    text="ClaimableGrant(bytes32 poolId,address claimKey,uint256 cap,uint256 expiry,address provider)"
+    text="ClaimableGrant(bytes32 poolId,address claimKey,uint256 cap,uint256 expiry,"
+    "address provider)"
 )
 
 
