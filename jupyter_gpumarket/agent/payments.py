@@ -173,11 +173,11 @@ class Payments:
 
     def _pool_token_refusal(self, grant: str) -> str | None:
         """Why a pool opening would not pay in this offer's token (None: it would)."""
+        from jupyter_gpumarket.chain.claims import decode_grant
         from jupyter_gpumarket.chain.relay import pool_token
-        from jupyter_gpumarket.core.grant_code import GrantCode
 
         try:
-            token = pool_token(self.chain, GrantCode.decode(grant))
+            token = pool_token(self.chain, decode_grant(grant))
         except (GpuMarketError, ValueError) as exc:
             return f"cannot read the grant's pool: {exc}"
         if token.lower() != self.terms.token.lower():

@@ -231,12 +231,12 @@ def open_paid_lease(
     from the wallet, relayed by the provider when the wallet has no gas, or from a credit pool
     when ``grant`` (a grant code) is given (see provisioning.paid_open). ``offer``: the one
     the provisioner's routing chose (else picked from ``offer_spec`` by its terms)."""
+    from jupyter_gpumarket.chain.claims import decode_grant
     from jupyter_gpumarket.chain.client import Contracts, connect
     from jupyter_gpumarket.chain.keystore import load_account
     from jupyter_gpumarket.chain.leases import LeaseChain
     from jupyter_gpumarket.chain.profiles import active_profile, load_profile
     from jupyter_gpumarket.chain.renter_ledger import NetworkKey, RenterLedger
-    from jupyter_gpumarket.core.grant_code import GrantCode
     from jupyter_gpumarket.provisioning.paid_open import open_channel_for_offer
     from jupyter_gpumarket.provisioning.relay_client import probe_provider
 
@@ -248,7 +248,7 @@ def open_paid_lease(
     normalize_fingerprint(offer.tls_fingerprint)
     if offer.unsandboxed:
         log.warning("%s", offer.unsandboxed_warning)
-    grant_code = GrantCode.decode(grant) if grant else None
+    grant_code = decode_grant(grant, renter.address) if grant else None
     # no channel to a provider that is down (a kernel restarter would open one per attempt)
     # ... and whose agent is the offer's provider (a copied endpoint would take the deposit)
     asyncio.run(
