@@ -288,6 +288,18 @@ class Payments:
         return LeasePayment(self, channel)
 
 
+def course_stop_reason(chain: Any, channel_id: bytes) -> str:
+    """Why a pool-paid channel no longer backs its lease ("" = it does)."""
+    from jupyter_gpumarket.chain.claims import channel_revoked
+
+    try:
+        revoked = channel_revoked(chain, channel_id)
+    except GpuMarketError as exc:
+        log.warning("cannot read the grant of channel 0x%s: %s", channel_id.hex(), exc)
+        return ""
+    return "the course admin revoked this student's credit" if revoked else ""
+
+
 class LeasePayment:
     """One paid lease: billing clock, voucher state machine, highest voucher."""
 
@@ -338,6 +350,8 @@ class LeasePayment:
             self._recheck_at = time.monotonic() + self.payments.terms.interval
         now_view = ChannelView.from_info(info)
         self.stop_reason = channel_change(self.channel, now_view, self.payments.provider_terms)
+        if not self.stop_reason and info.pool_id is not None:  # a course pays: still?
+            self.stop_reason = await asyncio.to_thread(course_stop_reason, self.payments.chain, cid)
         if self.stop_reason:
             log.warning("channel 0x%s: %s", cid.hex(), self.stop_reason)
         elif now_view.deposit > self.channel.deposit:  # a top-up the renter did not announce

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ClaimState",
+    "channel_revoked",
     "claim_grant",
     "claim_refusal",
     "claim_state",
@@ -185,3 +186,9 @@ def student_open_sig(
         pool_id=ticket.grant_args()[0],
     )
     return eip712.sign_typed_data(student.key, typed)
+
+
+def channel_revoked(chain: LeaseChain, channel_id: bytes) -> bool:
+    """Whether the course grant that paid this pool channel was revoked."""
+    fn = chain.c.escrow.functions.channel_revoked(channel_id)
+    return bool(call(fn, what="Escrow.channel_revoked"))
