@@ -43,6 +43,7 @@ exports: (
     escrow_pools.grant_holder,
     escrow_pools.grant_revoked,
     escrow_pools.revokeGrant,
+    escrow_pools.setPoolTerms,
 )
 
 

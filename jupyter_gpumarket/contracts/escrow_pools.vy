@@ -48,6 +48,12 @@ event GrantRevoked:
     grant_hash: indexed(bytes32)
     pool_id: indexed(bytes32)
 
+# The pool's course terms as JSON (e.g. {"window": "Mon 10:00-12:00 Europe/Berlin"}): the
+# latest event is in force; providers read it to refuse or stop leases outside the window.
+event PoolTerms:
+    pool_id: indexed(bytes32)
+    terms: String[512]
+
 
 _pools: HashMap[bytes32, PoolSlot]
 pool_count: public(uint256)
@@ -119,6 +125,15 @@ def revokeGrant(pool_id: bytes32, grant: bytes32):
     assert msg.sender == self._pools[pool_id].admin, "escrow: only the pool admin can revoke its grants"
     self.grant_revoked[pool_id][grant] = True
     log GrantRevoked(grant_hash=grant, pool_id=pool_id)
+
+
+@external
+def setPoolTerms(pool_id: bytes32, terms: String[512]):
+    """
+    @notice Pool admin: publish the course's terms (a log only; the latest one counts).
+    """
+    assert msg.sender == self._pools[pool_id].admin, "escrow: only the pool admin sets its terms"
+    log PoolTerms(pool_id=pool_id, terms=terms)
 
 
 @internal
