@@ -2,7 +2,7 @@
 close and report. Course state (names, emails, claim key addresses) lives in the educator's
 ``$GPUMARKET_HOME/courses/NAME.json``; money state is read from the chain every time.
 
-Blocking (web3). The student side (``join``) is in chain/course_join.py.
+Blocking (web3). The student side (``join``) is in market/course_join.py.
 """
 
 from __future__ import annotations

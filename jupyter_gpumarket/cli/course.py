@@ -232,7 +232,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _join(args: argparse.Namespace) -> int:
-    from jupyter_gpumarket.chain.course_join import join
+    from jupyter_gpumarket.market.course_join import join
 
     result = join(args.code, network=args.network)
     print(f"wallet {result.wallet}{' (new)' if result.created else ''} joined course pool")

@@ -29,7 +29,7 @@ from jupyter_gpumarket.core.metering import (
     VoucherSchedule,
 )
 from jupyter_gpumarket.core.pinning import normalize_fingerprint
-from jupyter_gpumarket.exceptions import AuthenticationFailed
+from jupyter_gpumarket.exceptions import AuthenticationFailed, PaymentError
 from jupyter_gpumarket.provisioning import lease_record
 from jupyter_gpumarket.provisioning.offers import OfferChoice, parse_offer_spec, pick_offer
 from jupyter_gpumarket.provisioning.paid_state import PaidState, encrypt_session_key
@@ -259,6 +259,13 @@ def open_paid_lease(
         )
     )
     chain = LeaseChain(contracts)
+    if grant_code is not None and budget <= 0:  # the course pays up to what is left of the cap
+        from jupyter_gpumarket.chain.relay import grant_room
+
+        budget = grant_room(chain, grant_code)
+        if budget <= 0:
+            raise PaymentError("your course credit is spent: ask your course admin for more")
+        initial_hours = max(initial_hours, budget / max(1, offer.price_per_hour) + 1)
     opened, how = open_channel_for_offer(
         chain, renter, offer, budget=budget, grant=grant_code, initial_hours=initial_hours
     )

@@ -20,7 +20,7 @@ from jupyter_gpumarket.core.claim_code import ClaimCode
 from jupyter_gpumarket.core.course import Terms
 from jupyter_gpumarket.exceptions import ConfigError, PaymentError
 
-__all__ = ["JoinResult", "allowed_offers", "join", "profile_for_code"]
+__all__ = ["JoinResult", "allowed_offers", "join", "profile_for_code", "saved_codes"]
 
 PASSWORD_ENV = "GPUMARKET_WALLET_PASSWORD"
 
@@ -87,9 +87,10 @@ def _wallet(password: str | None) -> tuple[str, bool]:
     return create_keystore(password), True
 
 
-def allowed_offers(profile: Any, terms: Terms, code: ClaimCode) -> list[Any]:
+def allowed_offers(profile: Any, terms: Terms, code: Any) -> list[Any]:
     """Active offers this course pays for: its providers (the grant's one, or the course's
-    list), GPU class and price ceiling; course-private offers only of this course's pool."""
+    list), GPU class and price ceiling; course-private offers only of this course's pool.
+    ``code``: a ClaimCode, ClaimTicket or GrantCode (pool_id, provider, any_provider)."""
     from jupyter_gpumarket.core.offer_meta import parse_offer_metadata
     from jupyter_gpumarket.market.index import OfferIndex
 
