@@ -8,7 +8,7 @@ from typing import Any
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Float
 
-from jupyter_gpumarket.server import handlers
+from jupyter_gpumarket.server import course_handlers, handlers
 from jupyter_gpumarket.server.readopt import readopt_kernels
 from jupyter_gpumarket.server.recovery import DepositRecovery
 
@@ -39,6 +39,7 @@ class GpuMarketExtension(ExtensionApp):
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(handlers.default_handlers)
+        self.handlers.extend(course_handlers.default_handlers)
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         """Once the server's loop runs: take back remote kernels a crashed server left, then

@@ -261,3 +261,20 @@ def test_gas_of_the_claim_paths(contracts, accounts, record_property):
     for name, used in gas.items():
         record_property(name, used)
     assert gas["openFromClaimFor (bound)"] < gas["openFromClaimFor (first, binds)"]
+
+
+def test_only_the_pool_admin_publishes_its_terms(contracts, accounts):
+    from jupyter_gpumarket.chain.course import pool_terms
+
+    c, admin = contracts, accounts[4]
+    pool_id = create_pool(c, admin, USD)
+    assert pool_terms(c, pool_id).window == ""
+    with reverts("only the pool admin sets its terms"):
+        send(c.w3, accounts[1], c.escrow.functions.setPoolTerms(pool_id, '{"window":""}'))
+    window = "Mon 10:00-12:00 Europe/Berlin"
+    send(c.w3, admin, c.escrow.functions.setPoolTerms(pool_id, '{"window":"' + window + '"}'))
+    assert pool_terms(c, pool_id).window == window
+    # another pool's admin publishing for this pool id is refused; the latest terms count
+    other = create_pool(c, accounts[1], USD)
+    send(c.w3, accounts[1], c.escrow.functions.setPoolTerms(other, '{"window":""}'))
+    assert pool_terms(c, pool_id).window == window
