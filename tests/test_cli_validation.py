@@ -109,6 +109,11 @@ NUMERIC_FLAGS = [
     (["offers"], "--timeout", ["0", "-1", "nan", "61"]),
     (["offers", "verify", "1"], "--size", ["0", "7", "16385", "1.5", "nan"]),
     (["offers", "verify", "1"], "--timeout", ["0", "-1", "nan", "inf"]),
+    (SERVE, "--course-pool", ["0x12", "12" * 32, "0x" + "g" * 64, "0x" + "1" * 65]),
+    (["course", "create", "c", "--expires", "2099-01-01"], "--budget", ["0", "-1", "1e99"]),
+    (["course", "create", "c", "--budget", "1"], "--per-student", ["0", "-1", "nan"]),
+    (["course", "create", "c"], "--max-price", ["-1", "1.5", str(2**88)]),
+    (["course", "close", "c"], "--wait", ["-1", "nan", "inf", "86401"]),
 ]
 POSITIONAL = [
     (["pool", "create"], "amount", ["0", "-1", "1e99", "nan", "lots"]),

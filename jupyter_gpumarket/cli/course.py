@@ -64,7 +64,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     c.add_argument("--expires", required=True, type=_date, help="YYYY-MM-DD (last day, UTC)")
     c.add_argument("--providers", type=_addresses, default=(), help="ADDR,... (default: any)")
     c.add_argument("--gpu", default="", help="GPU class the course uses (e.g. A100)")
-    c.add_argument("--max-price", type=int, default=0, help="base units per hour (0: any)")
+    c.add_argument(
+        "--max-price",
+        type=argtypes.int_in(0, 2**88 - 1, "base units per hour, 0 (any) to 2**88-1"),
+        default=0,
+        help="base units per hour (0: any)",
+    )
     c.add_argument("--window", type=_window, default="", help='"Mon 10:00-12:00 Europe/Berlin"')
     k = csub.add_parser("codes", help="one course code per roster row, into a CSV")
     k.add_argument("name")
@@ -78,7 +83,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     r.add_argument("student", help="roster name or email")
     x = csub.add_parser("close", help="revoke all codes, return the unspent money to you")
     x.add_argument("name")
-    x.add_argument("--wait", type=float, default=120.0, help="seconds to wait for leases (120)")
+    x.add_argument(
+        "--wait",
+        type=argtypes.seconds(zero_ok=True, high=86_400),
+        default=120.0,
+        help="seconds to wait for running leases to settle (120)",
+    )
     p = csub.add_parser("report", help="per student: cap, spent, remaining, leases, seconds")
     p.add_argument("name")
     fmt = p.add_mutually_exclusive_group()
