@@ -130,7 +130,7 @@ class Payments:
         )
         refused = await asyncio.to_thread(self.course.refusal, info)
         if refused:
-            raise AuthenticationFailed(f"channel {channel_hex} is not served now: {refused}")
+            raise AuthenticationFailed(f"not served now: {refused}")
         self.ledger.upsert_channel(
             channel_id,
             renter=view.renter,
