@@ -251,11 +251,27 @@ def test_gas_of_the_claim_paths(contracts, accounts, record_property):
     claimed = _claim_grant(c, relayer, code.ticket_for(b.address))
     later_open = _open_from_claim(c, relayer, code.ticket_for(b.address), b, provider, USD, 1000)
     revoked = send(c.w3, admin, c.escrow.functions.revokeGrant(pool_id, code.grant_hash))
+    # for comparison: a relayed opening under a Grant for a known wallet (openFromPoolFor)
+    from chain_helpers import open_channel_sig
+    from pool_helpers import grant_args
+
+    d = Account.create()
+    grant = grant_args(c, admin, pool_id, d.address, USD, now(c) + 3600)
+    session, deadline = Account.create(), now(c) + 600
+    sig = open_channel_sig(c, d, provider, session, USD, 1000, deadline, pool_id)
+    plain = send(
+        c.w3,
+        relayer,
+        c.escrow.functions.openFromPoolFor(
+            *grant, provider.address, USD, session.address, 1000, deadline, sig
+        ),
+    )
     gas = {
         "openFromClaimFor (first, binds)": first_open[2]["gasUsed"],
         "claimGrant": claimed["gasUsed"],
         "openFromClaimFor (bound)": later_open[2]["gasUsed"],
         "revokeGrant": revoked["gasUsed"],
+        "openFromPoolFor (Grant, for comparison)": plain["gasUsed"],
     }
     print(gas)
     for name, used in gas.items():
