@@ -71,7 +71,9 @@ def open_channel_for_offer(
             raise PaymentError("this grant is spent (or its pool is empty): ask for a new one")
         deposit = min(deposit, room)
     key = new_session_key()
-    if grant is not None and has_gas:
+    # a course code's opening is always relayed: the pool pays the fee, the student's own
+    # wallet (even one holding gas) pays nothing
+    if grant is not None and has_gas and not isinstance(grant, ClaimTicket):
         tx = open_from_pool(
             chain, renter, grant=grant, provider=offer.provider, deposit=deposit, session_key=key
         )
