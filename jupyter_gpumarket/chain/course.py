@@ -150,16 +150,17 @@ def create_course(
 def issue_codes(
     c: Contracts, admin: LocalAccount, course: Course, roster: list[tuple[str, str]]
 ) -> tuple[Course, list[tuple[str, str, str]]]:
-    """One course code per roster row (students already issued keep theirs: a row for them
-    is refused, so a code is never issued twice by accident). Returns (course, rows of
-    (student, email, code)); the course file gains the claim keys' addresses only."""
+    """One course code per roster row (a student with a live code keeps it: a row for them is
+    refused, so a code is never issued twice by accident; after `revoke` a new one is
+    issued). Returns (course, rows of (student, email, code)); the course file gains the claim
+    keys' addresses only."""
     _require_admin(c, course, admin)
-    issued = {(s.email or s.student).lower() for s in course.students}
+    issued = {(s.email or s.student).lower() for s in course.students if not s.revoked}
     again = [e or s for s, e in roster if (e or s).lower() in issued]
     if again:
         raise ConfigError(
             f"{len(again)} roster rows already have codes (e.g. {again[0]!r}): remove them from "
-            "the roster, or revoke and re-add them"
+            "the roster, or `gpumarket course revoke` theirs first (a lost or leaked code)"
         )
     provider = course.providers[0] if len(course.providers) == 1 else ZERO
     domain = eip712.Domain(course.chain_id, course.escrow)

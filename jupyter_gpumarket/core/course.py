@@ -110,6 +110,8 @@ class Course:
     def student(self, who: str) -> StudentGrant:
         """By roster name, email, or claim key / student address."""
         found = [s for s in self.students if who in (s.student, s.email) and who]
+        if len(found) > 1:  # reissued after a revocation: the live code
+            found = [s for s in found if not s.revoked] or found[-1:]
         if not found:
             raise ConfigError(
                 f"no student {who!r} in course {self.name}: `gpumarket course report "

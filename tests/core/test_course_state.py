@@ -97,3 +97,10 @@ def test_report_csv_neutralizes_formulas():
         "student,address,cap,spent,remaining,leases,seconds",
         "'=HYPERLINK(),,5,0,5,0,0",
     ]
+
+
+def test_a_reissued_student_is_found_by_the_live_code():
+    old = StudentGrant("Ada", "ada@x", A, "0x" + "33" * 32, 5, 99, "0x" + "00" * 20, revoked=True)
+    new = StudentGrant("Ada", "ada@x", A, "0x" + "44" * 32, 5, 99, "0x" + "00" * 20)
+    course = _course(students=(old, new))
+    assert course.student("Ada") is new
