@@ -15,7 +15,7 @@ import pytest
 from jupyter_client.manager import KernelManager
 
 from agentproc import environ
-from marketproc import PASSWORD, Market, running_market, stream_text_until_dead
+from marketproc import PASSWORD, Market, running_market
 
 pytestmark = pytest.mark.slow
 
@@ -61,6 +61,21 @@ def _start(env: dict[str, str]) -> tuple[KernelManager, Any]:
 def _stop(km: KernelManager, kc: Any) -> None:
     kc.stop_channels()
     km.shutdown_kernel(now=True)
+
+
+def _stream_until(kc: Any, needle: str, timeout: float) -> str:
+    """The kernel's stream output until ``needle`` shows (read from the client's queue, so
+    notices that arrived before the kernel stopped are not missed)."""
+    texts: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and needle not in "".join(texts):
+        try:
+            msg = kc.get_iopub_msg(timeout=0.5)
+        except Exception:  # queue.Empty
+            continue
+        if msg["msg_type"] == "stream":
+            texts.append(msg["content"]["text"])
+    return "".join(texts)
 
 
 def _wait_closed(market: Market, cids: list[bytes], timeout: float = 40) -> None:
@@ -130,19 +145,19 @@ def test_a_course_from_roster_to_close(market: Market, tmp_path: Path) -> None:
         ada_kc.execute("import time; time.sleep(90)")  # Ada gets revoked while it runs
         with environ({"GPUMARKET_HOME": str(tmp_path / "educator")}):
             revoke_student(c, admin, course, "Ada")
-        # the code forwarded to a second wallet is refused (Ada's first lease bound it)
-        eve_env = _student_env(market, tmp_path, "eve", codes["Ada"])
-        refused = pytest.raises(PaymentError, match="already redeemed by another wallet")
-        with environ(eve_env), refused:
-            join(codes["Ada"], password="eve")
-        ada_out = stream_text_until_dead(ada_km, ada_kc, timeout=40)
-        bob_out = stream_text_until_dead(bob_km, bob_kc, timeout=60)
+        ada_out = _stream_until(ada_kc, "revoked", timeout=40)
+        bob_out = _stream_until(bob_kc, "the kernel is stopped", timeout=60)
     finally:
         _stop(ada_km, ada_kc)
         _stop(bob_km, bob_kc)
     assert "revoked" in ada_out, ada_out
+    # the code forwarded to a second wallet is refused (Ada's first lease bound it)
+    eve_env = _student_env(market, tmp_path, "eve", codes["Ada"])
+    refused = pytest.raises(PaymentError, match="already redeemed by another wallet")
+    with environ(eve_env), refused:
+        join(codes["Ada"], password="eve")
     assert "80 %" in bob_out, bob_out
-    assert "spent" in bob_out, bob_out
+    assert "is spent: the kernel is stopped" in bob_out, bob_out
 
     cids = [cid for cid, _g, _b in _pool_channels(c, course)]
     assert len(cids) == 2
