@@ -111,6 +111,11 @@ NUMERIC_FLAGS = [
     (["offers", "verify", "1"], "--timeout", ["0", "-1", "nan", "inf"]),
     (["kernelspec", "add", "7", "--name", "k"], "--budget", ["0", "-1", "1e9", str(2**256)]),
     (["kernelspec", "add", "7", "--name", "k"], "--initial-hours", ["0", "-1", "nan", "1e5"]),
+    (SERVE, "--course-pool", ["0x12", "12" * 32, "0x" + "g" * 64, "0x" + "1" * 65]),
+    (["course", "create", "c", "--expires", "2099-01-01"], "--budget", ["0", "-1", "1e99"]),
+    (["course", "create", "c", "--budget", "1"], "--per-student", ["0", "-1", "nan"]),
+    (["course", "create", "c"], "--max-price", ["-1", "1.5", str(2**88)]),
+    (["course", "close", "c"], "--wait", ["-1", "nan", "inf", "86401"]),
 ]
 POSITIONAL = [
     (["pool", "create"], "amount", ["0", "-1", "1e99", "nan", "lots"]),

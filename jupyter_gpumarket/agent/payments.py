@@ -66,6 +66,7 @@ class PaidTerms:
     grace: float = 60.0
     redeem_every: float = 600.0
     relay_fee: int = DEFAULT_RELAY_FEE  # what relaying a renter's gasless openFor costs it
+    course_pool: bytes | None = None  # a course-private provider: only this pool pays it
 
 
 class Payments:
@@ -90,6 +91,9 @@ class Payments:
         w3 = connect(terms.rpc_url)
         self.chain = LeaseChain(Contracts.at(w3, terms.token, terms.escrow, terms.registry))
         self.live: dict[bytes, LeasePayment] = {}  # channel -> its lease's payment (one each)
+        from jupyter_gpumarket.agent.course_guard import CourseGuard
+
+        self.course = CourseGuard(self.chain, terms.course_pool)
         self._tx_lock = asyncio.Lock()  # one provider transaction at a time (account nonce)
 
     # -- the hello ---------------------------------------------------------------------------
@@ -124,6 +128,9 @@ class Payments:
         self.issuer.check_answer(
             nonce=nonce, channel=view, signature=bytes.fromhex(answer.signature[2:])
         )
+        refused = await asyncio.to_thread(self.course.refusal, info)
+        if refused:
+            raise AuthenticationFailed(f"not served now: {refused}")
         self.ledger.upsert_channel(
             channel_id,
             renter=view.renter,
@@ -154,6 +161,8 @@ class Payments:
         )
         if reason is None and req.grant:  # a pool opening is in the pool's token: check it
             reason = await asyncio.to_thread(self._pool_token_refusal, req.grant)
+        if reason is None:
+            reason = await asyncio.to_thread(self.course.relay_refusal, req.grant)
         if reason is not None:
             raise PaymentError(f"relay refused: {reason}")
         async with self._tx_lock:
@@ -173,11 +182,11 @@ class Payments:
 
     def _pool_token_refusal(self, grant: str) -> str | None:
         """Why a pool opening would not pay in this offer's token (None: it would)."""
+        from jupyter_gpumarket.chain.claims import decode_grant
         from jupyter_gpumarket.chain.relay import pool_token
-        from jupyter_gpumarket.core.grant_code import GrantCode
 
         try:
-            token = pool_token(self.chain, GrantCode.decode(grant))
+            token = pool_token(self.chain, decode_grant(grant))
         except (GpuMarketError, ValueError) as exc:
             return f"cannot read the grant's pool: {exc}"
         if token.lower() != self.terms.token.lower():
@@ -338,6 +347,8 @@ class LeasePayment:
             self._recheck_at = time.monotonic() + self.payments.terms.interval
         now_view = ChannelView.from_info(info)
         self.stop_reason = channel_change(self.channel, now_view, self.payments.provider_terms)
+        if not self.stop_reason:  # a course pays: revoked? outside its window?
+            self.stop_reason = await asyncio.to_thread(self.payments.course.refusal, info)
         if self.stop_reason:
             log.warning("channel 0x%s: %s", cid.hex(), self.stop_reason)
         elif now_view.deposit > self.channel.deposit:  # a top-up the renter did not announce

@@ -18,6 +18,7 @@ from jupyter_gpumarket.chain.client import call, send
 from jupyter_gpumarket.chain.errors import rpc_errors
 from jupyter_gpumarket.chain.leases import PERMIT_WINDOW, LeaseChain, TxInfo
 from jupyter_gpumarket.core import eip712, paymsgs
+from jupyter_gpumarket.core.claim_code import CLAIM_PREFIX, ClaimTicket
 from jupyter_gpumarket.core.grant_code import GrantCode
 from jupyter_gpumarket.exceptions import ChainError, ConfigError, PaymentError
 
@@ -44,7 +45,7 @@ def has_gas_for_open(chain: LeaseChain, address: str) -> bool:
     return balance >= OPEN_GAS * max(price, 1)
 
 
-def _pool(chain: LeaseChain, grant: GrantCode) -> tuple[str, int]:
+def _pool(chain: LeaseChain, grant: GrantCode | ClaimTicket) -> tuple[str, int]:
     """(token, balance) of the grant's pool; ConfigError when there is no such pool."""
     admin, token, balance = call(
         chain.c.escrow.functions.pools(_grant_args(grant)[0]), what="Escrow.pools"
@@ -54,12 +55,16 @@ def _pool(chain: LeaseChain, grant: GrantCode) -> tuple[str, int]:
     return token, int(balance)
 
 
-def pool_token(chain: LeaseChain, grant: GrantCode) -> str:
+def pool_token(chain: LeaseChain, grant: GrantCode | ClaimTicket) -> str:
     return _pool(chain, grant)[0]
 
 
-def grant_room(chain: LeaseChain, grant: GrantCode) -> int:
+def grant_room(chain: LeaseChain, grant: GrantCode | ClaimTicket) -> int:
     """How much of the grant is left to spend: min(cap - spent, the pool's balance)."""
+    if isinstance(grant, ClaimTicket):
+        from jupyter_gpumarket.chain.claims import grant_room_of
+
+        return grant_room_of(chain, grant)
     pool_id, student, cap, expiry, provider, _sig = _grant_args(grant)
     gh = eip712.grant_hash(
         pool_id=pool_id, student=student, cap=cap, expiry=expiry, provider=provider
@@ -68,13 +73,17 @@ def grant_room(chain: LeaseChain, grant: GrantCode) -> int:
     return max(0, min(cap - int(spent), _pool(chain, grant)[1]))
 
 
-def _grant_args(g: GrantCode) -> tuple[bytes, str, int, int, str, bytes]:
+def _grant_args(g: GrantCode | ClaimTicket) -> tuple[bytes, str, int, int, str, bytes]:
     """The Grant as the escrow's openFromPool* arguments take it."""
+    if isinstance(g, ClaimTicket):
+        return g.grant_args()
     pool_id, sig = bytes.fromhex(g.pool_id[2:]), bytes.fromhex(g.signature[2:])
     return pool_id, g.student, g.cap, g.expiry, g.provider, sig
 
 
-def _check_grant(chain: LeaseChain, grant: GrantCode, student: str, provider: str) -> None:
+def _check_grant(
+    chain: LeaseChain, grant: GrantCode | ClaimTicket, student: str, provider: str
+) -> None:
     grant.check_for(
         chain_id=chain.w3.eth.chain_id,
         escrow=chain.c.escrow.address,
@@ -83,6 +92,10 @@ def _check_grant(chain: LeaseChain, grant: GrantCode, student: str, provider: st
     )
     if grant.expiry < chain.now():
         raise ConfigError("this grant has expired: ask your course admin for a new one")
+    if isinstance(grant, ClaimTicket):
+        from jupyter_gpumarket.chain.claims import _require
+
+        _require(chain, grant)
 
 
 def relay_request(
@@ -93,7 +106,7 @@ def relay_request(
     deposit: int,
     relay_fee: int,
     session_key: LocalAccount,
-    grant: GrantCode | None = None,
+    grant: GrantCode | ClaimTicket | None = None,
     window: int = PERMIT_WINDOW,
 ) -> paymsgs.RelayOpen:
     """Sign an opening the provider relays; ``deposit`` includes ``relay_fee``."""
@@ -153,7 +166,24 @@ def submit_relay_request(
     provider, normally the relayer itself); (channel id, tx)."""
     escrow = chain.c.escrow.functions
     open_sig = bytes.fromhex(req.open_sig[2:])
-    if req.grant:
+    if req.grant.startswith(CLAIM_PREFIX):
+        from jupyter_gpumarket.chain.claims import open_from_claim_tx
+
+        t = ClaimTicket.decode(req.grant)
+        if t.student.lower() != req.renter.lower():
+            raise PaymentError("the course claim is for another wallet than the one that signed")
+        fn = open_from_claim_tx(
+            chain,
+            t,
+            provider=req.provider,
+            deposit=req.deposit,
+            session_key=req.session_key,
+            relay_fee=req.relay_fee,
+            deadline=req.deadline,
+            open_sig=open_sig,
+        )
+        kind = "Escrow.openFromClaimFor"
+    elif req.grant:
         g = GrantCode.decode(req.grant)
         if g.student.lower() != req.renter.lower():
             raise PaymentError("the grant is for another wallet than the one that signed")
@@ -192,13 +222,39 @@ def open_from_pool(
     chain: LeaseChain,
     student: LocalAccount,
     *,
-    grant: GrantCode,
+    grant: GrantCode | ClaimTicket,
     provider: str,
     deposit: int,
     session_key: LocalAccount,
 ) -> TxInfo:
-    """The student opens from the pool itself (it holds gas): ``openFromPool``."""
+    """The student opens from the pool itself (it holds gas): ``openFromPool``, or for a
+    course code ``openFromClaimFor`` with no relay fee."""
     _check_grant(chain, grant, student.address, provider)
+    if isinstance(grant, ClaimTicket):
+        from jupyter_gpumarket.chain.claims import open_from_claim_tx, student_open_sig
+
+        deadline = chain.now() + PERMIT_WINDOW
+        sig = student_open_sig(
+            chain,
+            student,
+            grant,
+            provider=provider,
+            deposit=deposit,
+            session_key=session_key.address,
+            relay_fee=0,
+            deadline=deadline,
+        )
+        fn = open_from_claim_tx(
+            chain,
+            grant,
+            provider=provider,
+            deposit=deposit,
+            session_key=session_key.address,
+            relay_fee=0,
+            deadline=deadline,
+            open_sig=sig,
+        )
+        return TxInfo.of("open", send(chain.w3, student, fn, what="Escrow.openFromClaimFor"))
     fn = chain.c.escrow.functions.openFromPool(
         *_grant_args(grant), provider, deposit, session_key.address
     )

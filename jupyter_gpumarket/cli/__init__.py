@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "pool",
     "offers",
     "kernelspec",
+    "course",
 )
 
 

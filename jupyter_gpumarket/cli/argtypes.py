@@ -176,3 +176,14 @@ def base_units(amount: str, decimals: int, what: str) -> int:
             "give a smaller amount"
         )
     return units
+
+
+def pool_id(value: Value) -> str:
+    """A credit pool id: 0x + 64 hex digits (lowercased)."""
+    text = str(value).strip().lower()
+    if len(text) != 66 or not text.startswith("0x") or not all(c in _HEX for c in text[2:]):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a pool id (0x + 64 hex digits)")
+    return text
+
+
+_HEX = frozenset("0123456789abcdef")

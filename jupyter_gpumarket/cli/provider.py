@@ -94,6 +94,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "channel opening (openFor); published in the offer",
     )
     paid.add_argument(
+        "--course-pool",
+        type=argtypes.pool_id,
+        help="serve only students of this course pool (0x + 64 hex); the offer is listed only "
+        "to that course",
+    )
+    paid.add_argument(
         "--unpublish",
         action="store_true",
         help="deactivate the offer remembered in --state-dir and exit (serves nothing)",
@@ -243,6 +249,7 @@ def _paid(args: argparse.Namespace, inventory: Any, *, sandboxed: bool) -> tuple
         grace=args.payment_grace,
         redeem_every=args.redeem_every,
         relay_fee=args.relay_fee,
+        course_pool=bytes.fromhex(args.course_pool[2:]) if args.course_pool else None,
     )
     publisher = OfferPublisher(
         contracts,
@@ -256,6 +263,7 @@ def _paid(args: argparse.Namespace, inventory: Any, *, sandboxed: bool) -> tuple
             isolation="sandboxed" if sandboxed else "unsandboxed",
             relay_fee=args.relay_fee,
             **({"simulated": 1} if getattr(args, "simulate_gpu", None) else {}),
+            **({"course_pool": args.course_pool} if args.course_pool else {}),
         ),
         state_dir=args.state_dir.expanduser(),  # remembers the offer: a restart reuses it
     )

@@ -40,6 +40,10 @@ exports: (
     escrow_pools.createPool,
     escrow_pools.fundPool,
     escrow_pools.withdrawPool,
+    escrow_pools.grant_holder,
+    escrow_pools.grant_revoked,
+    escrow_pools.revokeGrant,
+    escrow_pools.setPoolTerms,
 )
 
 
@@ -173,7 +177,10 @@ def openFromPool(
     @notice Student: open a channel whose deposit comes from a pool, under the admin's Grant.
     """
     assert msg.sender == student, "escrow: grant is for another student"
-    return self._open_from_pool(pool_id, student, cap, expiry, grant_provider, admin_sig, provider, deposit, session_key, 0)
+    grant: bytes32 = empty(bytes32)
+    signer: address = empty(address)
+    grant, signer = escrow_sigs._grant(pool_id, student, cap, expiry, grant_provider, admin_sig)
+    return self._open_from_pool(pool_id, grant, signer, cap, expiry, grant_provider, student, provider, deposit, session_key, 0)
 
 
 @external
@@ -188,7 +195,46 @@ def openFromPoolFor(
             to the channel's provider, whoever sends the transaction.
     """
     escrow_sigs._check_open_sig(student, provider, escrow_tokens.token, deposit, session_key, relay_fee, pool_id, deadline, open_sig)
-    return self._open_from_pool(pool_id, student, cap, expiry, grant_provider, admin_sig, provider, deposit, session_key, relay_fee)
+    grant: bytes32 = empty(bytes32)
+    signer: address = empty(address)
+    grant, signer = escrow_sigs._grant(pool_id, student, cap, expiry, grant_provider, admin_sig)
+    return self._open_from_pool(pool_id, grant, signer, cap, expiry, grant_provider, student, provider, deposit, session_key, relay_fee)
+
+
+@external
+def claimGrant(
+    pool_id: bytes32, claim_key: address, cap: uint256, expiry: uint256, grant_provider: address,
+    admin_sig: Bytes[65], student: address, claim_sig: Bytes[65]
+) -> bytes32:
+    """
+    @notice Bind `student` to a ClaimableGrant (anyone relays it): `claim_sig` is the code's
+            claim key signing EIP-712 `Claim(grant, student)`. The first claim binds; the same
+            claim again is a no-op; a claim for another wallet reverts.
+    @return the grant's struct hash
+    """
+    grant: bytes32 = self._claimable(pool_id, claim_key, cap, expiry, grant_provider, admin_sig)
+    escrow_pools._bind(pool_id, grant, student, escrow_sigs._claim_signer(grant, student, claim_sig), claim_key)
+    return grant
+
+
+@external
+def openFromClaimFor(
+    pool_id: bytes32, claim_key: address, cap: uint256, expiry: uint256, grant_provider: address,
+    admin_sig: Bytes[65], claim_sig: Bytes[65], student: address, provider: address,
+    deposit: uint256, session_key: address, relay_fee: uint256, deadline: uint256, open_sig: Bytes[65]
+) -> bytes32:
+    """
+    @notice Gasless opening under a ClaimableGrant: binds `student` on the first use (as
+            claimGrant; `claim_sig` is ignored once `student` is bound), then opens as
+            openFromPoolFor with `student` as the renter.
+    """
+    escrow_sigs._check_open_sig(student, provider, escrow_tokens.token, deposit, session_key, relay_fee, pool_id, deadline, open_sig)
+    grant: bytes32 = self._claimable(pool_id, claim_key, cap, expiry, grant_provider, admin_sig)
+    signer: address = empty(address)
+    if escrow_pools.grant_holder[grant] == empty(address):
+        signer = escrow_sigs._claim_signer(grant, student, claim_sig)
+    escrow_pools._bind(pool_id, grant, student, signer, claim_key)
+    return self._open_from_pool(pool_id, grant, escrow_pools._pools[pool_id].admin, cap, expiry, grant_provider, student, provider, deposit, session_key, relay_fee)
 
 
 @external
@@ -341,6 +387,15 @@ def channels(channel_id: bytes32) -> Channel:
 
 @external
 @view
+def channel_revoked(channel_id: bytes32) -> bool:
+    """
+    @notice Whether the grant that paid this pool channel was revoked (False for others).
+    """
+    return escrow_pools.grant_revoked[ch._pool_of[channel_id]][ch._grant_of[channel_id]]
+
+
+@external
+@view
 def domain_separator() -> bytes32:
     return eip712_domain_separator._domain_separator_v4()
 
@@ -352,17 +407,33 @@ def voucher_digest(channel_id: bytes32, cumulative_amount: uint256) -> bytes32:
 
 
 @internal
+@view
+def _claimable(
+    pool_id: bytes32, claim_key: address, cap: uint256, expiry: uint256, grant_provider: address, admin_sig: Bytes[65]
+) -> bytes32:
+    """
+    @notice A ClaimableGrant's hash, after checking the pool admin signed it.
+    """
+    admin: address = escrow_pools._pools[pool_id].admin
+    assert admin != empty(address), "escrow: no such pool"
+    assert claim_key != empty(address), "escrow: claim key is the zero address"
+    grant: bytes32 = empty(bytes32)
+    signer: address = empty(address)
+    grant, signer = escrow_sigs._claimable_grant(pool_id, claim_key, cap, expiry, grant_provider, admin_sig)
+    assert signer == admin, "escrow: grant not signed by the pool admin"
+    return grant
+
+
+@internal
 def _open_from_pool(
-    pool_id: bytes32, student: address, cap: uint256, expiry: uint256, grant_provider: address,
-    admin_sig: Bytes[65], provider: address, deposit: uint256, session_key: address, relay_fee: uint256
+    pool_id: bytes32, grant: bytes32, signer: address, cap: uint256, expiry: uint256,
+    grant_provider: address, student: address, provider: address, deposit: uint256,
+    session_key: address, relay_fee: uint256
 ) -> bytes32:
     admin: address = escrow_pools._pools[pool_id].admin
     assert admin != empty(address), "escrow: no such pool"
     assert block.timestamp <= expiry, "escrow: grant expired"
     assert grant_provider == empty(address) or grant_provider == provider, "escrow: grant is for another provider"
-    grant: bytes32 = empty(bytes32)
-    signer: address = empty(address)
-    grant, signer = escrow_sigs._grant(pool_id, student, cap, expiry, grant_provider, admin_sig)
     assert signer == admin, "escrow: grant not signed by the pool admin"
     spent: uint256 = escrow_pools._draw(pool_id, grant, cap, deposit)
     cid: bytes32 = ch._create(student, provider, deposit - relay_fee, session_key, ch.FLAG_POOL)

@@ -27,6 +27,12 @@ OPEN_TYPEHASH: constant(bytes32) = keccak256(
 GRANT_TYPEHASH: constant(bytes32) = keccak256(
     "Grant(bytes32 poolId,address student,uint256 cap,uint256 expiry,address provider)"
 )
+# A grant for a student who has no wallet yet: `claimKey` is a one-time key whose private half
+# travels in the code; the first wallet it signs a Claim for is bound to the grant.
+CLAIMABLE_GRANT_TYPEHASH: constant(bytes32) = keccak256(
+    "ClaimableGrant(bytes32 poolId,address claimKey,uint256 cap,uint256 expiry,address provider)"
+)
+CLAIM_TYPEHASH: constant(bytes32) = keccak256("Claim(bytes32 grant,address student)")
 # relay_fee <= deposit // MAX_RELAY_FEE_DIVISOR: a relayed opening pays at most 10 % as a fee
 MAX_RELAY_FEE_DIVISOR: constant(uint256) = 10
 
@@ -79,3 +85,22 @@ def _grant(
     """
     grant: bytes32 = keccak256(abi_encode(GRANT_TYPEHASH, pool_id, student, cap, expiry, provider))
     return grant, self._recover(eip712_domain_separator._hash_typed_data_v4(grant), admin_sig)
+
+
+@internal
+@view
+def _claimable_grant(
+    pool_id: bytes32, claim_key: address, cap: uint256, expiry: uint256, provider: address, admin_sig: Bytes[65]
+) -> (bytes32, address):
+    """
+    @return (the ClaimableGrant's struct hash, its signer)
+    """
+    grant: bytes32 = keccak256(abi_encode(CLAIMABLE_GRANT_TYPEHASH, pool_id, claim_key, cap, expiry, provider))
+    return grant, self._recover(eip712_domain_separator._hash_typed_data_v4(grant), admin_sig)
+
+
+@internal
+@view
+def _claim_signer(grant: bytes32, student: address, claim_sig: Bytes[65]) -> address:
+    digest: bytes32 = eip712_domain_separator._hash_typed_data_v4(keccak256(abi_encode(CLAIM_TYPEHASH, grant, student)))
+    return self._recover(digest, claim_sig)

@@ -330,10 +330,25 @@ class OfferIndex:
         return stats
 
     # -- reading -----------------------------------------------------------------------------
-    def offers(self, *, active_only: bool = True) -> list[MarketOffer]:
+    def offers(
+        self, *, active_only: bool = True, course_pool: str | None = None
+    ) -> list[MarketOffer]:
+        """Public offers, plus the course-private ones of ``course_pool`` (0x pool id)."""
         with self.lock:
-            return [o for _, o in sorted(self._offers.items()) if o.active or not active_only]
+            return [
+                o
+                for _, o in sorted(self._offers.items())
+                if (o.active or not active_only) and course_visible(o, course_pool)
+            ]
 
     def get(self, offer_id: int) -> MarketOffer | None:
         with self.lock:
             return self._offers.get(offer_id)
+
+
+def course_visible(offer: MarketOffer, course_pool: str | None) -> bool:
+    """A course-private offer (metadata ``course_pool``) is listed only for that course."""
+    from jupyter_gpumarket.core.offer_meta import parse_offer_metadata
+
+    private = parse_offer_metadata(offer.terms.metadata_uri).get("course_pool", "")
+    return not private or (course_pool is not None and private.lower() == course_pool.lower())

@@ -89,11 +89,17 @@ async def launch_paid_with_failover(prov: GpuMarketProvisioner, env: dict[str, s
     prov._paid_settings()  # a missing password fails before the chain is read
     extra = parse_failover(prov._setting("GPUMARKET_FAILOVER", str(prov.failover)))
     prov._progress("finding offer (index, live probes, ranking)")
-    offers = await asyncio.to_thread(
-        paid_candidates,
+    network, spec = (
         prov._setting("GPUMARKET_NETWORK", prov.network),
         prov._setting("GPUMARKET_OFFER", prov.offer),
     )
+    grant = prov._setting("GPUMARKET_GRANT", prov.grant)
+    if grant and not spec:  # a course code alone: the cheapest offer the course allows
+        from jupyter_gpumarket.provisioning.course_offers import course_candidates
+
+        offers = await asyncio.to_thread(course_candidates, network, grant)
+    else:
+        offers = await asyncio.to_thread(paid_candidates, network, spec)
     offers = offers[: extra + 1]
     prov.launch_attempts = []
     for n, offer in enumerate(offers, 1):

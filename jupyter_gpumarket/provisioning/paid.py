@@ -29,7 +29,7 @@ from jupyter_gpumarket.core.metering import (
     VoucherSchedule,
 )
 from jupyter_gpumarket.core.pinning import normalize_fingerprint
-from jupyter_gpumarket.exceptions import AuthenticationFailed
+from jupyter_gpumarket.exceptions import AuthenticationFailed, PaymentError
 from jupyter_gpumarket.provisioning import lease_record
 from jupyter_gpumarket.provisioning.offers import OfferChoice, parse_offer_spec, pick_offer
 from jupyter_gpumarket.provisioning.paid_state import PaidState, encrypt_session_key
@@ -232,12 +232,12 @@ def open_paid_lease(
     from the wallet, relayed by the provider when the wallet has no gas, or from a credit pool
     when ``grant`` (a grant code) is given (see provisioning.paid_open). ``offer``: the one
     the provisioner's routing chose (else picked from ``offer_spec`` by its terms)."""
+    from jupyter_gpumarket.chain.claims import decode_grant
     from jupyter_gpumarket.chain.client import Contracts, connect
     from jupyter_gpumarket.chain.keystore import load_account
     from jupyter_gpumarket.chain.leases import LeaseChain
     from jupyter_gpumarket.chain.profiles import active_profile, load_profile
     from jupyter_gpumarket.chain.renter_ledger import NetworkKey, RenterLedger
-    from jupyter_gpumarket.core.grant_code import GrantCode
     from jupyter_gpumarket.provisioning.paid_open import open_channel_for_offer
     from jupyter_gpumarket.provisioning.relay_client import probe_provider
 
@@ -249,7 +249,7 @@ def open_paid_lease(
     normalize_fingerprint(offer.tls_fingerprint)
     if offer.unsandboxed:
         log.warning("%s", offer.unsandboxed_warning)
-    grant_code = GrantCode.decode(grant) if grant else None
+    grant_code = decode_grant(grant, renter.address) if grant else None
     # no channel to a provider that is down (a kernel restarter would open one per attempt)
     # ... and whose agent is the offer's provider (a copied endpoint would take the deposit)
     asyncio.run(
@@ -260,6 +260,13 @@ def open_paid_lease(
         )
     )
     chain = LeaseChain(contracts)
+    if grant_code is not None and budget <= 0:  # the course pays up to what is left of the cap
+        from jupyter_gpumarket.chain.relay import grant_room
+
+        budget = grant_room(chain, grant_code)
+        if budget <= 0:
+            raise PaymentError("your course credit is spent: ask your course admin for more")
+        initial_hours = max(initial_hours, budget / max(1, offer.price_per_hour) + 1)
     opened, how = open_channel_for_offer(
         chain, renter, offer, budget=budget, grant=grant_code, initial_hours=initial_hours
     )

@@ -25,6 +25,7 @@ from jupyter_gpumarket.chain.relay import (
 )
 from jupyter_gpumarket.chain.session_keys import new_session_key
 from jupyter_gpumarket.core import eip712
+from jupyter_gpumarket.core.claim_code import ClaimTicket
 from jupyter_gpumarket.core.grant_code import GrantCode
 from jupyter_gpumarket.core.metering import initial_deposit
 from jupyter_gpumarket.core.offer_meta import relay_fee_of
@@ -43,7 +44,7 @@ def open_channel_for_offer(
     offer: Any,  # provisioning.offers.OfferChoice
     *,
     budget: int,
-    grant: GrantCode | None = None,
+    grant: GrantCode | ClaimTicket | None = None,
     initial_hours: float = 1.0,
 ) -> tuple[OpenedChannel, str]:
     """Open the lease's channel the way that works for this wallet; (channel, how)."""
@@ -70,7 +71,9 @@ def open_channel_for_offer(
             raise PaymentError("this grant is spent (or its pool is empty): ask for a new one")
         deposit = min(deposit, room)
     key = new_session_key()
-    if grant is not None and has_gas:
+    # a course code's opening is always relayed: the pool pays the fee, the student's own
+    # wallet (even one holding gas) pays nothing
+    if grant is not None and has_gas and not isinstance(grant, ClaimTicket):
         tx = open_from_pool(
             chain, renter, grant=grant, provider=offer.provider, deposit=deposit, session_key=key
         )

@@ -72,16 +72,18 @@ def paid_selected(setting: Setting, provider_url: str, offer: str) -> bool:
     """A market offer is selected (and no direct provider URL overrides it)."""
     if setting("GPUMARKET_PROVIDER_URL", provider_url):
         return False
-    return bool(setting("GPUMARKET_OFFER", offer))
+    return bool(setting("GPUMARKET_OFFER", offer)) or bool(setting("GPUMARKET_GRANT", ""))
 
 
 def paid_settings(setting: Setting, budget: int, initial_hours: float) -> tuple[str, str, float]:
     """(wallet password, budget, initial hours), checked before any chain call."""
     password = setting("GPUMARKET_WALLET_PASSWORD", "")
-    budget_text = setting("GPUMARKET_BUDGET", str(budget))
+    # a course grant with no budget set: its remaining cap is the budget (0 = read at open)
+    grant = bool(setting("GPUMARKET_GRANT", ""))
+    budget_text = setting("GPUMARKET_BUDGET", "" if grant else str(budget)) or "0"
     if not password:
         raise ConfigError("set GPUMARKET_WALLET_PASSWORD to unlock your wallet for this lease")
-    if not budget_text.isdigit() or int(budget_text) <= 0:
+    if not budget_text.isdigit() or (int(budget_text) <= 0 and not grant):
         raise ConfigError(f"budget {budget_text!r} must be a positive number of token base units")
     hours_text = setting("GPUMARKET_INITIAL_HOURS", str(initial_hours))
     try:

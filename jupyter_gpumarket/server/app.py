@@ -10,7 +10,7 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Float, Int
 
 from jupyter_gpumarket.provisioning import launch_events, selection_store
-from jupyter_gpumarket.server import handlers
+from jupyter_gpumarket.server import course_handlers, handlers
 from jupyter_gpumarket.server.launch_handlers import launch_handlers
 from jupyter_gpumarket.server.launch_monitor import LaunchMonitor
 from jupyter_gpumarket.server.readopt import readopt_kernels
@@ -55,6 +55,7 @@ class GpuMarketExtension(ExtensionApp):
 
         self.handlers.extend(api_routes)
         self.handlers.extend(launch_handlers)
+        self.handlers.extend(course_handlers.default_handlers)
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         """Once the server's loop runs: take back remote kernels a crashed server left, then
