@@ -107,6 +107,7 @@ class MarketDesk:
             "sandboxed": self.info.get("isolation") == "sandboxed",
             "isolation": str(self.info.get("isolation", "unknown")),
             "simulated": bool(self.info.get("simulated", False)),
+            "slice": self.info.get("slice"),  # a shared GPU's slice (None: whole GPUs)
             "inventory": {
                 "gpus": [
                     {"name": g.get("name"), "memory_total_bytes": g.get("memory_total_bytes")}

@@ -46,8 +46,9 @@ MAX_SLICES = 64  # kernels per GPU
 MAX_SLICE_VRAM_MIB = 2**31
 WARN_FRACTION = 0.9  # tell the renter before its slice is full
 OVER_GRACE_S = 10.0  # seconds a kernel may stay over its slice (to free memory) before it stops
-_MIG_PROFILE = re.compile(r"([1-9]\d?)g\.([1-9]\d{0,3})gb(\+me)?")
-_SHARE = re.compile(r"([1-9]\d?)/([1-9]\d?)")
+_MIG_PROFILE = re.compile(r"([1-9]\d?)g\.([1-9]\d{0,3})gb(\+me)?", re.ASCII)
+_SHARE = re.compile(r"([1-9]\d?)/([1-9]\d?)", re.ASCII)
+_VRAM = re.compile(r"[1-9]\d{0,9}", re.ASCII)
 _MIB_PER_GB = 1024
 # Compute slices a MIG-capable GPU has (A30: 4; A100, H100, H200, B200: 7)
 _MIG_COMPUTE_SLICES = {"A30": 4}
@@ -72,7 +73,7 @@ def parse_mig_profile(text: object) -> str:
 
 def mig_profile_of(device_name: str) -> str | None:
     """The profile in NVML's MIG device name ("NVIDIA H100 80GB HBM3 MIG 1g.10gb" -> "1g.10gb")."""
-    m = re.search(r"\bMIG\s+(\S+)", device_name)
+    m = re.search(r"\bMIG\s+(\S+)", device_name, re.ASCII)
     if m is None:
         return None
     found = m.group(1).lower()
@@ -126,7 +127,7 @@ class SliceTerms:
     def from_meta(cls, meta: Mapping[str, str]) -> SliceTerms | None:
         """The slice an offer's (hostile) metadata states; None when whole or malformed."""
         share, vram, mig = meta.get("slice"), meta.get("slice_vram", ""), meta.get("mig")
-        if share is None or not vram.isdigit() or len(vram) > 10:
+        if share is None or not _VRAM.fullmatch(vram):
             return None
         try:
             return cls(share, int(vram), mig)
