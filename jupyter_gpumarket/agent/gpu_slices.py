@@ -237,31 +237,50 @@ class NvmlVramReader:
         return self._ready
 
     def used_mib(self, gpu_slice: GpuSlice, pids: frozenset[int]) -> int | None:
+        """The kernel's memory on its slice's GPU. A MIG slice counts every MIG instance of
+        its GPU: ``CUDA_VISIBLE_DEVICES`` is the kernel's to change, so memory it takes on a
+        neighbour's instance counts against its own slice."""
         with self._lock:
             if not self._init():
                 return None
             nvml = self._nvml
             try:
-                if gpu_slice.mig_uuid is not None:
-                    handle = nvml.nvmlDeviceGetHandleByUUID(gpu_slice.mig_uuid)
-                else:
-                    handle = nvml.nvmlDeviceGetHandleByIndex(gpu_slice.gpu_index)
-                procs = list(nvml.nvmlDeviceGetComputeRunningProcesses(handle))
-                with contextlib.suppress(nvml.NVMLError):
-                    procs += list(nvml.nvmlDeviceGetGraphicsRunningProcesses(handle))
+                parent = nvml.nvmlDeviceGetHandleByIndex(gpu_slice.gpu_index)
+                handles = [parent] if gpu_slice.mig_uuid is None else _mig_handles(nvml, parent)
+                used: dict[tuple[int, int], int | None] = {}
+                for n, handle in enumerate(handles):
+                    for p in _processes(nvml, handle):
+                        pid = getattr(p, "pid", None)
+                        if pid in pids:
+                            used[(n, pid)] = getattr(p, "usedGpuMemory", None)
             except nvml.NVMLError as exc:
                 log.debug("NVML processes of %s: %s", gpu_slice.name, exc)
                 return None
-        used, seen = 0, set()
-        for p in procs:
-            pid, mem = getattr(p, "pid", None), getattr(p, "usedGpuMemory", None)
-            if pid not in pids or pid in seen:
-                continue
-            seen.add(pid)
+        total = 0
+        for mem in used.values():
             if not isinstance(mem, int) or isinstance(mem, bool) or not 0 <= mem < 2**51:
                 return None  # NVML_VALUE_NOT_AVAILABLE (no accounting): unknown, not zero
-            used += mem
-        return used // _MIB
+            total += mem
+        return total // _MIB
+
+
+def _processes(nvml: Any, handle: Any) -> list[Any]:
+    """Compute and graphics processes on ``handle`` (a process listed in both: once)."""
+    procs = list(nvml.nvmlDeviceGetComputeRunningProcesses(handle))
+    with contextlib.suppress(nvml.NVMLError):
+        procs += list(nvml.nvmlDeviceGetGraphicsRunningProcesses(handle))
+    seen: dict[Any, Any] = {}
+    for p in procs:
+        seen.setdefault(getattr(p, "pid", None), p)
+    return list(seen.values())
+
+
+def _mig_handles(nvml: Any, parent: Any) -> list[Any]:
+    out = []
+    for i in range(int(nvml.nvmlDeviceGetMaxMigDeviceCount(parent))):
+        with contextlib.suppress(nvml.NVMLError):
+            out.append(nvml.nvmlDeviceGetMigDeviceHandleByIndex(parent, i))
+    return out
 
 
 class SimulatedVramReader:

@@ -47,10 +47,12 @@ class FakeNvml:
         *,
         mig: list[tuple[str, int]] | None = None,
         procs: list[tuple[int, int | None]] = (),  # type: ignore[assignment]
+        mig_procs: dict[int, list[tuple[int, int]]] | None = None,
         init_error: int | None = None,
     ) -> None:
         self.mig = mig  # None: MIG off; else (profile, MiB) per MIG device position
-        self.procs = list(procs)
+        self.procs = list(procs)  # on the whole GPU
+        self.mig_procs = mig_procs or {}  # on each MIG device
         self.init_error = init_error
         self.inits = 0
 
@@ -119,7 +121,8 @@ class FakeNvml:
         return ("mig", i)
 
     def nvmlDeviceGetComputeRunningProcesses(self, h: Any) -> list[SimpleNamespace]:
-        return [SimpleNamespace(pid=p, usedGpuMemory=m) for p, m in self.procs]
+        procs = self.mig_procs.get(h[1], []) if h[0] == "mig" else self.procs
+        return [SimpleNamespace(pid=p, usedGpuMemory=m) for p, m in procs]
 
     def nvmlDeviceGetGraphicsRunningProcesses(self, h: Any) -> list[SimpleNamespace]:
         self._fail(pynvml.NVML_ERROR_NOT_SUPPORTED)
@@ -211,10 +214,18 @@ def test_nvml_accounting_counts_only_the_kernels_processes() -> None:
     assert nvml.inits == 1  # NVML is initialized once per reader
     unknown = NvmlVramReader(FakeNvml(procs=[(100, None)]))  # no per-process accounting
     assert unknown.used_mib(s, frozenset({100})) is None
-    mig = NvmlVramReader(FakeNvml(mig=[("1g.10gb", 9984)], procs=[(5, 10 << 20)]))
-    assert mig.used_mib(GpuSlice(0, 0, 9984, SliceMode.MIG, MIG_UUID.format(0)), {5}) == 10  # type: ignore[arg-type]
-    gone = GpuSlice(0, 1, 9984, SliceMode.MIG, MIG_UUID.format(6))
-    assert mig.used_mib(gone, frozenset({5})) is None
+    # a MIG kernel that points CUDA_VISIBLE_DEVICES at its neighbour's instance: counted too
+    mig = NvmlVramReader(
+        FakeNvml(
+            mig=[("1g.10gb", 9984)] * 2,
+            mig_procs={0: [(5, 10 << 20), (6, 1 << 20)], 1: [(5, 2000 << 20), (6, 3 << 20)]},
+        )
+    )
+    own = GpuSlice(0, 0, 9984, SliceMode.MIG, MIG_UUID.format(0))
+    assert mig.used_mib(own, frozenset({5})) == 2010
+    assert mig.used_mib(own, frozenset({6})) == 4
+    lost = GpuSlice(1, 0, 9984, SliceMode.MIG, MIG_UUID.format(0))  # its GPU is gone
+    assert mig.used_mib(lost, frozenset({5})) is None
     no_driver = NvmlVramReader(FakeNvml(init_error=pynvml.NVML_ERROR_DRIVER_NOT_LOADED))
     assert no_driver.used_mib(s, frozenset({100})) is None
 
