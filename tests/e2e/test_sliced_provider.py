@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import ssl
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -19,8 +20,13 @@ from typing import Any
 import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import start_new_kernel
+from websockets.asyncio.client import connect
 
+from jupyter_gpumarket.core import control
+from jupyter_gpumarket.core.verification import Claim
+from jupyter_gpumarket.exceptions import ProviderRefused
 from jupyter_gpumarket.market.probe import probe_endpoint
+from jupyter_gpumarket.market.verify import verify_offer
 from jupyter_gpumarket.provisioning.link import ProviderTarget, RemoteLink
 
 from agentproc import AgentProcess, environ, start_agent
@@ -128,6 +134,26 @@ def test_two_kernels_share_one_gpu_each_on_its_slice(sliced: AgentProcess) -> No
         # the neighbour on the same GPU runs on
         assert run(neighbour, "print(6 * 7)").strip() == "42"
         assert "slice" in sliced.log()
+
+
+def test_no_challenge_takes_the_whole_gpu_while_a_slice_is_rented(tmp_path: Path) -> None:
+    """A stranger's verification challenge would fill the whole GPU's memory under the
+    classmates' kernels: a sliced agent runs one only while no slice is rented."""
+
+    async def scenario(agent: AgentProcess) -> None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        async with connect(agent.url, ssl=ctx, compression=None) as ws:  # one slice rented
+            await ws.send(control.dump(control.Hello(token=agent.token)).decode())
+            control.parse_welcome(await ws.recv())
+            await verify_offer(agent.url, agent.fingerprint, Claim("H100", 1, 81920), offer_id=1)
+
+    agent = start_agent(tmp_path, "--simulate-gpu", "H100", "--slices", "2", "--max-kernels", "4")
+    try:
+        with pytest.raises(ProviderRefused, match="GPU slices are rented out"):
+            asyncio.run(scenario(agent))
+    finally:
+        agent.stop()
 
 
 def test_slice_flags_are_checked_before_serving(tmp_path: Path) -> None:
