@@ -28,6 +28,7 @@ from jupyter_gpumarket.core.gpu_slices import (
     SliceTerms,
     VramWatch,
     describe_slice,
+    mig_cap_nodes,
     mig_profile_of,
     parse_mig_profile,
     time_slices,
@@ -54,12 +55,16 @@ MAX_PROCS = 256
 WATCH_INTERVAL = 2.0
 
 
+MIG_MINORS = Path("/proc/driver/nvidia-caps/mig-minors")
+
+
 @dataclass(frozen=True)
 class MigInstance:
     gpu_index: int
     uuid: str
     profile: str
     memory_mib: int
+    devices: tuple[str, ...] = ()  # its /dev/nvidia-caps nodes (() when unknown)
 
 
 @dataclass(frozen=True)
@@ -88,9 +93,28 @@ def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def mig_instances(nvml: Any, gpu_index: int) -> list[MigInstance]:
-    """The MIG devices NVML lists on GPU ``gpu_index`` (nvmlInit done by the caller)."""
+def _read_mig_minors(path: Path = MIG_MINORS) -> str:
+    try:
+        with path.open() as f:
+            return f.read(1 << 20)
+    except OSError:
+        return ""
+
+
+def mig_instances(
+    nvml: Any,
+    gpu_index: int,
+    mig_minors: str | None = None,
+    exists: Callable[[str], bool] = os.path.exists,
+) -> list[MigInstance]:
+    """The MIG devices NVML lists on GPU ``gpu_index`` (nvmlInit done by the caller), with
+    their capability nodes from ``mig_minors`` (default: the driver's file)."""
     handle = nvml.nvmlDeviceGetHandleByIndex(gpu_index)
+    minors = _read_mig_minors() if mig_minors is None else mig_minors
+    try:
+        gpu_minor: int | None = int(nvml.nvmlDeviceGetMinorNumber(handle))
+    except nvml.NVMLError:
+        gpu_minor = None
     out = []
     for i in range(int(nvml.nvmlDeviceGetMaxMigDeviceCount(handle))):
         try:
@@ -101,8 +125,18 @@ def mig_instances(nvml: Any, gpu_index: int) -> list[MigInstance]:
         except nvml.NVMLError:  # NOT_FOUND: no instance in this position
             continue
         profile = mig_profile_of(name)
-        if profile is not None:
-            out.append(MigInstance(gpu_index, uuid, profile, total // _MIB))
+        if profile is None:
+            continue
+        devices: tuple[str, ...] = ()
+        with contextlib.suppress(nvml.NVMLError):
+            gi = int(nvml.nvmlDeviceGetGpuInstanceId(mig))
+            ci = int(nvml.nvmlDeviceGetComputeInstanceId(mig))
+            if gpu_minor is not None:
+                devices = mig_cap_nodes(minors, gpu_minor, gi, ci)
+        if devices and not all(exists(d) for d in devices):
+            log.warning("MIG %s: no %s: a sandboxed kernel cannot open it", uuid, devices)
+            devices = ()
+        out.append(MigInstance(gpu_index, uuid, profile, total // _MIB, devices))
     return out
 
 
@@ -124,6 +158,7 @@ def plan_layout(
     slice_vram_mib: int | None = None,
     nvml: Any = None,
     mps_dir: str | None = None,
+    mig_minors: str | None = None,
 ) -> SliceLayout:
     """The slices of ``inventory``'s GPUs: MIG instances where the GPUs have MIG on (of
     ``mig_profile``, or their most common profile), else ``slices`` time-shared slices each."""
@@ -132,7 +167,7 @@ def plan_layout(
         raise ConfigError("--slices/--mig-profile need a GPU: this provider is CPU only")
     name = gpus[0].model.replace("-", " ")
     if any(g.mig_enabled for g in gpus):
-        return _mig_layout(inventory, slices, mig_profile, nvml, name)
+        return _mig_layout(inventory, slices, mig_profile, nvml, name, mig_minors)
     if mig_profile is not None:
         raise ConfigError(
             f"--mig-profile {mig_profile}: MIG is off on this GPU; turn it on "
@@ -149,13 +184,23 @@ def plan_layout(
 
 
 def _mig_layout(
-    inventory: GpuInventory, count: int | None, profile: str | None, nvml: Any, name: str
+    inventory: GpuInventory,
+    count: int | None,
+    profile: str | None,
+    nvml: Any,
+    name: str,
+    mig_minors: str | None,
 ) -> SliceLayout:
     if nvml is None:
         import pynvml as nvml
     nvml.nvmlInit()
     try:
-        found = [m for g in inventory.gpus if g.mig_enabled for m in mig_instances(nvml, g.index)]
+        found = [
+            m
+            for g in inventory.gpus
+            if g.mig_enabled
+            for m in mig_instances(nvml, g.index, mig_minors)
+        ]
     finally:
         with contextlib.suppress(nvml.NVMLError):
             nvml.nvmlShutdown()
@@ -178,7 +223,14 @@ def _mig_layout(
     slices = []
     for m in chosen:
         slices.append(
-            GpuSlice(m.gpu_index, per_gpu[m.gpu_index], m.memory_mib, SliceMode.MIG, m.uuid)
+            GpuSlice(
+                m.gpu_index,
+                per_gpu[m.gpu_index],
+                m.memory_mib,
+                SliceMode.MIG,
+                m.uuid,
+                devices=m.devices,
+            )
         )
         per_gpu[m.gpu_index] += 1
     vram = min(m.memory_mib for m in chosen)

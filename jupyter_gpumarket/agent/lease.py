@@ -229,6 +229,7 @@ class Lease:
                 paymsgs.PaymentNotice(level="warn", message=text)  # a provider notice
             ),
             kernel_args=msg.kernel_args,
+            gpu_devices=self.gpu_slice.devices if self.gpu_slice else (),
         )
         try:
             await kernel.start()

@@ -37,6 +37,7 @@ __all__ = [
     "SliceTerms",
     "VramWatch",
     "describe_slice",
+    "mig_cap_nodes",
     "mig_profile_of",
     "parse_mig_profile",
     "time_slices",
@@ -162,6 +163,7 @@ class GpuSlice:
     mig_uuid: str | None = None
     mps_pipe_dir: str | None = None
     share_percent: int = 100  # of the GPU's compute (MPS active thread percentage)
+    devices: tuple[str, ...] = ()  # MIG: the instance's capability nodes, for the sandbox
 
     def __post_init__(self) -> None:
         for name in ("gpu_index", "number", "vram_mib"):
@@ -193,6 +195,24 @@ class GpuSlice:
             env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] = f"0={self.vram_mib}M"  # device 0: its GPU
             env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(self.share_percent)
         return env
+
+
+def mig_cap_nodes(mig_minors: str, gpu_minor: int, gi: int, ci: int) -> tuple[str, ...]:
+    """The ``/dev/nvidia-caps`` nodes that open MIG instance (``gi``, ``ci``) of the GPU with
+    device minor ``gpu_minor``, from the driver's ``/proc/driver/nvidia-caps/mig-minors``
+    (lines ``gpu0/gi1/access 12``, ``gpu0/gi1/ci0/access 13``); () when it lists them not.
+
+    A sandboxed kernel gets these nodes and no other instance's: that, not
+    ``CUDA_VISIBLE_DEVICES``, keeps it off its neighbours' instances."""
+    wanted = (f"gpu{gpu_minor}/gi{gi}/access", f"gpu{gpu_minor}/gi{gi}/ci{ci}/access")
+    minors: dict[str, int] = {}
+    for line in mig_minors.splitlines()[:100_000]:
+        name, _, minor = line.strip().partition(" ")
+        if name in wanted and re.fullmatch(r"\d{1,7}", minor.strip(), re.ASCII):
+            minors[name] = int(minor)
+    if len(minors) != len(wanted):
+        return ()
+    return tuple(f"/dev/nvidia-caps/nvidia-cap{minors[name]}" for name in wanted)
 
 
 def time_slices(

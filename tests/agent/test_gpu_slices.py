@@ -24,6 +24,7 @@ from jupyter_gpumarket.agent.gpu_slices import (
     NvmlVramReader,
     SimulatedVramReader,
     kernel_pids,
+    mig_instances,
     mps_pipe_dir,
     plan_layout,
     watch_vram,
@@ -120,6 +121,15 @@ class FakeNvml:
             self._fail(pynvml.NVML_ERROR_NOT_FOUND)
         return ("mig", i)
 
+    def nvmlDeviceGetMinorNumber(self, h: Any) -> int:
+        return 0
+
+    def nvmlDeviceGetGpuInstanceId(self, h: Any) -> int:
+        return 7 + h[1]
+
+    def nvmlDeviceGetComputeInstanceId(self, h: Any) -> int:
+        return 0
+
     def nvmlDeviceGetComputeRunningProcesses(self, h: Any) -> list[SimpleNamespace]:
         procs = self.mig_procs.get(h[1], []) if h[0] == "mig" else self.procs
         return [SimpleNamespace(pid=p, usedGpuMemory=m) for p, m in procs]
@@ -181,6 +191,23 @@ def test_mig_instances_listed_by_nvml_become_the_slices() -> None:
     empty = FakeNvml(mig=[])
     with pytest.raises(ConfigError, match="lists no MIG instance"):
         plan_layout(h100(empty), slices=2, mig_profile=None, nvml=empty)
+
+
+def test_a_sandboxed_mig_kernel_gets_its_instances_capability_nodes_only() -> None:
+    nvml = FakeNvml(mig=[("1g.10gb", 9984)] * 2)
+    minors = (
+        "gpu0/gi7/access 60\ngpu0/gi7/ci0/access 61\ngpu0/gi8/access 69\ngpu0/gi8/ci0/access 70\n"
+    )
+    nvml.nvmlInit()
+    found = mig_instances(nvml, 0, minors, exists=lambda path: True)
+    assert [m.devices for m in found] == [
+        ("/dev/nvidia-caps/nvidia-cap60", "/dev/nvidia-caps/nvidia-cap61"),
+        ("/dev/nvidia-caps/nvidia-cap69", "/dev/nvidia-caps/nvidia-cap70"),
+    ]
+    # the nodes are not on this machine: none (a sandboxed kernel then sees no MIG device)
+    assert [m.devices for m in mig_instances(nvml, 0, minors)] == [(), ()]
+    layout = plan_layout(h100(nvml), slices=None, mig_profile=None, nvml=nvml, mig_minors=minors)
+    assert [s.devices for s in layout.slices] == [(), ()]
 
 
 def test_a_mig_profile_needs_mig_and_slices_need_a_gpu() -> None:

@@ -13,6 +13,7 @@ from jupyter_gpumarket.core.gpu_slices import (
     SliceTerms,
     VramWatch,
     describe_slice,
+    mig_cap_nodes,
     mig_profile_of,
     parse_mig_profile,
     time_slices,
@@ -234,3 +235,29 @@ def test_vram_watch_forgives_a_kernel_that_frees_memory_in_time() -> None:
     stop = w.observe(30.0, 1100)
     assert stop is not None
     assert stop[0] == "stop"
+
+
+MIG_MINORS = """config 1
+monitor 2
+gpu0/gi1/access 12
+gpu0/gi1/ci0/access 13
+gpu0/gi2/access 21
+gpu0/gi2/ci0/access 22
+gpu1/gi1/access 147
+gpu1/gi1/ci0/access 148
+"""
+
+
+def test_mig_capability_nodes_are_the_instances_own() -> None:
+    assert mig_cap_nodes(MIG_MINORS, 0, 2, 0) == (
+        "/dev/nvidia-caps/nvidia-cap21",
+        "/dev/nvidia-caps/nvidia-cap22",
+    )
+    assert mig_cap_nodes(MIG_MINORS, 1, 1, 0) == (
+        "/dev/nvidia-caps/nvidia-cap147",
+        "/dev/nvidia-caps/nvidia-cap148",
+    )
+    assert mig_cap_nodes(MIG_MINORS, 0, 3, 0) == ()  # not listed: none, never a guess
+    assert mig_cap_nodes("gpu0/gi1/access 12\n", 0, 1, 0) == ()  # half of it
+    hostile = "gpu0/gi1/access ../../sda\ngpu0/gi1/ci0/access 99999999\n"
+    assert mig_cap_nodes(hostile, 0, 1, 0) == ()
