@@ -178,7 +178,7 @@ def _serve(args: argparse.Namespace) -> int:
         log.warning("SIMULATED GPUs (--simulate-gpu): %s", inventory.reason)
     else:
         inventory = select_gpus(detect_gpus(), args.gpus)
-    layout = _slice_layout(args, inventory)
+    layout = _slice_layout(args, inventory, sandboxed=iso.sandbox is not None)
     paid = publisher = None
     if not args.dev:
         isolation.check_publishable(iso.sandbox is not None, args.unsafe_no_sandbox)
@@ -422,8 +422,11 @@ def _add_slice_arguments(serve: argparse.ArgumentParser) -> None:
     )
 
 
-def _slice_layout(args: argparse.Namespace, inventory: Any) -> Any:
-    """The slices to rent (agent.gpu_slices.SliceLayout), or None for whole GPUs."""
+def _slice_layout(args: argparse.Namespace, inventory: Any, *, sandboxed: bool) -> Any:
+    """The slices to rent (agent.gpu_slices.SliceLayout), or None for whole GPUs.
+
+    MPS only for unsandboxed kernels: the sandbox does not show them the daemon's pipe dir
+    (and its control pipe is no renter's to use); sandboxed slices are watched instead."""
     if args.slices is None and args.mig_profile is None:
         if args.slice_vram_mb is not None:
             raise ConfigError("--slice-vram-mb needs --slices N")
@@ -437,7 +440,7 @@ def _slice_layout(args: argparse.Namespace, inventory: Any) -> Any:
         slices=args.slices,
         mig_profile=args.mig_profile,
         slice_vram_mib=args.slice_vram_mb,
-        mps_dir=None if args.simulate_gpu else mps_pipe_dir(),
+        mps_dir=None if args.simulate_gpu or sandboxed else mps_pipe_dir(),
     )
     log.info(
         "renting %d GPU slice(s) (%s): %s",
