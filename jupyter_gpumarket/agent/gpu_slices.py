@@ -350,9 +350,21 @@ class SimulatedVramReader:
         return pages * os.sysconf("SC_PAGE_SIZE") // _MIB
 
 
-def kernel_pids(pid: int, max_procs: int = MAX_PROCS) -> frozenset[int]:
-    """``pid`` and its descendants (at most ``max_procs``; host pids, what NVML reports)."""
+def kernel_pids(pid: int, uid: int | None = None, max_procs: int = MAX_PROCS) -> frozenset[int]:
+    """``pid`` and its descendants (at most ``max_procs``; host pids, what NVML reports),
+    and with ``uid`` (the kernel's slot user) every process of that user: a process that left
+    the tree (double fork, setsid) is still the kernel's."""
     seen: set[int] = set()
+    if uid is not None and uid > 0:
+        with contextlib.suppress(OSError):
+            for entry in os.scandir("/proc"):
+                if len(seen) >= max_procs:
+                    break
+                if entry.name.isdigit():
+                    with contextlib.suppress(OSError):
+                        if entry.stat(follow_symlinks=False).st_uid == uid:
+                            seen.add(int(entry.name))
+    seen.discard(pid)
     todo = [pid]
     while todo and len(seen) < max_procs:
         p = todo.pop()
@@ -367,6 +379,10 @@ def kernel_pids(pid: int, max_procs: int = MAX_PROCS) -> frozenset[int]:
                 ):
                     todo.extend(int(x) for x in f.read().split())
     return frozenset(seen)
+
+
+def _kernel_used(reader: VramReader, gpu_slice: GpuSlice, pid: int, uid: int | None) -> int | None:
+    return reader.used_mib(gpu_slice, kernel_pids(pid, uid))
 
 
 class _Kernel(Protocol):  # what watch_vram uses of agent.kernels.KernelProcess
@@ -387,8 +403,10 @@ async def watch_vram(
     *,
     interval: float = WATCH_INTERVAL,
     grace: float | None = None,
+    uid: int | None = None,
 ) -> None:
-    """Sample the kernel's GPU memory until it exits; warn, then stop it over its slice."""
+    """Sample the kernel's GPU memory until it exits; warn, then stop it over its slice.
+    ``uid``: the kernel's slot user (its every process counts)."""
     watch = VramWatch(gpu_slice.vram_mib) if grace is None else VramWatch(gpu_slice.vram_mib, grace)
     while True:
         await asyncio.sleep(interval)
@@ -396,7 +414,7 @@ async def watch_vram(
         if pid is None or kernel.exit_code is not None:
             return
         try:
-            used = await asyncio.to_thread(reader.used_mib, gpu_slice, kernel_pids(pid))
+            used = await asyncio.to_thread(_kernel_used, reader, gpu_slice, pid, uid)
         except Exception:  # a bug here must cost the watch, never the lease
             log.exception("GPU memory watch of %s failed; not watching it", gpu_slice.name)
             return

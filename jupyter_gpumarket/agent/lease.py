@@ -265,6 +265,7 @@ class Lease:
             self._vram_reader,
             lambda text: self.send_control(paymsgs.PaymentNotice(level="warn", message=text)),
             grace=self._slice_grace,
+            uid=self.slot.uid if self.slot is not None else None,
         )
 
     def _from_kernel(self, channel: Channel, parts: list[zmq.Frame]) -> None:

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -336,3 +337,25 @@ def test_real_nvml_slices_this_machines_gpu() -> None:
     layout = plan_layout(inv, slices=2, mig_profile=None, nvml=None)
     assert layout.slices
     assert NvmlVramReader().used_mib(layout.slices[0], frozenset({os.getpid()})) in (0, None)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root")
+def test_a_process_that_left_the_kernels_tree_still_counts_by_its_slot_user() -> None:
+    """A kernel's process that double-forks or calls setsid is no longer its descendant; its
+    slot user still names it (uid 65534 stands for a slot user here)."""
+    escaped = subprocess.Popen(
+        ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "sleep", "30"],
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{escaped.pid}").stat().st_uid != 65534:  # setpriv has not run yet
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        kernel = 2**22 + 1  # the kernel's own pid: gone, its tree empty
+        assert escaped.pid not in kernel_pids(kernel)
+        assert escaped.pid in kernel_pids(kernel, uid=65534)
+        assert kernel_pids(kernel, uid=0) == frozenset({kernel})  # root is never a slot
+    finally:
+        escaped.kill()
+        escaped.wait()
