@@ -30,6 +30,7 @@ from jupyter_gpumarket.market.verify import verify_offer
 from jupyter_gpumarket.provisioning.link import ProviderTarget, RemoteLink
 
 from agentproc import AgentProcess, environ, start_agent
+from sandboxkit import ensure_sandbox
 
 pytestmark = pytest.mark.slow
 
@@ -134,6 +135,33 @@ def test_two_kernels_share_one_gpu_each_on_its_slice(sliced: AgentProcess) -> No
         # the neighbour on the same GPU runs on
         assert run(neighbour, "print(6 * 7)").strip() == "42"
         assert "slice" in sliced.log()
+
+
+def test_a_sandboxed_kernel_over_its_slice_is_stopped(tmp_path: Path) -> None:
+    """In bubblewrap (as its slot's user when the agent is root) the kernel's processes are
+    counted and stopped the same way."""
+    ensure_sandbox()
+    agent = start_agent(
+        tmp_path,
+        "--sandbox", "on", "--egress", "none", "--max-kernels", "1",
+        "--simulate-gpu", "H100", "--slices", "2",
+        "--slice-vram-mb", str(SLICE_MIB), "--slice-grace", "2",
+    )  # fmt: skip
+    try:
+        with environ(agent.env()):
+            km, kc = start_new_kernel(kernel_name="gpumarket")
+            try:
+                assert run(kc, "import os; print(os.environ['GPUMARKET_GPU_SLICE'])").strip() == (
+                    "gpu0/slice0"
+                )
+                run(kc, f"_x = b'x' * ({SLICE_MIB + 150} << 20)")
+                said = stderr_until(kc, "GPU slice", "the provider stopped the kernel")
+                assert f"over its {SLICE_MIB} MiB slice" in said
+            finally:
+                kc.stop_channels()
+                km.shutdown_kernel(now=True)
+    finally:
+        agent.stop()
 
 
 def test_no_challenge_takes_the_whole_gpu_while_a_slice_is_rented(tmp_path: Path) -> None:
