@@ -193,6 +193,7 @@ class KernelProcess:
         gpus: tuple[int, ...] = (),
         on_warning: Callable[[str], None] | None = None,
         kernel_args: Sequence[str] = (),
+        gpu_devices: tuple[str, ...] = (),  # more device nodes: a MIG slice's capabilities
     ) -> None:
         self.workdir = workdir
         # the renter's options for ipykernel, checked again where the argv is built
@@ -201,6 +202,7 @@ class KernelProcess:
         self.settings = settings
         self.slot = slot
         self.gpus = gpus
+        self.gpu_devices = gpu_devices
         self.runtime = Path(tempfile.mkdtemp(prefix="gpm-"))  # short: ipc paths max ~107 chars
         self.ipc_base = str(self.runtime / "k")
         self.connection_file = self.runtime / "kernel.json"
@@ -325,7 +327,7 @@ class KernelProcess:
         mounts = SandboxMounts(
             workdir=str(self.workdir),
             runtime=str(self.runtime),
-            devices=gpu_device_nodes(self.gpus),
+            devices=gpu_device_nodes(self.gpus) + self.gpu_devices,
             uid=uid,
             gid=gid,
         )

@@ -26,11 +26,13 @@ from jupyter_gpumarket.agent.bridge import KernelBridge
 from jupyter_gpumarket.agent.files import FILE_OPS, LeaseFiles
 from jupyter_gpumarket.agent.filestore import BlobStore
 from jupyter_gpumarket.agent.gpu import gpu_env
+from jupyter_gpumarket.agent.gpu_slices import VramReader, watch_vram
 from jupyter_gpumarket.agent.kernels import KernelProcess, KernelSettings, build_kernel_env
 from jupyter_gpumarket.agent.slots import KernelSlot
 from jupyter_gpumarket.agent.telemetry import stream as stream_telemetry
 from jupyter_gpumarket.core import control, paymsgs
 from jupyter_gpumarket.core.frames import Channel
+from jupyter_gpumarket.core.gpu_slices import GpuSlice
 from jupyter_gpumarket.core.session import TunnelSession
 from jupyter_gpumarket.exceptions import GpuMarketError
 from jupyter_gpumarket.wire import SessionPipe
@@ -72,6 +74,9 @@ class Lease:
         self.workdir = self.dir / "work"
         self.workdir.mkdir(parents=True, mode=0o700)
         self.gpus = gpus
+        self.gpu_slice: GpuSlice | None = None  # a shared GPU's slice (use_slice)
+        self._vram_reader: VramReader | None = None
+        self._slice_grace: float | None = None
         self.session = TunnelSession(
             max_frame_bytes=max_frame_bytes, replay_limit_bytes=replay_limit_bytes
         )
@@ -210,7 +215,7 @@ class Lease:
             os.environ,
             msg.env,
             workdir=self.workdir,
-            gpu_env=gpu_env(self.gpus),
+            gpu_env=self.gpu_slice.env() if self.gpu_slice else gpu_env(self.gpus),
             settings=self._settings,
         )
         kernel = KernelProcess(
@@ -224,6 +229,7 @@ class Lease:
                 paymsgs.PaymentNotice(level="warn", message=text)  # a provider notice
             ),
             kernel_args=msg.kernel_args,
+            gpu_devices=self.gpu_slice.devices if self.gpu_slice else (),
         )
         try:
             await kernel.start()
@@ -237,10 +243,30 @@ class Lease:
             self._bridge.send(channel, parts)
         self._pending.clear()
         self._waiter = asyncio.ensure_future(self._watch(kernel, self.generation))
+        if self.gpu_slice is not None and self._vram_reader is not None:
+            self._spawn(self._watch_slice(kernel))
         log.info("lease %s: kernel generation %d pid %s", self.id, self.generation, kernel.pid)
         if self.payment is not None:
             self.payment.kernel_ready()
         self.send_control(control.KernelStarted(generation=self.generation, gpus=self.gpus))
+
+    def use_slice(
+        self, gpu_slice: GpuSlice, reader: VramReader | None, grace: float | None = None
+    ) -> None:
+        """The lease's kernels run on ``gpu_slice``; ``reader`` watches their GPU memory."""
+        self.gpu_slice, self._vram_reader, self._slice_grace = gpu_slice, reader, grace
+
+    async def _watch_slice(self, kernel: KernelProcess) -> None:
+        assert self.gpu_slice is not None
+        assert self._vram_reader is not None
+        await watch_vram(
+            kernel,
+            self.gpu_slice,
+            self._vram_reader,
+            lambda text: self.send_control(paymsgs.PaymentNotice(level="warn", message=text)),
+            grace=self._slice_grace,
+            uid=self.slot.uid if self.slot is not None else None,
+        )
 
     def _from_kernel(self, channel: Channel, parts: list[zmq.Frame]) -> None:
         self.pipe.send(channel, parts)

@@ -107,6 +107,7 @@ class MarketDesk:
             "sandboxed": self.info.get("isolation") == "sandboxed",
             "isolation": str(self.info.get("isolation", "unknown")),
             "simulated": bool(self.info.get("simulated", False)),
+            "slice": self.info.get("slice"),  # a shared GPU's slice (None: whole GPUs)
             "inventory": {
                 "gpus": [
                     {"name": g.get("name"), "memory_total_bytes": g.get("memory_total_bytes")}
@@ -124,6 +125,10 @@ class MarketDesk:
             return
         if self.capacity()[0] <= 0:
             await ws.close(CloseCode.CAPACITY, "every kernel slot is busy: no challenge now")
+            return
+        sliced = self.info.get("slice")  # a shared GPU: the challenge would use all of it
+        if isinstance(sliced, dict) and self.capacity()[1] < sliced.get("count", 0):
+            await ws.close(CloseCode.CAPACITY, "GPU slices are rented out: no challenge now")
             return
         if not self.challenges.allow(source, time.monotonic()):
             await ws.close(TRY_LATER, "challenge rate limit: retry in a minute")

@@ -24,6 +24,7 @@ from jupyter_gpumarket import statefile
 from jupyter_gpumarket._version import __version__
 from jupyter_gpumarket.agent.egress import PortGuard
 from jupyter_gpumarket.agent.files import store_for
+from jupyter_gpumarket.agent.gpu_slices import GpuSlicePool
 from jupyter_gpumarket.agent.kernels import KernelSettings
 from jupyter_gpumarket.agent.lease import Lease
 from jupyter_gpumarket.agent.market import MarketDesk
@@ -39,6 +40,7 @@ from jupyter_gpumarket.agent.tls import ProviderCertificate, ensure_certificate,
 from jupyter_gpumarket.core import control, paymsgs
 from jupyter_gpumarket.core.control import CloseCode
 from jupyter_gpumarket.core.frames import DEFAULT_MAX_FRAME_BYTES
+from jupyter_gpumarket.core.gpu_slices import GpuSlice
 from jupyter_gpumarket.core.market_msgs import ChallengeRequest, ProbeRequest
 from jupyter_gpumarket.exceptions import (
     AgentError,
@@ -78,6 +80,9 @@ class AgentConfig:
     ready_file: Path | None = None
     kernel: KernelSettings = field(default_factory=KernelSettings)
     kernel_slots: tuple[KernelSlot, ...] = ()  # per-slot users (root agent with a sandbox)
+    gpu_slices: tuple[GpuSlice, ...] = ()  # --slices/--mig-profile: a kernel gets one slice
+    vram_reader: Any = None  # agent.gpu_slices.VramReader watching the slices
+    slice_grace: float | None = None  # seconds a kernel may stay over its slice
     info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -116,6 +121,7 @@ class AgentServer:
             if config.kernel_slots
             else SlotPool.indices(config.max_kernels)
         )
+        self._gpu_slices = GpuSlicePool(config.gpu_slices) if config.gpu_slices else None
         self._port_guard: PortGuard | None = None
         self._context: zmq.asyncio.Context | None = None
         self._server: Server | None = None
@@ -362,12 +368,17 @@ class AgentServer:
             return CloseCode.CAPACITY, (
                 f"provider is full ({self.config.max_kernels} kernels); pick another offer"
             )
-        gpus = self._allot_gpus()
+        gpu_slice = self._gpu_slices.acquire() if self._gpu_slices is not None else None
+        if self._gpu_slices is not None and gpu_slice is None:
+            return CloseCode.CAPACITY, "every GPU slice of this provider is in use; try later"
+        gpus = self._allot_gpus() if gpu_slice is None else (gpu_slice.gpu_index,)
         if gpus is None:
             return CloseCode.CAPACITY, "all GPUs of this provider are in use; pick another offer"
         slot = self._slots.acquire()
         if slot is None:
             self._gpus_in_use.difference_update(gpus)
+            if gpu_slice is not None and self._gpu_slices is not None:
+                self._gpu_slices.release(gpu_slice)
             return CloseCode.CAPACITY, "every kernel slot of this machine is in use; try later"
         lease = Lease(
             root=self.config.state_dir / "leases",
@@ -384,6 +395,8 @@ class AgentServer:
             max_frame_bytes=self.config.max_frame_bytes,
             replay_limit_bytes=self.config.replay_limit_bytes,
         )
+        if gpu_slice is not None:
+            lease.use_slice(gpu_slice, self.config.vram_reader, self.config.slice_grace)
         self.leases[lease.id] = lease
         return lease
 
@@ -401,6 +414,8 @@ class AgentServer:
     def _capacity(self) -> tuple[int, int]:
         """(free kernel slots, free GPUs) now, for the market's probe."""
         free_kernels = max(0, self.config.max_kernels - len(self.leases))
+        if self._gpu_slices is not None:
+            return free_kernels, self._gpu_slices.free
         return free_kernels, len(set(self.config.gpu_indices) - self._gpus_in_use)
 
     def _sign_probe(self, message: bytes) -> tuple[str, str] | None:
@@ -415,7 +430,10 @@ class AgentServer:
 
     def _lease_ended(self, lease: Lease) -> None:
         self.leases.pop(lease.id, None)
-        self._gpus_in_use.difference_update(lease.gpus)
+        if lease.gpu_slice is not None and self._gpu_slices is not None:
+            self._gpu_slices.release(lease.gpu_slice)
+        else:
+            self._gpus_in_use.difference_update(lease.gpus)
         if lease.slot is not None:
             self._slots.release(lease.slot)
 

@@ -129,6 +129,8 @@ def _table(ranked: list[Any], decimals: int, symbol: str) -> str:
         gpu = j["gpu_class"] or j["gpu_model"]
         if j["gpu_count"] > 1:
             gpu = f"{j['gpu_count']}x {gpu}"
+        if j.get("slice"):  # a shared GPU: "1/4 of an A100 80GB, 20 GB"
+            gpu = j["slice"]["label"]
         if j["simulated"]:
             gpu += " (simulated)"
         lat = "-" if j["latency_ms"] is None else f"{j['latency_ms']:.0f} ms"
@@ -137,7 +139,7 @@ def _table(ranked: list[Any], decimals: int, symbol: str) -> str:
             (
                 str(r.position or "-"),
                 str(j["id"]),
-                _clean(gpu, 28),
+                _clean(gpu, 44),
                 _price(j["price_per_hour"], decimals, symbol),
                 _clean(j["region"], 12),
                 lat,

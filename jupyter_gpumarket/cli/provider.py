@@ -41,6 +41,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         default="all",
         help="GPUs to rent out: all (default), none, or indices like 0,2 (see `provider info`)",
     )
+    _add_slice_arguments(serve)
     serve.add_argument(
         "--config", type=Path, help="TOML file with these settings (flags given here win)"
     )
@@ -183,6 +184,7 @@ def _serve(args: argparse.Namespace) -> int:
         log.warning("SIMULATED GPUs (--simulate-gpu): %s", inventory.reason)
     else:
         inventory = select_gpus(detect_gpus(), args.gpus)
+    layout = _slice_layout(args, inventory, sandboxed=iso.sandbox is not None)
     paid = publisher = None
     if not args.dev:
         isolation.check_publishable(iso.sandbox is not None, args.unsafe_no_sandbox)
@@ -192,7 +194,7 @@ def _serve(args: argparse.Namespace) -> int:
             can_guard=os.geteuid() == 0 and shutil.which("nft") is not None,
             unsafe=args.unsafe_no_sandbox,
         )
-        paid, publisher = _paid(args, inventory, sandboxed=iso.sandbox is not None)
+        paid, publisher = _paid(args, inventory, sandboxed=iso.sandbox is not None, layout=layout)
     token = args.dev_token or secrets.token_urlsafe(24)
     config = AgentConfig(
         state_dir=args.state_dir.expanduser(),
@@ -214,7 +216,9 @@ def _serve(args: argparse.Namespace) -> int:
             "gpus_detected": inventory.to_json(),
             **iso.info(),
             "simulated": bool(args.simulate_gpu),
+            **({"slice": layout.info()} if layout is not None else {}),
         },
+        **_slice_config(args, layout),
     )
     log.info("GPUs: %s", "CPU only" if inventory.cpu_only else len(inventory.gpus))
     _run(
@@ -226,7 +230,9 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _paid(args: argparse.Namespace, inventory: Any, *, sandboxed: bool) -> tuple[Any, Any]:
+def _paid(
+    args: argparse.Namespace, inventory: Any, *, sandboxed: bool, layout: Any = None
+) -> tuple[Any, Any]:
     """Payment terms and the offer publisher of a non-dev provider (chain + wallet)."""
 
     from jupyter_gpumarket.agent.payments import PaidTerms
@@ -257,13 +263,14 @@ def _paid(args: argparse.Namespace, inventory: Any, *, sandboxed: bool) -> tuple
         args.price_per_hour,
         args.region,
         inventory,
-        args.gpus_per_kernel,
+        1 if layout is not None else args.gpus_per_kernel,  # a slice is of one GPU
         # renters see it wherever the offer appears; an unsandboxed offer is labelled so
         metadata_uri=offer_metadata(
             isolation="sandboxed" if sandboxed else "unsandboxed",
             relay_fee=args.relay_fee,
             **({"simulated": 1} if getattr(args, "simulate_gpu", None) else {}),
             **({"course_pool": args.course_pool} if args.course_pool else {}),
+            **(layout.terms.to_meta() if layout is not None else {}),
         ),
         state_dir=args.state_dir.expanduser(),  # remembers the offer: a restart reuses it
     )
@@ -394,3 +401,76 @@ def _info(args: argparse.Namespace) -> int:
     inventory = detect_gpus()
     print(json.dumps(inventory.to_json(), indent=2) if args.json else format_inventory(inventory))
     return 0
+
+
+def _add_slice_arguments(serve: argparse.ArgumentParser) -> None:
+    from jupyter_gpumarket.core.gpu_slices import MAX_SLICES
+
+    group = serve.add_argument_group("shared GPU slices (one GPU, several kernels)")
+    group.add_argument(
+        "--slices",
+        type=argtypes.int_in(2, MAX_SLICES, f"slices per GPU, 2 to {MAX_SLICES}"),
+        help="rent each GPU to N kernels at once: MIG instances where MIG is on, else "
+        "time-shared with a memory cap per kernel (CUDA MPS where its daemon runs, else "
+        "watched: warned, then stopped over the slice); the offer is priced per slice",
+    )
+    group.add_argument(
+        "--mig-profile", metavar="PROFILE", help="rent the GPU's MIG instances of PROFILE (1g.10gb)"
+    )
+    group.add_argument(
+        "--slice-vram-mb",
+        type=argtypes.megabytes(2**31 - 1),
+        help="memory cap per time-shared slice (default: an equal share of the GPU)",
+    )
+    group.add_argument(
+        "--slice-grace",
+        type=argtypes.seconds(),
+        default=10.0,
+        help="seconds a kernel may stay over its slice's memory before it is stopped",
+    )
+
+
+def _slice_layout(args: argparse.Namespace, inventory: Any, *, sandboxed: bool) -> Any:
+    """The slices to rent (agent.gpu_slices.SliceLayout), or None for whole GPUs.
+
+    MPS only for unsandboxed kernels: the sandbox does not show them the daemon's pipe dir
+    (and its control pipe is no renter's to use); sandboxed slices are watched instead."""
+    if args.slices is None and args.mig_profile is None:
+        if args.slice_vram_mb is not None:
+            raise ConfigError("--slice-vram-mb needs --slices N")
+        return None
+    from jupyter_gpumarket.agent.gpu_slices import mps_pipe_dir, plan_layout
+
+    if args.gpus_per_kernel != 1:
+        raise ConfigError("a slice is part of one GPU: drop --gpus-per-kernel with --slices")
+    layout = plan_layout(
+        inventory,
+        slices=args.slices,
+        mig_profile=args.mig_profile,
+        slice_vram_mib=args.slice_vram_mb,
+        mps_dir=None if args.simulate_gpu or sandboxed else mps_pipe_dir(),
+    )
+    log.info(
+        "renting %d GPU slice(s) (%s): %s",
+        len(layout.slices),
+        layout.info()["mode"],
+        layout.describe(),
+    )
+    if args.max_kernels < len(layout.slices):
+        log.warning(
+            "--max-kernels %d leaves %d slice(s) idle: pass --max-kernels %d",
+            args.max_kernels,
+            len(layout.slices) - args.max_kernels,
+            len(layout.slices),
+        )
+    return layout
+
+
+def _slice_config(args: argparse.Namespace, layout: Any) -> dict[str, Any]:
+    """The AgentConfig fields of a sliced provider."""
+    if layout is None:
+        return {}
+    from jupyter_gpumarket.agent.gpu_slices import NvmlVramReader, SimulatedVramReader
+
+    reader = SimulatedVramReader() if args.simulate_gpu else NvmlVramReader()
+    return {"gpu_slices": layout.slices, "vram_reader": reader, "slice_grace": args.slice_grace}

@@ -19,6 +19,7 @@ from enum import Enum
 from typing import Any
 
 from jupyter_gpumarket.core.gpu_catalog import MAX_NAME_CHARS, GpuClass
+from jupyter_gpumarket.core.gpu_slices import SliceTerms
 from jupyter_gpumarket.core.offer_meta import parse_offer_metadata
 from jupyter_gpumarket.core.offer_terms import OfferOnChain, PublishedTerms
 from jupyter_gpumarket.core.verification import Claim, Detected, Level
@@ -49,6 +50,7 @@ class MarketOffer:
     simulated: bool = field(init=False, compare=False)
     sandboxed: bool = field(init=False, compare=False)
     claim: Claim = field(init=False, compare=False)
+    slice: SliceTerms | None = field(init=False, compare=False)  # a shared GPU's slice
 
     def __post_init__(self) -> None:
         oid = self.offer_id
@@ -66,6 +68,7 @@ class MarketOffer:
         object.__setattr__(self, "gpu_class", claim.gpu_class)
         object.__setattr__(self, "simulated", simulated)
         object.__setattr__(self, "sandboxed", meta.get("isolation") == "sandboxed")
+        object.__setattr__(self, "slice", SliceTerms.from_meta(meta) if claim.gpu_count else None)
 
     @classmethod
     def from_registry(cls, offer_id: int, raw: tuple[Any, ...] | list[Any]) -> MarketOffer | None:
@@ -81,6 +84,9 @@ class MarketOffer:
 
     @property
     def vram_mib(self) -> int:
+        """The VRAM a kernel gets: its slice's on a shared GPU (never more than the GPU's)."""
+        if self.slice is not None:
+            return min(self.slice.vram_mib, self.terms.vram_mb)
         return self.terms.vram_mb
 
     @property

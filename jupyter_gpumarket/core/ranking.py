@@ -31,11 +31,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from jupyter_gpumarket.core.gpu_catalog import canonical_name, matches_gpu_query
+from jupyter_gpumarket.core.gpu_slices import describe_slice
 from jupyter_gpumarket.core.market_offer import Constraints, MarketOffer, Policy, ProbeResult
 from jupyter_gpumarket.core.verification import Assessment, Level, assess, compare_detected
 from jupyter_gpumarket.exceptions import ConfigError
 
-__all__ = ["PEAK_DISCOUNT", "Ranked", "effective_tflops", "rank", "usable"]
+__all__ = ["PEAK_DISCOUNT", "Ranked", "effective_tflops", "rank", "slice_json", "usable"]
 
 # What the table's peak is worth before the challenge measured it (77-79 % is what an honest
 # H100 reaches; an unverified claim may be a lie).
@@ -87,6 +88,7 @@ class Ranked:
             "reason": self.reason,
             "simulated": o.simulated,
             "sandboxed": o.sandboxed if p is None or p.sandboxed is None else p.sandboxed,
+            "slice": slice_json(o),
         }
 
 
@@ -94,7 +96,8 @@ def effective_tflops(offer: MarketOffer, level: Level, measured: float | None = 
     """Per offer (all its GPUs): measured per-GPU TFLOPS if any, else the discounted peak."""
     if offer.cpu_only or level is Level.MISMATCH:
         return 0.0
-    count = max(offer.terms.gpu_count, 1)
+    share = float(offer.slice.fraction) if offer.slice is not None else 1.0  # a shared GPU
+    count = max(offer.terms.gpu_count, 1) * share
     if measured is not None and measured > 0:
         return measured * count
     cls = offer.gpu_class
@@ -112,7 +115,7 @@ def _in_constraints(offer: MarketOffer, c: Constraints) -> bool:
                 return False
         elif offer.cpu_only or canonical_name(t.gpu_model) != canonical_name(c.gpu):
             return False
-    if t.vram_mb < c.min_vram_mib:
+    if offer.vram_mib < c.min_vram_mib:
         return False
     if c.max_price is not None and t.price_per_hour > c.max_price:
         return False
@@ -153,6 +156,8 @@ def _describe(r: Ranked) -> str:
     what = "CPU" if o.cpu_only else (o.gpu_class.name if o.gpu_class else o.terms.gpu_model)
     if o.terms.gpu_count > 1:
         what = f"{o.terms.gpu_count}x {what}"
+    if o.slice is not None:
+        what = describe_slice(o.slice, what)
     labels = "".join(f" ({label})" for label in r.assessment.labels if label != "cpu")
     where = (
         ""
@@ -174,7 +179,7 @@ def _key(policy: Policy, r: Ranked, min_vram: int) -> tuple[float | int, ...]:
     level = int(r.assessment.level)
     price = o.terms.price_per_hour
     if policy is Policy.CHEAPEST:
-        slack = o.terms.vram_mb - min_vram
+        slack = o.vram_mib - min_vram
         return (price, -level, slack, latency, -free, -r.reputation, o.offer_id)
     if policy is Policy.FASTEST:
         return (-r.tflops, latency, price, -level, o.offer_id)
@@ -250,3 +255,12 @@ def usable(ranked: Iterable[Ranked]) -> list[Ranked]:
     """The offers that may be chosen, best first: the provisioner tries them in this order
     (the first, then ``failover`` more when a launch fails)."""
     return [r for r in ranked if r.usable]
+
+
+def slice_json(offer: MarketOffer) -> dict[str, Any] | None:
+    """``slice`` of ``gpumarket offers --json``: None for whole GPUs, else the share, the
+    slice's VRAM, its MIG profile and the words to show ("1/4 of an A100 80GB, 20 GB")."""
+    if offer.slice is None:
+        return None
+    gpu = offer.gpu_class.name if offer.gpu_class else offer.terms.gpu_model
+    return {**offer.slice.to_json(), "label": describe_slice(offer.slice, gpu)}
