@@ -153,7 +153,7 @@ class Lease:
             return
         if delivery.channel is Channel.AGENT:
             payload, *extra = delivery.parts or (b"",)
-            msg = control.parse_agent_message(payload)
+            msg = control.parse_request(payload)  # small: it is parsed on the shared loop
             self._spawn(self._handle_op(msg, extra))
         elif (
             delivery.channel is Channel.SHELL

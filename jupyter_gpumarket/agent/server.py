@@ -295,6 +295,7 @@ class AgentServer:
                 if isinstance(data, str):
                     raise ProtocolError("text message after the hello; frames are binary")
                 lease.on_frame(data)
+                await asyncio.sleep(0)  # queued frames of one link wait their turn behind others
         except ProtocolError as exc:
             log.warning("lease %s: closing link on bad input: %s", lease.id, exc)
             await ws.close(CloseCode.PROTOCOL, _reason(str(exc)))
