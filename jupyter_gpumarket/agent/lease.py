@@ -306,16 +306,21 @@ class Lease:
         """A paid lease holds a kernel slot: without a kernel (and no file transfer of a
         launch) for the payment grace, or without ever starting one for ten graces, it ends."""
         assert self.payment is not None
+        terms = self.payment.payments.terms
+        grace = terms.grace
+        deadline = terms.kernel_deadline or max(10 * grace, 600.0)
+        if self.generation == 0 and now - self._created > deadline:  # file ops or not
+            return "stop", (
+                f"no kernel was started in this lease within {deadline:.0f} s: the provider "
+                "ends it and frees its slot"
+            )
         if self.kernel_alive or self._op_lock.locked():
             return None
-        grace = self.payment.payments.terms.grace
         if now - self._idle_since > grace:
             return "stop", (
                 f"no kernel in this lease for {grace:.0f} s: the provider ends it and frees "
                 "its slot; start a new lease to run a kernel"
             )
-        if self.generation == 0 and now - self._created > max(10 * grace, 600.0):
-            return "stop", "no kernel was ever started in this lease: the provider ends it"
         return None
 
     async def end(self) -> None:

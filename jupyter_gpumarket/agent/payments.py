@@ -66,6 +66,9 @@ class PaidTerms:
     grace: float = 60.0
     redeem_every: float = 600.0
     relay_fee: int = DEFAULT_RELAY_FEE  # what relaying a renter's gasless openFor costs it
+    # a lease that never starts a kernel ends after this, file transfers or not (None: ten
+    # payment graces, at least 600 s)
+    kernel_deadline: float | None = None
 
 
 class Payments:
