@@ -53,9 +53,26 @@ def weigh(
     probes: Mapping[int, ProbeResult],
     challenges: Mapping[int, tuple[ChallengeVerdict, float | None]],
     attestations: list[Attestation],
+    probe_history: Mapping[int, History] | None = None,
+    launch_history: Mapping[int, History] | None = None,
 ) -> Evidence:
     """Pure: the evidence for ``offers`` (``challenges`` by offer id, for the offer's current
-    fingerprint)."""
+    fingerprint). A provider's uptime and launches add up over its offers; without
+    ``probe_history`` the probes of now are its history."""
+    offers = list(offers)
+    track: dict[str, tuple[History, History]] = {}
+    for offer in offers:
+        probe = probes.get(offer.offer_id)
+        if probe_history is not None:
+            probed = probe_history.get(offer.offer_id, History())
+        else:
+            probed = History() if probe is None else History.of([probe.reachable])
+        launched = (launch_history or {}).get(offer.offer_id, History())
+        was_p, was_l = track.get(offer.provider.lower(), (History(), History()))
+        track[offer.provider.lower()] = (
+            History(was_p.ok + probed.ok, was_p.failed + probed.failed),
+            History(was_l.ok + launched.ok, was_l.failed + launched.failed),
+        )
     out = Evidence()
     for offer in offers:
         probe = probes.get(offer.offer_id)
@@ -77,9 +94,9 @@ def weigh(
         )
         if challenge is not None and challenge[1] and challenge[0].result != "mismatch":
             out.measured[offer.offer_id] = challenge[1]
-        probed = History() if probe is None else History.of([probe.reachable])
+        probed, launched = track[offer.provider.lower()]
         rep = reputation(
-            probes=probed, launches=History(), attestations=summary, reference_amount=reference
+            probes=probed, launches=launched, attestations=summary, reference_amount=reference
         )
         key = offer.provider.lower()
         out.reputations[key] = min(out.reputations.get(key, 1.0), rep.score)
@@ -99,6 +116,9 @@ def gather(
         hit = ChallengeCache.lookup(verdicts, offer.offer_id, offer.terms.tls_fingerprint)
         if hit is not None:
             challenges[offer.offer_id] = hit
+    from jupyter_gpumarket.market.history import histories
+
+    probed, launched = histories(profile, probes)
     attestations: list[Attestation] = []
     try:
         index = AttestationIndex(profile)
@@ -106,4 +126,4 @@ def gather(
         attestations = index.attestations()
     except (GpuMarketError, OSError, ValueError) as exc:
         log.warning("no attestations read from %s: %s", profile.name, exc)
-    return weigh(offers, probes, challenges, attestations)
+    return weigh(offers, probes, challenges, attestations, probed, launched)

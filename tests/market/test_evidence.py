@@ -172,3 +172,30 @@ def test_a_lease_is_rated_once_after_its_settle() -> None:
     what = attest_when_settled(never, "r", b"\x09" * 32, Rating(1, 0), wait_s=0.05, poll_s=0.01)
     assert what == "not rated: the channel is open"
     assert never.calls == []
+
+
+def test_uptime_and_launches_add_up_per_provider() -> None:
+    from jupyter_gpumarket.core.reputation import History
+
+    a, b = _offer(1), _offer(2)
+    steady = weigh([a, b], {}, {}, [], {1: History(50, 0), 2: History(50, 0)}, {})
+    flaky = weigh([a, b], {}, {}, [], {1: History(10, 40), 2: History(0, 50)}, {2: History(1, 9)})
+    assert steady.reputations[PROVIDER] > flaky.reputations[PROVIDER]
+
+
+def test_probe_history_is_kept_bounded(tmp_path: Path, monkeypatch) -> None:
+    from jupyter_gpumarket.market import history
+    from jupyter_gpumarket.market.history import ProbeHistory
+
+    monkeypatch.setattr(history, "MAX_OFFERS", 3)
+    kept = ProbeHistory(tmp_path / "p.json")
+    for _ in range(history.MAX_PROBES + 5):
+        got = kept.record(
+            [ProbeResult(1, True, latency_ms=1.0), ProbeResult(2, False, reason="down")]
+        )
+    assert (got[1].ok, got[1].failed) == (history.MAX_PROBES, 0)
+    assert (got[2].ok, got[2].failed) == (0, history.MAX_PROBES)
+    got = kept.record([ProbeResult(i, True, latency_ms=1.0) for i in (3, 4)])
+    assert sorted(got) == [2, 3, 4]  # the least recently probed went first
+    (tmp_path / "p.json").write_text('{"1": "0x1", "a": "1", "5": 7}')
+    assert kept.record([]) == {}  # a broken file keeps nothing
