@@ -146,16 +146,18 @@ class Lease:
         task.add_done_callback(self._tasks.discard)
 
     # -- frames from the renter --------------------------------------------------------------
-    def on_frame(self, data: bytes) -> None:
-        """Handle one binary message from the renter. Raises ProtocolError on bad input."""
+    def on_frame(self, data: bytes) -> int:
+        """Handle one binary message from the renter; the bytes of control message it parsed
+        (the link paces itself by them). Raises ProtocolError on bad input."""
         delivery = self.pipe.receive(data)
         if delivery is None:
-            return
+            return 0
         if delivery.channel is Channel.AGENT:
             payload, *extra = delivery.parts or (b"",)
             msg = control.parse_request(payload)  # small: it is parsed on the shared loop
             self._spawn(self._handle_op(msg, extra))
-        elif (
+            return len(payload)
+        if (
             delivery.channel is Channel.SHELL
             and self.payment is not None
             and not self.payment.executions_allowed
@@ -165,6 +167,7 @@ class Lease:
             self._bridge.send(delivery.channel, delivery.parts)
         elif len(self._pending) < _MAX_PENDING:
             self._pending.append((delivery.channel, delivery.parts))
+        return 0
 
     async def _handle_op(self, msg: Any, extra: list[bytes]) -> None:
         async with self._op_lock:

@@ -62,7 +62,7 @@ MAX_CONTROL_VALUES = 1_000_000
 # (json.loads holds the GIL: a thread would not help). Every renter -> agent message is small
 # but the manifest, which comes in pages of MANIFEST_PAGE_BYTES (sync_offer with more=true on
 # all but the last); the pages of one offer together stay within MAX_CONTROL_BYTES.
-MAX_REQUEST_BYTES = 256 * 1024
+MAX_REQUEST_BYTES = 768 * 1024  # a start_kernel: 256 KiB of environment, 256 KiB of options
 MANIFEST_PAGE_BYTES = 64 * 1024
 
 

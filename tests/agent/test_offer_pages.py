@@ -45,7 +45,7 @@ def test_a_big_manifest_comes_in_pages_each_within_the_request_cap() -> None:
 
 
 def test_the_agent_refuses_a_request_above_its_cap_before_parsing() -> None:
-    big = control.dump(control.SyncOffer(manifest={"files": _files(5_000, "x" * 100)}))
+    big = control.dump(control.SyncOffer(manifest={"files": _files(8_000, "x" * 100)}))
     assert len(big) > control.MAX_REQUEST_BYTES
     with pytest.raises(ProtocolError, match="too large"):
         control.parse_request(big)
@@ -92,3 +92,18 @@ def test_more_must_be_a_boolean(more: object) -> None:
     raw = b'{"op":"sync_offer","manifest":{"files":{}},"more":' + repr(more).encode() + b"}"
     with pytest.raises(ProtocolError):
         control.parse_request(raw.replace(b"None", b"null").replace(b"'", b'"'))
+
+
+def test_the_largest_environment_a_renter_may_send_fits_one_request() -> None:
+    from jupyter_gpumarket.agent.kernel_env import (
+        MAX_RENTER_ENV_BYTES,
+        MAX_RENTER_ENV_VALUE_BYTES,
+        check_renter_env,
+    )
+
+    n = MAX_RENTER_ENV_BYTES // MAX_RENTER_ENV_VALUE_BYTES - 1
+    env = {f"V{i}": "x" * (MAX_RENTER_ENV_VALUE_BYTES - 8) for i in range(n)}
+    check_renter_env(env)  # the agent would take it
+    raw = control.dump(control.StartKernel(key="k" * 32, env=env))
+    assert len(raw) <= control.MAX_REQUEST_BYTES // 2  # room for the kernel options too
+    assert control.parse_request(raw).env == env

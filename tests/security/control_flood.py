@@ -3,11 +3,11 @@ test's loop, which asks the small questions, is not the one doing the flooding).
 
     python control_flood.py URL TOKEN maximal|pages
 
-``maximal``: ~32 MB sync_offers (the whole file list in one message), three at a time, again
-and again;
-``pages``: 1 MiB sync_offer pages, again and again. Each reconnects when the agent closes the
-link. The messages are written by hand, as any client could (not through this tree's
-control.dump), so the same attack runs against agents from before pages.
+``maximal``: ~32 MB sync_offers (the whole file list in one message), back to back;
+``pages``: maximal sync_offer pages (at the agent's request cap), back to back. Each
+reconnects when the agent closes the link. The messages are written by hand, as any client
+could (not through this tree's control.dump), so the same attack runs against agents from
+before pages.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def messages(mode: str) -> list[bytes]:
     if mode == "maximal":
         raw = offer(files(88_000, 240, "m"))
         assert len(raw) < MAX_MESSAGE, len(raw)
-        return [raw] * 3
+        return [raw]
     cap = getattr(control, "MAX_REQUEST_BYTES", 1 << 20)  # agents before pages: 1 MiB pages
     per_page = cap // 360
     page = offer(files(per_page, 240, "p"), more=True)  # a maximal page
@@ -61,16 +61,14 @@ def tls() -> ssl.SSLContext:
     return ctx
 
 
-async def answer(ws: ClientConnection, me: TunnelSession) -> None:
-    """Wait for the agent's answer on the AGENT channel (reading acknowledgements too)."""
-    async with asyncio.timeout(300):
-        while True:
-            delivery = me.receive(await ws.recv())
-            if delivery is not None and delivery.channel is Channel.AGENT:
-                return
+async def drain(ws: ClientConnection, me: TunnelSession) -> None:
+    """Read the agent's answers and acknowledgements as they come (never waited for)."""
+    while True:
+        me.receive(await ws.recv())
 
 
 async def flood(url: str, token: str, mode: str) -> None:
+    """Send the mode's messages back to back, forever, not waiting for answers."""
     batch = messages(mode)
     hello = json.dumps({"op": "hello", "token": token})
     sent = 0
@@ -80,14 +78,17 @@ async def flood(url: str, token: str, mode: str) -> None:
                 await ws.send(hello)
                 await ws.recv()  # the welcome
                 me = TunnelSession()
-                while True:
-                    for raw in batch:  # back to back: the agent may find them all queued
-                        await ws.send(me.send(Channel.AGENT, [raw]))
-                        sent += 1
-                        print(f"sent {sent}", flush=True)
-                    for raw in batch:
-                        if b'"more":true' not in raw[-20:]:
-                            await answer(ws, me)
+                reader = asyncio.ensure_future(drain(ws, me))
+                try:
+                    while not reader.done():
+                        for raw in batch:
+                            await ws.send(me.send(Channel.AGENT, [raw]))
+                            sent += 1
+                            print(f"sent {sent}", flush=True)
+                finally:
+                    reader.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await reader  # whatever the agent answered: flood on
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from agentproc import AgentProcess, start_agent
 
 pytestmark = pytest.mark.slow
 
-ANSWER_TIMEOUT = 5.0  # detects a stalled loop only: an answer takes milliseconds
+ANSWER_TIMEOUT = 8.0  # detects a stalled loop only: an answer takes milliseconds
 PROBE_S = 10.0  # the second renter asks, one question after the other, this long
 FLOOD = Path(__file__).with_name("control_flood.py")
 
