@@ -58,7 +58,8 @@ def test_verify_then_a_paid_lease_move_the_offer_up_the_ladder(fleet: Fleet) -> 
     challenged = _row(fleet, offer_id)
     assert challenged["verification"] == "challenged", challenged
 
-    with environ({**fleet.renter_env, "GPUMARKET_OFFER": str(offer_id)}):
+    rate = {"GPUMARKET_ATTEST": "1"}  # tests/conftest.py turns ratings off elsewhere
+    with environ({**fleet.renter_env, "GPUMARKET_OFFER": str(offer_id), **rate}):
         km = KernelManager(kernel_name="gpumarket")
         km.start_kernel()
         try:

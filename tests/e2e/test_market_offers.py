@@ -261,11 +261,10 @@ def test_launch_fails_over_to_the_next_offer_and_the_renter_pays_once(fleet: Fle
     escrow = EscrowClient(fleet.contracts())
     channel = escrow.channel(bytes.fromhex(used["channel_id"][2:]))
     deadline = time.monotonic() + 60
-    while channel.state in ("open", "closing") and time.monotonic() < deadline:
+    while not channel.state.startswith("closed") and time.monotonic() < deadline:
         time.sleep(0.5)
         channel = escrow.channel(bytes.fromhex(used["channel_id"][2:]))
-    # the provider that ran the kernel settled (and the renter may have rated it since)
-    assert channel.state.startswith("closed") or channel.state == "attested"
+    assert channel.state.startswith("closed")  # the provider that ran the kernel settled
     gained = fleet.balance(agents["h100"].account) - before["h100"]
     price = agents["h100"].price
     assert gained > 0
