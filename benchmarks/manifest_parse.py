@@ -17,6 +17,11 @@ Manifests:
 For ``full`` the old check was cheap (few directories): the row shows the parser's cost against
 json.loads. For ``deep`` the row shows what the old check cost and what the refusal costs now.
 
+``agent_loop_stall``: the longest gap of a 1 ms ticker on the agent's loop (shared by every
+lease) while it takes a maximal sync_offer (~32 MB, the old control-message cap): parsed as one
+message on the loop (before) vs as pages of core.control.MANIFEST_PAGE_BYTES, each parsed on the
+loop within core.control.MAX_REQUEST_BYTES with a turn of the loop between them (now).
+
 ``loop_stall``: the longest gap of a 1 ms ticker on the renter's tunnel loop while it takes the
 full-size pull manifest, parsed on the loop (before) vs as the renter does now (AgentInbox on a
 worker thread, then ``Manifest.from_json`` on one; ``json.loads`` itself still holds the GIL).
@@ -152,6 +157,32 @@ def loop_stall(paths: list[str]) -> dict[str, Any]:
     }
 
 
+async def _agent_whole(raw: bytes) -> None:
+    control.parse_agent_message(raw)
+
+
+async def _agent_pages(pages: list[bytes]) -> None:
+    for page in pages:
+        control.parse_request(page)
+        await asyncio.sleep(0)  # the agent's link loop, after each frame
+
+
+def agent_loop_stall() -> dict[str, Any]:
+    stem = "x" * 228
+    files = {f"d{i % 500}/{stem}{i:07d}": [1, SHA, i] for i in range(88_000)}
+    raw = control.dump(control.SyncOffer(manifest={"files": files}))
+    pages = [control.dump(p) for p in control.sync_offer_pages({"files": files})]
+    before = asyncio.run(_max_gap(lambda: _agent_whole(raw)))
+    now = asyncio.run(_max_gap(lambda: _agent_pages(pages)))
+    return {
+        "wire_bytes": len(raw),
+        "pages": len(pages),
+        "max_gap_one_message_s": round(before, 4),
+        "max_gap_pages_s": round(now, 4),
+        "pages_vs_one_message": round(now / before, 4),
+    }
+
+
 def main() -> dict[str, Any]:
     full = [f"data/train/class_{i % 1000:04d}/image_{i:06d}.jpeg" for i in range(MAX_ENTRIES)]
     deep = [f"d{i}/" + "a/" * 2000 + "f" for i in range(DEEP_PATHS)]
@@ -162,6 +193,7 @@ def main() -> dict[str, Any]:
             row("deep (2,000 levels)", deep, deep[:DEEP_SAMPLE], DEEP_PATHS / DEEP_SAMPLE),
         ],
         "loop_stall": loop_stall(full),
+        "agent_loop_stall": agent_loop_stall(),
         "python": sys.version.split()[0],
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
     }
@@ -182,6 +214,12 @@ if __name__ == "__main__":
         f"tunnel loop's longest stall taking the full manifest: parsed on the loop "
         f"{stall['max_gap_parsed_on_loop_s']:.3f} s, now {stall['max_gap_now_s']:.3f} s "
         f"({stall['now_vs_on_loop']}x)"
+    )
+    agent = out["agent_loop_stall"]
+    print(
+        f"agent loop's longest stall taking a {agent['wire_bytes'] / 1e6:.1f} MB manifest: one "
+        f"message {agent['max_gap_one_message_s']:.3f} s, {agent['pages']} pages "
+        f"{agent['max_gap_pages_s']:.3f} s ({agent['pages_vs_one_message']}x)"
     )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2) + "\n")

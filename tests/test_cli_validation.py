@@ -85,6 +85,7 @@ NUMERIC_FLAGS = [
     (SERVE, "--voucher-interval", ["0", "-15", "3601", "2.5"]),
     (SERVE, "--payment-grace", ["-10", "0", "inf", "nan"]),
     (SERVE, "--redeem-every", ["-1", "0", "inf"]),
+    (SERVE, "--kernel-deadline", ["-1", "0", "inf", "nan"]),
     (SERVE, "--relay-fee", ["-1", str(2**88 - 1), "1e80", "0.5"]),
     (SERVE, "--max-frame-mb", ["0", "-1", "4097", "1e3"]),
     (SERVE, "--replay-buffer-mb", ["0", "-64"]),

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_gpumarket.agent.filestore import BlobStore, collect
+from jupyter_gpumarket.agent.offer_pages import OfferPages
 from jupyter_gpumarket.core import control
 from jupyter_gpumarket.core.filesync import DEFAULT_CAP_BYTES, Manifest, format_bytes
 from jupyter_gpumarket.exceptions import ProtocolError, SyncTooLarge
@@ -86,13 +87,17 @@ class LeaseFiles:
         self._wanted: dict[str, int] = {}  # blob -> declared size, asked for and not yet stored
         self._received: dict[str, int] = {}
         self._pullable: dict[str, tuple[str, int]] = {}  # blob -> (path, size) of the last pull
+        self._pages = OfferPages()
         with _live_lock:
             _live.add(self)
 
     def handle(self, msg: Any, extra: Sequence[bytes]) -> list[Reply]:
         """Do one file-sync op; returns the replies. ProtocolError/ConfigError on bad input."""
         if isinstance(msg, control.SyncOffer):
-            return [(self._offer(Manifest.from_json(msg.manifest)), None)]
+            files = self._pages.take(msg)
+            if files is None:
+                return []  # more pages follow; the last one is answered
+            return [(self._offer(Manifest.from_json({"files": files})), None)]
         if isinstance(msg, control.BlobChunk):
             self._chunk(msg, extra)
             return []

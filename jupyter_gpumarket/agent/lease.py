@@ -151,16 +151,18 @@ class Lease:
         task.add_done_callback(self._tasks.discard)
 
     # -- frames from the renter --------------------------------------------------------------
-    def on_frame(self, data: bytes) -> None:
-        """Handle one binary message from the renter. Raises ProtocolError on bad input."""
+    def on_frame(self, data: bytes) -> int:
+        """Handle one binary message from the renter; the bytes of control message it parsed
+        (the link paces itself by them). Raises ProtocolError on bad input."""
         delivery = self.pipe.receive(data)
         if delivery is None:
-            return
+            return 0
         if delivery.channel is Channel.AGENT:
             payload, *extra = delivery.parts or (b"",)
-            msg = control.parse_agent_message(payload)
+            msg = control.parse_request(payload)  # small: it is parsed on the shared loop
             self._spawn(self._handle_op(msg, extra))
-        elif (
+            return len(payload)
+        if (
             delivery.channel is Channel.SHELL
             and self.payment is not None
             and not self.payment.executions_allowed
@@ -170,6 +172,7 @@ class Lease:
             self._bridge.send(delivery.channel, delivery.parts)
         elif len(self._pending) < _MAX_PENDING:
             self._pending.append((delivery.channel, delivery.parts))
+        return 0
 
     async def _handle_op(self, msg: Any, extra: list[bytes]) -> None:
         async with self._op_lock:
@@ -332,16 +335,21 @@ class Lease:
         """A paid lease holds a kernel slot: without a kernel (and no file transfer of a
         launch) for the payment grace, or without ever starting one for ten graces, it ends."""
         assert self.payment is not None
+        terms = self.payment.payments.terms
+        grace = terms.grace
+        deadline = terms.kernel_deadline or max(10 * grace, 600.0)
+        if self.generation == 0 and now - self._created > deadline:  # file ops or not
+            return "stop", (
+                f"no kernel was started in this lease within {deadline:.0f} s: the provider "
+                "ends it and frees its slot"
+            )
         if self.kernel_alive or self._op_lock.locked():
             return None
-        grace = self.payment.payments.terms.grace
         if now - self._idle_since > grace:
             return "stop", (
                 f"no kernel in this lease for {grace:.0f} s: the provider ends it and frees "
                 "its slot; start a new lease to run a kernel"
             )
-        if self.generation == 0 and now - self._created > max(10 * grace, 600.0):
-            return "stop", "no kernel was ever started in this lease: the provider ends it"
         return None
 
     async def end(self) -> None:

@@ -67,6 +67,9 @@ class PaidTerms:
     redeem_every: float = 600.0
     relay_fee: int = DEFAULT_RELAY_FEE  # what relaying a renter's gasless openFor costs it
     course_pool: bytes | None = None  # a course-private provider: only this pool pays it
+    # a lease that never starts a kernel ends after this, file transfers or not (None: ten
+    # payment graces, at least 600 s)
+    kernel_deadline: float | None = None
 
 
 class Payments:

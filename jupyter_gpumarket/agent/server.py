@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT = 10.0
 HELLO_DEADLINE = 60.0  # the whole paid hello or relayed opening: then a stranger's slot is free
+CONTROL_BYTES_PER_S = 16 * 1024 * 1024  # a link's control messages, parsed on the shared loop
 AUTH_MAX_QUEUE = 64  # websocket frames read ahead of the lease (PREAUTH_MAX_QUEUE before auth)
 _LATE = f"the hello did not complete within {HELLO_DEADLINE:.0f} s; try again"
 
@@ -300,7 +301,10 @@ class AgentServer:
                 data = await ws.recv()
                 if isinstance(data, str):
                     raise ProtocolError("text message after the hello; frames are binary")
-                lease.on_frame(data)
+                parsed = lease.on_frame(data)
+                # queued frames of one link wait their turn behind other leases, and one link
+                # gets its control messages parsed at most CONTROL_BYTES_PER_S
+                await asyncio.sleep(parsed / CONTROL_BYTES_PER_S)
         except ProtocolError as exc:
             log.warning("lease %s: closing link on bad input: %s", lease.id, exc)
             await ws.close(CloseCode.PROTOCOL, _reason(str(exc)))

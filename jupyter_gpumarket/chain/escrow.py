@@ -17,7 +17,7 @@ from jupyter_gpumarket.core import eip712
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
 
-__all__ = ["ChannelInfo", "EscrowClient"]
+__all__ = ["MAX_TFLOPS_X100", "ChannelInfo", "EscrowClient", "check_attestation"]
 
 STATES = {0: "none", 1: "open", 2: "closing", 3: "closed", 4: "closed-paid", 5: "attested"}
 
@@ -37,6 +37,21 @@ class ChannelInfo:
     close_at: int
     state: str
     pool_id: bytes | None
+
+
+MAX_TFLOPS_X100 = 2_000_000  # Escrow.MAX_TFLOPS_X100: 20,000 TFLOPS is not a measurement
+
+
+def check_attestation(score: object, measured_tflops_x100: object) -> None:
+    """Exactly the bounds Escrow.attest enforces (ConfigError otherwise)."""
+    from jupyter_gpumarket.exceptions import ConfigError
+
+    for name, value, high in (
+        ("score", score, 100),
+        ("measured_tflops_x100", measured_tflops_x100, MAX_TFLOPS_X100),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+            raise ConfigError(f"attestation {name} must be an integer 0..{high}, not {value!r}")
 
 
 class EscrowClient:
@@ -140,6 +155,19 @@ class EscrowClient:
         """Send everything owed to ``renter`` to ``to`` (e.g. another wallet of the renter)."""
         return send(
             self.w3, renter, self.c.escrow.functions.claimRefund(to), what="Escrow.claimRefund"
+        )
+
+    def attest(
+        self, renter: LocalAccount, channel_id: bytes, score: int, measured_tflops_x100: int = 0
+    ) -> Any:
+        """Rate a closed, paid channel once (its renter only): what Escrow.attest accepts,
+        checked here first (score 0..100, TFLOPS x100 up to :data:`MAX_TFLOPS_X100`)."""
+        check_attestation(score, measured_tflops_x100)
+        return send(
+            self.w3,
+            renter,
+            self.c.escrow.functions.attest(channel_id, score, measured_tflops_x100),
+            what="Escrow.attest",
         )
 
     def withdraw(self, renter: LocalAccount, channel_id: bytes) -> Any:

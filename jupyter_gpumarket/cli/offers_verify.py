@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from jupyter_gpumarket.cli import argtypes
-from jupyter_gpumarket.exceptions import ConfigError, ProviderUnreachable
+from jupyter_gpumarket.exceptions import ConfigError, GpuMarketError, ProviderUnreachable
 
 __all__ = ["add_verify_parser", "run_verify"]
 
@@ -49,10 +49,14 @@ def add_verify_parser(subparsers: argparse._SubParsersAction[Any]) -> argparse.A
 def run_verify(args: argparse.Namespace) -> int:
     from jupyter_gpumarket.market.verify import verify_offer
 
+    profile = None
     if args.endpoint:
         endpoint, fingerprint, claim = _direct_target(args)
     else:
         endpoint, fingerprint, claim = _registry_target(args)
+        from jupyter_gpumarket.chain.profiles import active_profile, load_profile
+
+        profile = load_profile(args.network) if args.network else active_profile()
     result = asyncio.run(
         verify_offer(
             endpoint,
@@ -64,6 +68,13 @@ def run_verify(args: argparse.Namespace) -> int:
             rounds=1 if args.size else None,
         )
     )
+    if profile is not None:  # `gpumarket offers` and routing show it as the offer's level
+        from jupyter_gpumarket.market.challenge_cache import ChallengeCache
+
+        try:
+            ChallengeCache.for_profile(profile).record(args.offer_id, fingerprint, result)
+        except (OSError, GpuMarketError) as exc:
+            print(f"warning: the verdict was not kept for `gpumarket offers`: {exc}")
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:

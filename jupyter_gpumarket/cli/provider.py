@@ -82,6 +82,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         help="seconds without vouchers before stop",
     )
     paid.add_argument(
+        "--kernel-deadline",
+        type=argtypes.seconds(),
+        default=None,
+        help="seconds a lease may go without ever starting a kernel before it ends "
+        "(default: 10 payment graces, at least 600)",
+    )
+    paid.add_argument(
         "--redeem-every",
         type=argtypes.seconds(),
         default=600.0,
@@ -256,6 +263,7 @@ def _paid(
         redeem_every=args.redeem_every,
         relay_fee=args.relay_fee,
         course_pool=bytes.fromhex(args.course_pool[2:]) if args.course_pool else None,
+        kernel_deadline=args.kernel_deadline,
     )
     publisher = OfferPublisher(
         contracts,

@@ -18,8 +18,10 @@ from jupyter_gpumarket.core.telemetry import MAX_SAMPLE_BYTES, TelemetrySample
 from jupyter_gpumarket.exceptions import ProtocolError
 
 __all__ = [
+    "MANIFEST_PAGE_BYTES",
     "MAX_CONTROL_BYTES",
     "MAX_CONTROL_VALUES",
+    "MAX_REQUEST_BYTES",
     "PROTOCOL_VERSION",
     "BlobChunk",
     "CloseCode",
@@ -42,7 +44,9 @@ __all__ = [
     "dump",
     "parse_agent_message",
     "parse_hello",
+    "parse_request",
     "parse_welcome",
+    "sync_offer_pages",
 ]
 
 PROTOCOL_VERSION = 1
@@ -54,6 +58,12 @@ _MAX_HELLO_BYTES = 256 * 1024
 # (counted as "," "[" "{" before parsing, an upper bound) is bounded too.
 MAX_CONTROL_BYTES = 32 * 1024 * 1024
 MAX_CONTROL_VALUES = 1_000_000
+# What the agent parses of a renter's message on its event loop, which all leases share
+# (json.loads holds the GIL: a thread would not help). Every renter -> agent message is small
+# but the manifest, which comes in pages of MANIFEST_PAGE_BYTES (sync_offer with more=true on
+# all but the last); the pages of one offer together stay within MAX_CONTROL_BYTES.
+MAX_REQUEST_BYTES = 768 * 1024  # a start_kernel: 256 KiB of environment, 256 KiB of options
+MANIFEST_PAGE_BYTES = 64 * 1024
 
 
 class CloseCode:
@@ -91,6 +101,8 @@ def dump(msg: Any) -> bytes:
     body = asdict(msg)
     if isinstance(msg, StartKernel) and not msg.kernel_args:
         del body["kernel_args"]  # agents from before kernel options take the message as it was
+    if isinstance(msg, SyncOffer) and not msg.more:
+        del body["more"]  # a one-page offer is the message as it was before pages
     return json.dumps({"op": msg.op, **body}, separators=(",", ":")).encode()
 
 
@@ -229,13 +241,39 @@ def _sha(value: object, what: str) -> None:
 
 @dataclass(frozen=True)
 class SyncOffer:
-    """Renter -> agent: the notebook dir's manifest (wire form of core.filesync.Manifest)."""
+    """Renter -> agent: the notebook dir's manifest (wire form of core.filesync.Manifest),
+    or one page of it: ``more`` says pages follow (see :func:`sync_offer_pages`); the agent
+    answers the last page only."""
 
     manifest: dict[str, Any]
+    more: bool = False
     op: str = field(default="sync_offer", init=False, repr=False)
 
     def __post_init__(self) -> None:
         _check(isinstance(self.manifest, dict), "sync_offer.manifest must be an object")
+        _check(isinstance(self.more, bool), "sync_offer.more must be a boolean")
+
+
+def sync_offer_pages(
+    manifest: dict[str, Any], page_bytes: int = MANIFEST_PAGE_BYTES
+) -> list[SyncOffer]:
+    """A manifest's wire form (``{"files": {path: entry}}``) as sync_offer pages of about
+    ``page_bytes`` each (one entry more than that makes a page of its own); one page when it
+    fits, which is the message agents from before pages take."""
+    files = manifest.get("files")
+    _check(isinstance(files, dict), "manifest must have a 'files' object")
+    assert isinstance(files, dict)
+    pages: list[dict[str, Any]] = [{}]
+    size = 0
+    for path, entry in files.items():
+        cost = len(path.encode()) + len(json.dumps(entry, separators=(",", ":"))) + 8
+        if size + cost > page_bytes and pages[-1]:
+            pages.append({})
+            size = 0
+        pages[-1][path] = entry
+        size += cost
+    last = len(pages) - 1
+    return [SyncOffer(manifest={"files": page}, more=i < last) for i, page in enumerate(pages)]
 
 
 @dataclass(frozen=True)
@@ -413,11 +451,22 @@ def _check_values(data: bytes | memoryview) -> None:
         )
 
 
-def parse_agent_message(data: bytes) -> Any:
-    """Parse one AGENT-channel message into its dataclass (at most :data:`MAX_CONTROL_BYTES`
-    and :data:`MAX_CONTROL_VALUES`, whatever the data frames' limit is)."""
+def parse_request(data: bytes) -> Any:
+    """Parse one AGENT-channel message from a renter (the agent's side): at most
+    :data:`MAX_REQUEST_BYTES`, so what the agent's shared loop spends on one is small."""
+    return parse_agent_message(data, MAX_REQUEST_BYTES)
+
+
+def parse_agent_message(data: bytes, max_bytes: int = MAX_CONTROL_BYTES) -> Any:
+    """Parse one AGENT-channel message into its dataclass (at most ``max_bytes``, and
+    :data:`MAX_CONTROL_VALUES`, whatever the data frames' limit is)."""
+    _check(
+        len(data) <= max_bytes,
+        f"agent message of {len(data):,} bytes is too large: the limit is {max_bytes:,} bytes "
+        "(a file list goes in sync_offer pages)",
+    )
     _check_values(data)
-    obj = _obj(data, "agent message", MAX_CONTROL_BYTES)
+    obj = _obj(data, "agent message", max_bytes)
     cls = _AGENT_OPS.get(obj.get("op"))  # type: ignore[arg-type]
     if cls is None:
         raise ProtocolError(f"unknown agent op {obj.get('op')!r}")

@@ -19,6 +19,7 @@ from jupyter_gpumarket.core.market_offer import Constraints, MarketOffer, OfferQ
 from jupyter_gpumarket.core.offer_filter import parse_offer_filter
 from jupyter_gpumarket.core.ranking import Ranked, rank, usable
 from jupyter_gpumarket.exceptions import ConfigError, ProviderUnreachable
+from jupyter_gpumarket.market.evidence import gather
 from jupyter_gpumarket.market.index import OfferIndex
 from jupyter_gpumarket.market.probing import DEFAULT_TIMEOUT, probe_offers
 from jupyter_gpumarket.market.refresh import shared_index
@@ -74,7 +75,16 @@ def candidates(
         pre = rank(index.offers(), {}, query.constraints, query.policy, require_probe=False)
         pool = [r.offer for r in pre][:MAX_PROBED]
     probes = run_coroutine(probe_offers(pool, timeout=probe_timeout))
-    return rank(pool, probes, query.constraints, query.policy)
+    ev = gather(profile, pool, probes)  # challenges kept, attestations on chain
+    return rank(
+        pool,
+        probes,
+        query.constraints,
+        query.policy,
+        assessments=ev.assessments,
+        reputations=ev.reputations,
+        measured=ev.measured,
+    )
 
 
 def describe_none(ranked: list[Ranked], spec: str | int | OfferQuery) -> str:

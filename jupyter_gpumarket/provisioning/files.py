@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from jupyter_gpumarket.core import control
 from jupyter_gpumarket.core.filesync import (
@@ -24,7 +25,7 @@ from jupyter_gpumarket.core.filesync import (
 from jupyter_gpumarket.filescan import read_chunks, scan, write_verified
 from jupyter_gpumarket.provisioning.link import RemoteLink
 
-__all__ = ["PushResult", "pull", "push"]
+__all__ = ["PushResult", "offer", "pull", "push"]
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ async def push(
     manifest = await asyncio.to_thread(
         scan, cwd, (), cap_bytes, cap_hint="GpuMarketProvisioner.sync_cap_bytes"
     )
-    need = await link.request(control.SyncOffer(manifest=manifest.to_json()), "sync_need", timeout)
+    need = await offer(link, manifest.to_json(), timeout)
     plan = plan_upload(manifest, manifest.hashes() - set(need.missing))
     total = plan.total_bytes
     progress(
@@ -71,6 +72,16 @@ async def push(
     await link.request(control.SyncCommit(), "sync_done", timeout)
     progress(f"synced {len(manifest)} files, {format_bytes(sent)} sent")
     return PushResult(manifest, sent, plan.reused_bytes)
+
+
+async def offer(link: RemoteLink, manifest: dict[str, Any], timeout: float) -> Any:
+    """Offer a manifest's wire form in pages (each cheap for the provider to parse) and
+    return the provider's answer to the last: its sync_need, or a refusal raised."""
+    pages = await asyncio.to_thread(control.sync_offer_pages, manifest)
+    for page in pages[:-1]:
+        link.send_agent(page)
+        await link.drained(IN_FLIGHT, timeout)
+    return await link.request(pages[-1], "sync_need", timeout)
 
 
 async def pull(

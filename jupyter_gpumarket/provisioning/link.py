@@ -369,11 +369,11 @@ class RemoteLink:
 
     def send_agent(self, msg: Any, data: bytes | None = None) -> None:
         payload = control.dump(msg)
-        if len(payload) > control.MAX_CONTROL_BYTES:  # the provider would refuse it
+        if len(payload) > control.MAX_REQUEST_BYTES:  # the provider would refuse it
             raise SyncTooLarge(
                 f"the {msg.op} message is {format_bytes(len(payload))}, above the "
-                f"{format_bytes(control.MAX_CONTROL_BYTES)} a control message carries (a file "
-                f"list with too many or too long names): exclude files in {IGNORE_FILE}"
+                f"{format_bytes(control.MAX_REQUEST_BYTES)} a control message carries: send a "
+                f"smaller environment or fewer kernel options, or exclude files in {IGNORE_FILE}"
             )
         self.pipe.send(Channel.AGENT, [payload, *([data] if data is not None else [])])
 

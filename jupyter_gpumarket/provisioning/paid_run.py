@@ -112,3 +112,6 @@ class PaidRun:
                         self.lease.ack_event.clear()
                         await self.lease.ack_event.wait()
         await asyncio.to_thread(self.lease.record_end)
+        from jupyter_gpumarket.market.attest import start_attestation
+
+        start_attestation(self.lease, self.ever_ready)  # on chain once settled; not awaited

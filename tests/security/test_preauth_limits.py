@@ -276,7 +276,7 @@ async def test_deeply_nested_first_message_is_a_protocol_error(
     "payload",
     [
         b'{"op":"sync_offer","manifest":' + _deep(100_000).encode() + b"}",
-        b'{"op":"start_kernel","key":"k","env":' + _deep(50_000, '{"A":', "}").encode() + b"}",
+        b'{"op":"start_kernel","key":"k","env":' + _deep(40_000, '{"A":', "}").encode() + b"}",
         b"[" * 200_000,
     ],
     ids=["sync-offer", "start-kernel-env", "bare-array"],

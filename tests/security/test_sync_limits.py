@@ -190,7 +190,7 @@ async def _offer_attacks(agent: AgentProcess) -> list[str]:
     try:
         for manifest in (_deep_manifest(), _wide_manifest(), _many_dirs_manifest()):
             try:
-                reply = await link.request(control.SyncOffer(manifest=manifest), "sync_need", 60)
+                reply = await files.offer(link, manifest, 60)  # in pages, as a renter sends
             except ProviderRefused as exc:
                 messages.append(str(exc))
             else:
