@@ -46,6 +46,7 @@ from jupyter_gpumarket.exceptions import (
     GpuMarketError,
     ProtocolError,
 )
+from jupyter_gpumarket.wire import CLOSE_TIMEOUT, CountingServerConnection
 
 if TYPE_CHECKING:  # the payment stack (web3, eth-*) loads only for paid agents
     from jupyter_gpumarket.agent.payments import LeasePayment, PaidTerms, Payments
@@ -74,7 +75,10 @@ class AgentConfig:
     client_grace: float = 120.0
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     replay_limit_bytes: int = 64 * 1024 * 1024
-    ping_interval: float | None = 5.0
+    # Liveness of a renter's link (core.liveness), judged by bytes arriving: probe after
+    # ping_interval s of quiet (None: never), drop the link after silence_timeout s of silence.
+    ping_interval: float | None = 1.0
+    silence_timeout: float = 8.0
     ready_file: Path | None = None
     kernel: KernelSettings = field(default_factory=KernelSettings)
     kernel_slots: tuple[KernelSlot, ...] = ()  # per-slot users (root agent with a sandbox)
@@ -146,9 +150,12 @@ class AgentServer:
             max_size=min(PREAUTH_MAX_BYTES, cfg.max_frame_bytes),
             open_timeout=OPEN_TIMEOUT,  # the TLS handshake and the HTTP upgrade
             compression=None,
-            ping_interval=cfg.ping_interval,
-            ping_timeout=cfg.ping_interval,
+            # no library keepalive: a pong queued behind megabytes of output is no sign of a
+            # dead link; a lease's pipe judges liveness by progress, the hello by its timeouts
+            ping_interval=None,
+            close_timeout=CLOSE_TIMEOUT,
             max_queue=PREAUTH_MAX_QUEUE,  # _authenticated() raises it to AUTH_MAX_QUEUE
+            create_connection=CountingServerConnection,
         )
         port = self._server.sockets[0].getsockname()[1]
         host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
@@ -383,6 +390,8 @@ class AgentServer:
             payment=payment,
             max_frame_bytes=self.config.max_frame_bytes,
             replay_limit_bytes=self.config.replay_limit_bytes,
+            keepalive=self.config.ping_interval,
+            silence_timeout=self.config.silence_timeout,
         )
         self.leases[lease.id] = lease
         return lease

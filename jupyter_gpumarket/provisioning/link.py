@@ -40,7 +40,7 @@ from jupyter_gpumarket.exceptions import (
 )
 from jupyter_gpumarket.pinned import connect_pinned
 from jupyter_gpumarket.provisioning.agent_inbox import AgentInbox, BlobFetches
-from jupyter_gpumarket.wire import SessionPipe
+from jupyter_gpumarket.wire import CLOSE_TIMEOUT, CountingClientConnection, SessionPipe
 
 __all__ = ["LinkSettings", "ProviderTarget", "RemoteLink"]
 
@@ -57,8 +57,11 @@ class ProviderTarget:
 @dataclass(frozen=True)
 class LinkSettings:
     connect_timeout: float = 15.0
-    ping_interval: float = 2.0
-    ping_timeout: float = 3.0
+    # Liveness (core.liveness): probe after ping_interval s without a byte from the provider;
+    # no byte for ping_timeout s (a stall, a black hole) drops the link and reconnects. Judged
+    # by bytes arriving, so a pong queued behind megabytes of output is no false alarm.
+    ping_interval: float = 1.0
+    ping_timeout: float = 4.0
     link_grace: float = 120.0
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     # Reconnect backoff: first retry after <= 50 ms, doubling, jittered, never above
@@ -109,7 +112,12 @@ class RemoteLink:
         self.target = target
         self.settings = settings or LinkSettings()
         self.session = TunnelSession(max_frame_bytes=self.settings.max_frame_bytes)
-        self.pipe = SessionPipe(self.session)
+        self.pipe = SessionPipe(
+            self.session,
+            interval=self.settings.ping_interval,
+            silence_timeout=self.settings.ping_timeout,
+            on_dead=self._on_silent,
+        )
         self.lease: str | None = adopt_lease
         self._adopt = adopt_lease is not None
         self.paid = paid  # provisioning.paid.PaidLease: answers the provider's challenge
@@ -120,6 +128,7 @@ class RemoteLink:
         self.dead_reason: str | None = None
         self.lost_since: float | None = None
         self.reconnects = 0
+        self.stalls = 0  # links dropped because the provider fell silent
         self._on_delivery = on_delivery
         self._on_notice = on_notice or (lambda text: None)
         self._closing = False
@@ -155,9 +164,10 @@ class RemoteLink:
             open_timeout=timeout,
             max_size=s.max_frame_bytes,
             compression=None,
-            ping_interval=s.ping_interval,
-            ping_timeout=s.ping_timeout,
+            ping_interval=None,  # liveness is the pipe's, judged by progress
+            close_timeout=CLOSE_TIMEOUT,
             max_queue=64,
+            create_connection=CountingClientConnection,
         )
         try:
             hello = control.Hello(
@@ -233,6 +243,14 @@ class RemoteLink:
         log.warning("link to %s lost; reconnecting", self.target.url)
         self.lost_since = time.monotonic()
         self._reconnector = asyncio.ensure_future(self._reconnect())
+
+    def _on_silent(self, ws: Any, silent: float) -> None:
+        self.stalls += 1
+        log.warning(
+            "no byte from the provider at %s for %.1f s; dropping the link and reconnecting",
+            self.target.url,
+            silent,
+        )
 
     def _report_gaps(self, gaps: Sequence[Any]) -> None:
         lost = sum(g.count for g in gaps)
