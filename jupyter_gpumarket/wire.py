@@ -102,6 +102,7 @@ class SessionPipe:
         self.on_dead = on_dead
         self._outbox: deque[bytes] = deque()
         self._ack_wanted = False
+        self._bounded = True
         self._wake = asyncio.Event()
         self._writer = asyncio.ensure_future(self._write_loop())
         self._watcher: asyncio.Task[None] | None = None
@@ -140,7 +141,8 @@ class SessionPipe:
         session, flow, outbox = self.session, self.flow, self._outbox
         while True:
             ws = self.ws
-            if ws is None or not (self._ack_wanted or (outbox and flow.may_write(len(outbox[0])))):
+            sendable = outbox and (not self._bounded or flow.may_write(len(outbox[0])))
+            if ws is None or not (self._ack_wanted or sendable):
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -205,6 +207,12 @@ class SessionPipe:
         self._ack_timer = None
         if self.session.ack_pending:
             self._want_ack()
+
+    def unbound(self) -> None:
+        """Write everything queued regardless of acks (closing: the last request, say ending
+        the lease, must reach a peer that stopped acknowledging what came before it)."""
+        self._bounded = False
+        self._wake.set()
 
     @property
     def queued_bytes(self) -> int:

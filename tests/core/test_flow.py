@@ -46,7 +46,8 @@ def test_a_frame_larger_than_the_window_goes_out_alone() -> None:
     flow.on_written(1, 10 * MIB, 0.0)
     assert not flow.may_write(1)
     flow.on_acked(1, 1.0)
-    assert flow.in_flight == 0 and flow.may_write(10 * MIB)
+    assert flow.in_flight == 0
+    assert flow.may_write(10 * MIB)
 
 
 def test_acks_count_whole_frames_and_a_new_connection_starts_empty() -> None:
@@ -65,5 +66,5 @@ def test_acks_count_whole_frames_and_a_new_connection_starts_empty() -> None:
 
 @pytest.mark.parametrize(("target", "lo", "hi"), [(0.0, 1, 2), (1.0, 0, 2), (1.0, 3, 2)])
 def test_bad_settings_are_refused(target: float, lo: int, hi: int) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="target_seconds"):
         FlowWindow(target_seconds=target, min_bytes=lo, max_bytes=hi)

@@ -64,5 +64,5 @@ def test_stale_reports_do_not_move_time_back() -> None:
 
 @pytest.mark.parametrize(("interval", "timeout"), [(0.0, 4.0), (1.0, 1.0), (2.0, 1.0)])
 def test_settings_that_would_kill_a_quiet_link_are_refused(interval: float, timeout: float) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must"):
         Liveness(0.0, interval=interval, silence_timeout=timeout)
