@@ -84,6 +84,8 @@ class Sshd:
             "BatchMode=yes",
             "-o",
             "LogLevel=ERROR",
+            "-o",
+            "ExitOnForwardFailure=yes",  # a port taken meanwhile: fail, and the caller retries
             "-p",
             str(port),
             f"{self.user}@127.0.0.1",
