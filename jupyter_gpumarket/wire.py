@@ -5,65 +5,182 @@ outgoing messages in order, writes them to whichever websocket is attached right
 lone ACK frames when data arrived that no outgoing frame acknowledged, and on reattach drops its
 queue and replays from the session's buffer instead (the queue only ever holds frames that are
 also in the replay buffer, so nothing is lost or sent twice).
+
+Two more jobs, each decided in ``core`` and only carried out here:
+
+- flow control (:class:`~jupyter_gpumarket.core.flow.FlowWindow`): at most a few seconds of
+  the link's measured rate is written ahead of the peer's acks; ACK frames jump the queue;
+- liveness (:class:`~jupyter_gpumarket.core.liveness.Liveness`): bytes counted as the transport
+  delivers them (:class:`CountingClientConnection` / :class:`CountingServerConnection`), probes
+  and heartbeats when quiet, and an abort (no closing handshake) when the peer fell silent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+import logging
+import struct
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.connection import Connection
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from jupyter_gpumarket.core import control
+from jupyter_gpumarket.core.flow import FlowWindow
 from jupyter_gpumarket.core.frames import Channel
+from jupyter_gpumarket.core.liveness import (
+    DEFAULT_INTERVAL,
+    DEFAULT_SILENCE_TIMEOUT,
+    Liveness,
+    LivenessAction,
+)
 from jupyter_gpumarket.core.session import Delivery, TunnelSession
 
-__all__ = ["ACK_DELAY", "SessionPipe"]
+__all__ = [
+    "ACK_DELAY",
+    "CLOSE_TIMEOUT",
+    "CountingClientConnection",
+    "CountingServerConnection",
+    "SessionPipe",
+]
+
+log = logging.getLogger(__name__)
 
 ACK_DELAY = 0.05  # a lone ACK goes out this long after data that no reply acknowledged
+CLOSE_TIMEOUT = 1.0  # a closing handshake never waits longer for a peer (websockets: 10 s)
+_TICK = 0.25  # liveness checks per second: detection within silence_timeout + this
+_SEQ = struct.Struct("!Q")  # a frame's seq, at offset 4 (core.frames.HEADER)
+
+
+class _Counting:
+    """Counts bytes where the transport hands them over, before any message is complete."""
+
+    rx_at = 0.0  # time.monotonic() of the last bytes received
+    rx_bytes = 0
+
+    def data_received(self, data: bytes) -> None:
+        self.rx_at = time.monotonic()
+        self.rx_bytes += len(data)
+        super().data_received(data)  # type: ignore[misc]
+
+
+class CountingClientConnection(_Counting, ClientConnection):
+    pass
+
+
+class CountingServerConnection(_Counting, ServerConnection):
+    pass
 
 
 class SessionPipe:
-    def __init__(self, session: TunnelSession) -> None:
+    """Frames, flow control and liveness for one session, across connections.
+
+    ``interval`` / ``silence_timeout`` configure liveness (``interval=None`` turns it off);
+    ``on_dead(ws, silent_s)`` is called (before the abort) when a connection fell silent.
+    """
+
+    def __init__(
+        self,
+        session: TunnelSession,
+        *,
+        interval: float | None = DEFAULT_INTERVAL,
+        silence_timeout: float = DEFAULT_SILENCE_TIMEOUT,
+        on_dead: Callable[[Connection, float], None] | None = None,
+        flow: FlowWindow | None = None,
+    ) -> None:
         self.session = session
         self.ws: Connection | None = None
-        self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self.flow = flow or FlowWindow()
+        self.interval = interval
+        self.silence_timeout = silence_timeout
+        self.on_dead = on_dead
+        self._outbox: deque[bytes] = deque()
+        self._ack_wanted = False
+        self._bounded = True
+        self._wake = asyncio.Event()
         self._writer = asyncio.ensure_future(self._write_loop())
+        self._watcher: asyncio.Task[None] | None = None
         self._ack_timer: asyncio.TimerHandle | None = None
+        self.liveness: Liveness | None = None
 
     # -- the websocket ---------------------------------------------------------------------
     def attach(self, ws: Connection, peer_last_received: int) -> None:
         """Write to ``ws`` from now on, starting with what the peer has not received."""
         replay = self.session.replay_after(peer_last_received)
         self.ws = ws
-        while not self._outbox.empty():
-            self._outbox.get_nowait()
-        for data in replay:
-            self._outbox.put_nowait(data)
+        self.flow.reset()
+        self._outbox.clear()
+        self._outbox.extend(replay)
+        self._wake.set()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
+        if self.interval is not None:
+            self.liveness = Liveness(
+                time.monotonic(), interval=self.interval, silence_timeout=self.silence_timeout
+            )
+            self._watcher = asyncio.ensure_future(self._watch(ws, self.liveness))
 
     def detach(self, ws: Connection | None = None) -> bool:
         """Stop writing to ``ws`` (or whatever is attached). True if it was attached."""
         if ws is not None and self.ws is not ws:
             return False
         self.ws = None
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
         return True
 
     async def _write_loop(self) -> None:
-        get = self._outbox.get
+        session, flow, outbox = self.session, self.flow, self._outbox
         while True:
-            data = await get()
             ws = self.ws
-            if ws is None:
-                continue  # stays in the replay buffer; sent again on reattach
-            with contextlib.suppress(ConnectionClosed):
+            sendable = outbox and (not self._bounded or flow.may_write(len(outbox[0])))
+            if ws is None or not (self._ack_wanted or sendable):
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if self._ack_wanted:
+                self._ack_wanted = False
+                data = session.ack_frame()
+            else:
+                data = outbox.popleft()
+                flow.on_written(_SEQ.unpack_from(data, 4)[0], len(data), time.monotonic())
+            try:
                 await ws.send(data)
+            except ConnectionClosed:
+                continue  # a data frame stays in the replay buffer; sent again on reattach
+            if self.liveness is not None and self.ws is ws:
+                self.liveness.sent(time.monotonic())
+
+    async def _watch(self, ws: Connection, live: Liveness) -> None:
+        probe: asyncio.Future[Any] | None = None
+        while self.ws is ws:
+            await asyncio.sleep(_TICK)
+            now = time.monotonic()
+            live.received(getattr(ws, "rx_at", now))
+            action = live.poll(now)
+            if action is LivenessAction.DEAD:
+                silent = live.silent_for(now)
+                if self.on_dead is not None:
+                    self.on_dead(ws, silent)
+                ws.transport.abort()  # no closing handshake: the peer is not listening
+                return
+            if action is LivenessAction.NOTHING or (probe is not None and not probe.done()):
+                continue  # a ping or pong still waits for the socket: never block the watch
+            probe = asyncio.ensure_future(ws.ping() if action is LivenessAction.PING else ws.pong())
+            probe.add_done_callback(_ignore_result)
 
     # -- traffic ---------------------------------------------------------------------------
     def send(self, channel: Channel, parts: Sequence[Any]) -> None:
-        self._outbox.put_nowait(self.session.send(channel, parts))
+        self._outbox.append(self.session.send(channel, parts))
+        self._wake.set()
 
     def send_control(self, msg: Any) -> None:
         self.send(Channel.AGENT, [control.dump(msg)])
@@ -71,17 +188,36 @@ class SessionPipe:
     def receive(self, data: bytes) -> Delivery | None:
         """Feed one binary websocket message; ProtocolError on bad input."""
         session = self.session
+        acked = session.peer_acked
         delivery = session.receive(data)
+        if session.peer_acked != acked:
+            self.flow.on_acked(session.peer_acked, time.monotonic())
+            self._wake.set()
         if session.ack_due():
-            self._outbox.put_nowait(session.ack_frame())
+            self._want_ack()
         elif session.ack_pending and self._ack_timer is None:
             self._ack_timer = asyncio.get_running_loop().call_later(ACK_DELAY, self._flush_ack)
         return delivery
 
+    def _want_ack(self) -> None:
+        self._ack_wanted = True
+        self._wake.set()
+
     def _flush_ack(self) -> None:
         self._ack_timer = None
         if self.session.ack_pending:
-            self._outbox.put_nowait(self.session.ack_frame())
+            self._want_ack()
+
+    def unbound(self) -> None:
+        """Write everything queued regardless of acks (closing: the last request, say ending
+        the lease, must reach a peer that stopped acknowledging what came before it)."""
+        self._bounded = False
+        self._wake.set()
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes framed but not yet written (held back by the flow window or a cut)."""
+        return sum(len(data) for data in self._outbox)
 
     async def drain(self, timeout: float = 2.0) -> None:
         """Write what is queued to the attached websocket (best effort, bounded)."""
@@ -90,11 +226,23 @@ class SessionPipe:
             return
         with contextlib.suppress(ConnectionClosed, TimeoutError):
             async with asyncio.timeout(timeout):
-                while not self._outbox.empty():
-                    await ws.send(self._outbox.get_nowait())
+                while self._outbox:
+                    await ws.send(self._outbox.popleft())
 
     def close(self) -> None:
         self._writer.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
         if self._ack_timer is not None:
             self._ack_timer.cancel()
         self.ws = None
+
+
+def _ignore_result(fut: asyncio.Future[Any]) -> None:
+    """A probe's outcome is not needed (bytes received are the evidence); never leave an
+    exception unretrieved, the ping's pong waiter included."""
+    if fut.cancelled() or fut.exception() is not None:
+        return
+    waiter = fut.result()
+    if isinstance(waiter, asyncio.Future):
+        waiter.add_done_callback(lambda w: None if w.cancelled() else w.exception())

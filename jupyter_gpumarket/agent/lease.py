@@ -66,6 +66,8 @@ class Lease:
         replay_limit_bytes: int,
         slot: KernelSlot | None = None,
         payment: LeasePayment | None = None,
+        keepalive: float | None = 1.0,
+        silence_timeout: float = 8.0,
     ) -> None:
         self.id = uuid.uuid4().hex
         self.payment = payment  # paid providers: billing clock + voucher state
@@ -80,7 +82,12 @@ class Lease:
         self.session = TunnelSession(
             max_frame_bytes=max_frame_bytes, replay_limit_bytes=replay_limit_bytes
         )
-        self.pipe = SessionPipe(self.session)
+        self.pipe = SessionPipe(
+            self.session,
+            interval=keepalive,
+            silence_timeout=silence_timeout,
+            on_dead=self._on_silent,
+        )
         self.files = LeaseFiles(
             store, self.dir, self.workdir, quota_bytes=settings.effective_limits.disk_bytes
         )
@@ -118,6 +125,11 @@ class Lease:
         if self._grace_timer is not None:
             self._grace_timer.cancel()
             self._grace_timer = None
+
+    def _on_silent(self, ws: object, silent: float) -> None:
+        log.warning(
+            "lease %s: no byte from the renter for %.1f s; dropping the link", self.id, silent
+        )
 
     def detach(self, ws: ServerConnection) -> None:
         """The connection closed: keep the kernel for the client grace, then end the lease."""

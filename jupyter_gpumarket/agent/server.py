@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import socket
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from jupyter_gpumarket.core import control, paymsgs
 from jupyter_gpumarket.core.control import CloseCode
 from jupyter_gpumarket.core.frames import DEFAULT_MAX_FRAME_BYTES
 from jupyter_gpumarket.core.gpu_slices import GpuSlice
+from jupyter_gpumarket.core.handshake import Handshake
 from jupyter_gpumarket.core.market_msgs import ChallengeRequest, ProbeRequest
 from jupyter_gpumarket.exceptions import (
     AgentError,
@@ -48,6 +48,7 @@ from jupyter_gpumarket.exceptions import (
     GpuMarketError,
     ProtocolError,
 )
+from jupyter_gpumarket.wire import CLOSE_TIMEOUT, CountingServerConnection
 
 if TYPE_CHECKING:  # the payment stack (web3, eth-*) loads only for paid agents
     from jupyter_gpumarket.agent.payments import LeasePayment, PaidTerms, Payments
@@ -77,7 +78,10 @@ class AgentConfig:
     client_grace: float = 120.0
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     replay_limit_bytes: int = 64 * 1024 * 1024
-    ping_interval: float | None = 5.0
+    # Liveness of a renter's link (core.liveness), judged by bytes arriving: probe after
+    # ping_interval s of quiet (None: never), drop the link after silence_timeout s of silence.
+    ping_interval: float | None = 1.0
+    silence_timeout: float = 8.0
     ready_file: Path | None = None
     kernel: KernelSettings = field(default_factory=KernelSettings)
     kernel_slots: tuple[KernelSlot, ...] = ()  # per-slot users (root agent with a sandbox)
@@ -153,9 +157,12 @@ class AgentServer:
             max_size=min(PREAUTH_MAX_BYTES, cfg.max_frame_bytes),
             open_timeout=OPEN_TIMEOUT,  # the TLS handshake and the HTTP upgrade
             compression=None,
-            ping_interval=cfg.ping_interval,
-            ping_timeout=cfg.ping_interval,
+            # no library keepalive: a pong queued behind megabytes of output is no sign of a
+            # dead link; a lease's pipe judges liveness by progress, the hello by its timeouts
+            ping_interval=None,
+            close_timeout=CLOSE_TIMEOUT,
             max_queue=PREAUTH_MAX_QUEUE,  # _authenticated() raises it to AUTH_MAX_QUEUE
+            create_connection=CountingServerConnection,
         )
         port = self._server.sockets[0].getsockname()[1]
         host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
@@ -220,11 +227,15 @@ class AgentServer:
 
     async def _accept(self, ws: ServerConnection, slot: PreauthSlot) -> None:
         peer = ws.remote_address
+        hs = Handshake.agent(paid=self.payments is not None, dev_token=self.config.dev_token)
         try:
-            raw = await asyncio.wait_for(ws.recv(), HELLO_TIMEOUT)
-            hello = control.parse_first(raw)
+            first = hs.receive_text(await asyncio.wait_for(ws.recv(), HELLO_TIMEOUT))
         except TimeoutError:
             await ws.close(CloseCode.PROTOCOL, "no hello within 10 s")
+            return
+        except AuthenticationFailed as exc:
+            log.warning("refused %s: %s", peer, exc)
+            await ws.close(CloseCode.UNAUTHORIZED, _reason(str(exc)))
             return
         except ProtocolError as exc:
             log.warning("refused %s: bad hello: %s", peer, exc)
@@ -233,22 +244,23 @@ class AgentServer:
         except ConnectionClosed:
             return
         deadline = asyncio.get_running_loop().time() + HELLO_DEADLINE
-        if isinstance(hello, paymsgs.RelayOpen):
+        if isinstance(first, paymsgs.RelayOpen):
             try:
                 async with asyncio.timeout_at(deadline):
-                    await self._relay(ws, hello)
+                    await self._relay(ws, first)
             except TimeoutError:
                 log.warning("relay for %s: no answer within %.0f s", peer, HELLO_DEADLINE)
                 await ws.close(CloseCode.RELAY_REFUSED, _reason(_LATE))
             return
-        if isinstance(hello, ProbeRequest | ChallengeRequest):
-            await self.market.handle(ws, hello)
+        if isinstance(first, ProbeRequest | ChallengeRequest):
+            await self.market.handle(ws, first)
             return
+        hello: control.Hello = first
         payment = None
         if self.payments is not None:
             try:
                 async with asyncio.timeout_at(deadline):  # the chain read too
-                    payment = await self._authenticate_channel(ws, hello)
+                    payment = await self._authenticate_channel(ws, hs, hello)
             except TimeoutError:
                 log.warning("refused %s: %s", peer, _LATE)
                 await ws.close(CloseCode.UNAUTHORIZED, _reason(_LATE))
@@ -259,22 +271,17 @@ class AgentServer:
                 return
             except ConnectionClosed:
                 return
-        elif not self._authorized(hello):
-            log.warning("refused %s: wrong dev token", peer)
-            await ws.close(CloseCode.UNAUTHORIZED, "wrong dev token")
-            return
         self._authenticated(ws, slot)
         lease = self._lease_for(hello, payment)
         if isinstance(lease, tuple):
-            code, reason = lease
+            code, reason = hs.refused(*lease)
             log.warning("refused %s: %s", peer, reason)
             await ws.close(code, _reason(reason))
             return
-        replay_from = lease.session.replay_from
-        welcome = control.Welcome(
+        welcome, peer_last = hs.welcome(
             lease=lease.id,
             last_received=lease.session.last_received,
-            resumed=hello.lease is not None,
+            replay_from=lease.session.replay_from,
             agent={
                 **self.config.info,
                 "version": __version__,
@@ -282,11 +289,9 @@ class AgentServer:
                 "generation": lease.generation,
                 "kernel_alive": lease.kernel_alive,
             },
-            replay_from=replay_from,
         )
-        peer_last = replay_from - 1 if hello.adopt else hello.last_received
         try:
-            await lease.attach(ws, peer_last, control.dump(welcome).decode())
+            await lease.attach(ws, peer_last, welcome)
         except ProtocolError as exc:
             await ws.close(CloseCode.PROTOCOL, _reason(str(exc)))
             return
@@ -316,25 +321,18 @@ class AgentServer:
         finally:
             lease.detach(ws)
 
-    def _authorized(self, hello: control.Hello) -> bool:
-        token = self.config.dev_token or ""
-        return bool(token) and hmac.compare_digest(hello.token.encode(), token.encode())
-
     async def _authenticate_channel(
-        self, ws: ServerConnection, hello: control.Hello
+        self, ws: ServerConnection, hs: Handshake, hello: control.Hello
     ) -> LeasePayment:
         """Paid providers: the renter proves it holds the session key of an open channel."""
         assert self.payments is not None
-        if hello.channel is None:
-            raise AuthenticationFailed(
-                "this provider is paid: open an escrow channel and send its id in the hello"
-            )
+        assert hello.channel is not None  # the handshake refused a paid hello without one
         client = str(ws.remote_address[0]) if ws.remote_address else ""
         challenge = self.payments.challenge(client)
-        await ws.send(control.dump(challenge).decode())
-        raw = await asyncio.wait_for(ws.recv(), HELLO_TIMEOUT)
-        answer = control.parse_text(raw, paymsgs.AuthAnswer)
+        await ws.send(hs.send_challenge(challenge))
+        answer = hs.receive_text(await asyncio.wait_for(ws.recv(), HELLO_TIMEOUT))
         view = await self.payments.authenticate(hello.channel, challenge, answer, client)
+        hs.verified()
         return self.payments.lease(view, resuming=hello.lease is not None)
 
     async def _relay(self, ws: ServerConnection, req: paymsgs.RelayOpen) -> None:
@@ -398,6 +396,8 @@ class AgentServer:
             payment=payment,
             max_frame_bytes=self.config.max_frame_bytes,
             replay_limit_bytes=self.config.replay_limit_bytes,
+            keepalive=self.config.ping_interval,
+            silence_timeout=self.config.silence_timeout,
         )
         if gpu_slice is not None:
             lease.use_slice(gpu_slice, self.config.vram_reader, self.config.slice_grace)
