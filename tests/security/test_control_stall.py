@@ -35,6 +35,7 @@ pytestmark = pytest.mark.slow
 
 ANSWER_TIMEOUT = 8.0  # detects a stalled loop only: an answer takes milliseconds
 PROBE_S = 10.0  # the second renter asks, one question after the other, this long
+PACE_S = 0.1  # between the second renter's questions (see _small_questions)
 FLOOD = Path(__file__).with_name("control_flood.py")
 
 
@@ -102,6 +103,9 @@ async def _small_questions(agent: AgentProcess) -> int:
                 f"sent maximal manifests ({done} answered before)"
             )
         done += 1
+        # paced: each finished renter's lease stays reserved for the agent's client grace
+        # (0.5 s), so unpaced round trips of a few ms would fill every slot by themselves
+        await asyncio.sleep(PACE_S)
     return done
 
 
