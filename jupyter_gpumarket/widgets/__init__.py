@@ -24,9 +24,14 @@ def pick(client: ServerClient | None = None, **filters: Any) -> OfferPicker:
 
 
 def status(
-    client: ServerClient | None = None, kernel_id: str | None = None, *, live: bool = True
+    client: ServerClient | None = None,
+    kernel_id: str | None = None,
+    *,
+    notebook: str | None = None,
+    live: bool = True,
 ) -> StatusView:
-    """The status of this notebook's gpumarket kernel (launch, spend, cull, telemetry).
+    """The status of this notebook's gpumarket kernel (launch, spend, cull, telemetry), or of
+    the kernel ``kernel_id``, or of the launch of another ``notebook`` (its server path).
 
     Inside a remote gpumarket kernel (``$GPUMARKET_TELEMETRY_FILE`` set by the agent) it shows
     this kernel's telemetry, read locally."""
@@ -36,9 +41,10 @@ def status(
         view = StatusView(remote=True)
     else:
         client = client or find_server()
-        try:
-            notebook = client.notebook_path()
-        except Exception:
-            notebook = None
+        if notebook is None and kernel_id is None:
+            try:
+                notebook = client.notebook_path()
+            except Exception:
+                notebook = None
         view = StatusView(client, kernel_id=kernel_id, notebook=notebook)
     return view.start() if live else view

@@ -56,6 +56,7 @@ class EventFeed(_Loop):
         self.mode = "starting"
 
     def _run(self) -> None:
+        self._poll_once()  # the launches as they are now; the websocket brings what follows
         while not self.stopped:
             if not self._websocket():
                 self.mode = "polling"
