@@ -59,6 +59,7 @@ class OfferPicker(w.VBox):
         self.network: str | None = None
         self.offers: list[Mapping[str, Any]] = []
         self.quote: dict[str, Any] | None = None
+        self._quote_line = ""
         self.confirmed_quote: dict[str, Any] | None = None
         self.selection: dict[str, Any] | None = None
         self.switch_thread: threading.Thread | None = None
@@ -147,7 +148,7 @@ class OfferPicker(w.VBox):
         except GpuMarketError:
             config = {}
         network = config.get("network")
-        self.network = network if isinstance(network, str) else None
+        self.network = network if isinstance(network, str) and network else None  # "": active
         cap = config.get("budget_cap")
         if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0:
             self.budget.value = cap / 10**self.token.decimals
@@ -222,9 +223,8 @@ class OfferPicker(w.VBox):
         text = quote.get("text")
         if not isinstance(text, str):
             text = f"{format_money(quote.get('price_per_hour'), self.token)}/h"
-        self.quote_text.value = (
-            f"<span class='gpumarket-quote'>{html.escape(clean(text, 200))}</span>"
-        )
+        self._quote_line = html.escape(clean(text, 200))
+        self.quote_text.value = f"<span class='gpumarket-quote'>{self._quote_line}</span>"
         self.confirm.disabled = False
 
     def _on_confirm(self, _: Any) -> None:
@@ -233,7 +233,10 @@ class OfferPicker(w.VBox):
         self.confirmed_quote = self.quote
         self.confirm.disabled = True
         self.use.disabled = False
-        self.quote_text.value += " <b style='color:#188038'>✓ confirmed</b>"
+        self.quote_text.value = (
+            f"<span class='gpumarket-quote'>{self._quote_line} "
+            "<b class='gpumarket-confirmed' style='color:#188038'>✓ confirmed</b></span>"
+        )
 
     def _on_use(self, _: Any) -> None:
         if self.confirmed_quote is None or self.offer.value is None:

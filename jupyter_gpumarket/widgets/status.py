@@ -113,7 +113,7 @@ class StatusView(w.VBox):
             return True
         if self.kernel_id is None:
             nb = event.get("notebook")
-            if event.get("type") == "launch" and (self.notebook is None or nb == self.notebook):
+            if event.get("type") == "launch" and _same_notebook(nb, self.notebook):
                 self.kernel_id = str(kid)  # follow this launch from now on
             else:
                 return False
@@ -214,6 +214,17 @@ class StatusView(w.VBox):
         if self.feed is not None:
             self.feed.stop()
         super().close()
+
+
+def _same_notebook(event_path: Any, wanted: str | None) -> bool:
+    """``wanted`` (relative to the server root) names the event's notebook, which may be
+    relative or the absolute path the kernel got in ``JPY_SESSION_NAME``."""
+    if wanted is None:
+        return True
+    if not isinstance(event_path, str):
+        return False
+    want = wanted.strip("/")
+    return event_path == want or event_path.endswith("/" + want)
 
 
 def _note(text: str, color: str) -> str:

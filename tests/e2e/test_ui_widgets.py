@@ -97,6 +97,19 @@ def _run_cell(page: Any, index: int) -> None:
     page.keyboard.press("Shift+Enter")
 
 
+@contextlib.contextmanager
+def _shots_on_failure(ctx: Any) -> Iterator[None]:
+    """On failure, a screenshot of every page (what the user would have seen)."""
+    try:
+        yield
+    except BaseException:
+        for i, page in enumerate(ctx.pages):
+            with contextlib.suppress(Exception):
+                page.screenshot(path=str(ARTIFACTS / f"ui-failure-{i}.png"), full_page=True)
+        raise
+
+
+@pytest.mark.timeout(900)
 def test_pick_confirm_use_runs_a_cell_on_the_remote_kernel(
     fleet: Fleet, browser: Any, tmp_path: Path
 ) -> None:
@@ -107,12 +120,14 @@ def test_pick_confirm_use_runs_a_cell_on_the_remote_kernel(
         root / "pick.ipynb",
         "import jupyter_gpumarket\njupyter_gpumarket.pick()",
         "import os\nprint('REMOTE', os.getpid(), 'GPUMARKET_TELEMETRY_FILE' in os.environ)",
-        "jupyter_gpumarket.status()",
+        "import jupyter_gpumarket\njupyter_gpumarket.status()",
     )
     _notebook(root / "watch.ipynb", "import jupyter_gpumarket\n"
               "jupyter_gpumarket.status(notebook='pick.ipynb')")  # fmt: skip
-    with _lab(fleet, tmp_path) as server:
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(_lab(fleet, tmp_path))
         ctx = browser.new_context(viewport={"width": 1500, "height": 1000})
+        stack.enter_context(_shots_on_failure(ctx))
         watch = ctx.new_page()
         _open(watch, server, "watch.ipynb")
         _run_cell(watch, 0)
@@ -131,13 +146,13 @@ def test_pick_confirm_use_runs_a_cell_on_the_remote_kernel(
         assert "TUSD/h" in quote
         assert "deposit" in quote
         picker.get_by_role("button", name="Confirm cost").click()
-        page.wait_for_selector(".gpumarket-quote:has-text('confirmed')", timeout=LONG)
+        page.wait_for_selector(".gpumarket-quote .gpumarket-confirmed", timeout=LONG)
         page.screenshot(path=str(ARTIFACTS / "ui-picker.png"), full_page=True)
 
         (before,) = [s for s in server.request("GET", "/api/sessions") if s["path"] == "pick.ipynb"]
         assert before["kernel"]["name"] == "python3"
         t0 = time.monotonic()
-        picker.get_by_role("button", name="Use", exact=True).click()
+        picker.locator("button.mod-success", has_text="Use").click()
         page.wait_for_selector(".jp-Toolbar-kernelName:has-text('GPU Market')", timeout=LONG)
         page.wait_for_selector(".jp-StatusBar-TextItem:has-text('| Idle')", timeout=LONG)
         _run_cell(page, 1)

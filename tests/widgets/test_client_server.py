@@ -42,4 +42,3 @@ def test_kernel_finds_its_server_and_notebook(server: JupyterServer) -> None:
     assert reply["content"]["status"] == "ok", reply["content"]
     found = json.loads(out.strip().splitlines()[-1])
     assert found == {"url": server.url + "/", "kernel": kid, "path": "work/a.ipynb"}
-

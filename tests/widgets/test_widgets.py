@@ -148,7 +148,7 @@ def test_status_view_follows_launch_spend_cull_and_telemetry() -> None:
             elapsed_s=2,
             state_elapsed_s=0,
             cancellable=True,
-            notebook="other.ipynb",
+            notebook="/srv/root/other-nb.ipynb",
         )
     )
     assert v.kernel_id is None  # another notebook's launch
@@ -160,7 +160,7 @@ def test_status_view_follows_launch_spend_cull_and_telemetry() -> None:
             elapsed_s=1,
             state_elapsed_s=0,
             cancellable=True,
-            notebook="nb.ipynb",
+            notebook="/srv/root/nb.ipynb",  # JPY_SESSION_NAME: absolute
         )
     )
     assert v.kernel_id == "k1"
