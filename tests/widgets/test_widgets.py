@@ -247,3 +247,15 @@ def test_find_server_matches_this_kernel_and_says_what_to_do() -> None:
         find_server("abc", servers=lambda: [{"url": "http://127.0.0.1:9/", "token": "t"}])
     with pytest.raises(ConfigError, match="0 server"):
         find_server("abc", servers=lambda: [])
+
+
+def test_importing_the_package_imports_no_widgets_or_web3() -> None:
+    import subprocess
+
+    code = (
+        "import sys, jupyter_gpumarket as j\n"
+        "assert callable(j.pick) and callable(j.status)\n"
+        "print(sorted(m for m in ('ipywidgets', 'web3') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
