@@ -46,6 +46,12 @@ class GpuMarketExtension(ExtensionApp):
         self.recovery = DepositRecovery(
             self.log, enabled=self.auto_recover, settle_grace=self.recovery_settle_grace
         )
+        # the launch's confirm step reads the selections the API stores (their confirmed_quote)
+        from jupyter_gpumarket.provisioning.launch_events import set_selection_lookup
+        from jupyter_gpumarket.provisioning.selection_store import stored_selection
+
+        root = str(self.serverapp.root_dir) if self.serverapp is not None else None
+        set_selection_lookup(lambda path: stored_selection(path, root))
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(handlers.default_handlers)
