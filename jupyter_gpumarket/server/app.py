@@ -48,6 +48,11 @@ class GpuMarketExtension(ExtensionApp):
         self.recovery = DepositRecovery(
             self.log, enabled=self.auto_recover, settle_grace=self.recovery_settle_grace
         )
+        # the launch's confirm step reads the selections the API stores (their confirmed_quote)
+        root = str(self.serverapp.root_dir) if self.serverapp is not None else None
+        launch_events.set_selection_lookup(
+            lambda path: selection_store.stored_selection(path, root)
+        )
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(handlers.default_handlers)
@@ -64,10 +69,6 @@ class GpuMarketExtension(ExtensionApp):
             readopt_kernels(serverapp.kernel_manager, serverapp.root_dir, self.log)
         )
         self.recovery.start(after=self._readopt)
-        root_dir = serverapp.root_dir
-        launch_events.set_selection_lookup(
-            lambda path: selection_store.stored_selection(path, root_dir)
-        )
         self.launch_monitor = LaunchMonitor(serverapp.kernel_manager, self._cull_timeout)
         self.launch_monitor.start()
 
