@@ -288,6 +288,7 @@ def _start_lab(
         "--ServerApp.port_retries=0",  # the port we checked, or fail: never a surprise port
         f"--ServerApp.root_dir={notebook_dir}",
         f"--ServerApp.open_browser={args.open_browser}",
+        "--MultiKernelManager.default_kernel_name=gpumarket",  # new notebooks run remote
         *token_args,
         *extra,
     ]
