@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+import psutil
 import pytest
 from notebookrun import NotebookSession, text_of, where
 
@@ -78,12 +79,18 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
             time.sleep(0.3)
         yield Demo(server, tmp / "home", root)
     finally:
+        # everything the demo started, kernels included: none may outlive its Ctrl-C
+        tree = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(120)
+            code = proc.wait(120)
         except subprocess.TimeoutExpired:
             proc.kill()
+            code = None
         print((tmp / "home" / "lab.log").read_text(errors="replace")[-4000:])
+    assert code == 0, log.read_text()
+    _, alive = psutil.wait_procs(tree, timeout=10)
+    assert not alive, f"left behind: {[(p.pid, p.cmdline()) for p in alive]}"
 
 
 def _cells(name: str) -> list[Any]:
@@ -140,11 +147,14 @@ def test_getting_started(demo: Demo) -> None:
     finally:
         session.close()
 
-    assert "CPU only" in out["gpu-check"], out["gpu-check"]  # this machine, said plainly
+    # the offer is this machine: its GPU if it has one, else CPU only, said plainly
+    gpu = shutil.which("nvidia-smi") is not None
+    assert ("GPU  " if gpu else "CPU only") in out["gpu-check"], out["gpu-check"]
     assert "SIMULATED" not in out["gpu-check"]
     first, last = map(float, re.search(r"loss\s+([\d.]+) -> ([\d.]+)", out["train"]).groups())
     assert last < first / 10, out["train"]  # it learned
-    assert "on the CPU" in out["train"]
+    if not gpu:
+        assert "on the CPU" in out["train"], out["train"]  # numpy or pure Python, no torch
     billed = re.search(r"billed\s+(\d+) s, spend (\d+)", out["spend"])
     assert billed is not None, out["spend"]  # the agent's sample: seconds billed, spend so far
     assert "= charged + refunded: True" in out["receipt"], out["receipt"]
@@ -173,7 +183,7 @@ def test_transparency(demo: Demo) -> None:
     assert all("level " in line for line in offers)
     challenge = out["challenge"]
     assert "(SIMULATED)" in challenge, challenge
-    assert re.search(r"mismatch|cpu|fail", challenge, re.IGNORECASE), challenge  # caught
+    assert re.search(r"offer \d+: MISMATCH", challenge), challenge  # the challenge caught it
     samples = re.search(r"(\d+) telemetry samples", out["telemetry"])
     assert samples is not None, out["telemetry"]
     assert int(samples.group(1)) >= 1, out["telemetry"]
