@@ -80,7 +80,10 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         yield Demo(server, tmp / "home", root)
     finally:
         # everything the demo started, kernels included: none may outlive its Ctrl-C
-        tree = psutil.Process(proc.pid).children(recursive=True)
+        try:
+            tree = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:  # the demo died: its log says why
+            tree = []
         proc.send_signal(signal.SIGINT)
         try:
             code = proc.wait(120)
