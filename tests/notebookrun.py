@@ -109,7 +109,16 @@ class NotebookSession:
                 outputs.append(
                     {"output_type": "stream", "name": content["name"], "text": content["text"]}
                 )
-            elif kind in ("execute_result", "display_data"):
+            elif kind == "execute_result":
+                outputs.append(
+                    {
+                        "output_type": kind,
+                        "data": content["data"],
+                        "metadata": {},
+                        "execution_count": content.get("execution_count"),
+                    }
+                )
+            elif kind == "display_data":
                 outputs.append({"output_type": kind, "data": content["data"], "metadata": {}})
             elif kind == "error":
                 outputs.append({"output_type": "error", **content})

@@ -32,6 +32,7 @@ from jupyterproc import JupyterServer, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # a whole demo per module
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "notebooks"  # git-ignored
 
 
 @dataclass
@@ -96,9 +97,21 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     assert not alive, f"left behind: {[(p.pid, p.cmdline()) for p in alive]}"
 
 
-def _cells(name: str) -> list[Any]:
+def _notebook(name: str) -> tuple[Any, list[Any]]:
+    """The notebook and its code cells that run in CI (tagged local or remote)."""
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-    return [c for c in nb.cells if c.cell_type == "code" and where(c) is not None]
+    return nb, [c for c in nb.cells if c.cell_type == "code" and where(c) is not None]
+
+
+def _run(session: NotebookSession, cell: Any) -> str:
+    """Execute ``cell``, keep its outputs in it (saved as a CI artifact), return its text."""
+    cell.outputs = [nbformat.from_dict(o) for o in session.execute(cell.source)]
+    return text_of(cell.outputs)
+
+
+def _save(nb: Any, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, ARTIFACTS / name)
 
 
 def _use(session: NotebookSession, offer_id: int) -> float:
@@ -129,7 +142,7 @@ def _selection(demo: Demo, path: str) -> dict[str, Any]:
 
 
 def test_getting_started(demo: Demo) -> None:
-    cells = _cells("getting-started.ipynb")
+    nb, cells = _notebook("getting-started.ipynb")
     assert {where(c) for c in cells} == {"local", "remote"}
     out: dict[str, str] = {}
     local_offer = demo.offer("local")
@@ -139,7 +152,7 @@ def test_getting_started(demo: Demo) -> None:
             tags = set(cell.metadata["tags"])
             if where(cell) == "local" and session.kernel()["name"] != "python3":
                 session.change_kernel("python3")  # what the notebook tells the user to do
-            out[next(iter(tags - {"local", "remote"}))] = text_of(session.execute(cell.source))
+            out[next(iter(tags - {"local", "remote"}))] = _run(session, cell)
             if "pick" in tags:
                 assert "OfferPicker" in out["pick"] or "VBox" in out["pick"], out["pick"]
                 use_to_first_cell = _use(session, local_offer)
@@ -149,6 +162,7 @@ def test_getting_started(demo: Demo) -> None:
                 print(f"Use click -> first executed cell: {use_to_first_cell:.1f} s")
     finally:
         session.close()
+        _save(nb, "getting-started.ipynb")
 
     # the offer is this machine: its GPU if it has one, else CPU only, said plainly
     gpu = shutil.which("nvidia-smi") is not None
@@ -167,18 +181,19 @@ def test_getting_started(demo: Demo) -> None:
 
 
 def test_transparency(demo: Demo) -> None:
-    cells = _cells("transparency.ipynb")
+    nb, cells = _notebook("transparency.ipynb")
     out: dict[str, str] = {}
     simulated = demo.offer("rtx4090-ap")
     session = NotebookSession(demo.server, "transparency.ipynb").open("python3")
     try:
         for cell in cells:
             tags = set(cell.metadata["tags"])
-            out[next(iter(tags - {"local", "remote"}))] = text_of(session.execute(cell.source))
+            out[next(iter(tags - {"local", "remote"}))] = _run(session, cell)
             if "pick" in tags:
                 _use(session, simulated)
     finally:
         session.close()
+        _save(nb, "transparency.ipynb")
 
     offers = out["offers"].splitlines()
     assert len(offers) == 4, out["offers"]
