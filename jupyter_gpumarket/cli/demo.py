@@ -215,7 +215,7 @@ def _demo(args: argparse.Namespace) -> int:
     with demo_lock(home, port=None if args.no_lab else args.port):
         if not args.no_lab:
             check_port_free(args.ip, args.port)
-        children, devnet = Children(), None
+        children, devnet, code = Children(), None, 0
         old = _stop_on(signal.SIGTERM)
         try:
             if args.dev:
@@ -229,17 +229,24 @@ def _demo(args: argparse.Namespace) -> int:
                 env_file = write_env_file(home, _market_ready(fleet, env))
                 print(f"for `gpumarket leases`, `wallet balance` …: source {env_file}", flush=True)
             if lab is None:
-                print(f"demo ready in {time.monotonic() - started:.1f} s (no JupyterLab)")
+                took = time.monotonic() - started
+                print(f"demo ready in {took:.1f} s (no JupyterLab)", flush=True)
             else:
                 url = _wait_lab(*lab)
                 took = time.monotonic() - started
                 print(f"JupyterLab ready in {took:.1f} s: {url}", flush=True)
+                print(
+                    "open getting-started.ipynb to pick a GPU and run on it; transparency.ipynb "
+                    "shows what the market verified",
+                    flush=True,
+                )
             print("Ctrl-C stops the demo", flush=True)
-            _wait(children)
+            code = _wait(children)
         except KeyboardInterrupt:
             pass
         finally:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut cleanup
+            for signum in (signal.SIGINT, signal.SIGTERM):  # nothing may cut the cleanup short
+                signal.signal(signum, signal.SIG_IGN)
             print("stopping the demo ...", flush=True)
             providers = [c.name for c in children.items if c.name.startswith("provider-")]
             children.stop_all([["lab"], providers], timeout=20)
@@ -248,7 +255,7 @@ def _demo(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, old)
             signal.signal(signal.SIGINT, signal.default_int_handler)
             print("demo stopped", flush=True)
-    return 0
+    return code
 
 
 def _stop_on(signum: int) -> Any:
@@ -323,10 +330,11 @@ def _answers(url: str, token: str) -> bool:
         return False
 
 
-def _wait(children: Children) -> None:
+def _wait(children: Children) -> int:
+    """Until Ctrl-C (KeyboardInterrupt) or a child exits on its own: then 1."""
     while True:
         gone = children.exited()
         if gone is not None:
             print(f"{gone.name} exited (see {gone.log}); stopping the others", flush=True)
-            return
+            return 1
         time.sleep(0.2)

@@ -93,6 +93,14 @@ def test_a_second_demo_fails_fast_and_a_later_run_works(tmp_path: Path) -> None:
         _wait_ready(again, tmp_path / "again.log")
         ready = json.loads((home / "provider-ready.json").read_text())
         assert ready["offer_id"] >= 1
+        # a provider that dies takes the demo down, whole, with a non-zero exit
+        tree = psutil.Process(again.pid).children(recursive=True)
+        (victim,) = [p for p in tree if "h100-eu" in " ".join(p.cmdline())]
+        victim.kill()
+        assert again.wait(90) == 1, (tmp_path / "again.log").read_text()
+        assert "provider-h100-eu exited" in (tmp_path / "again.log").read_text()
+        _, alive = psutil.wait_procs(tree, timeout=5)
+        assert not alive, f"left behind: {[(p.pid, p.cmdline()) for p in alive]}"
     finally:
         if again.poll() is None:
             _stop(again, tmp_path / "again.log")
