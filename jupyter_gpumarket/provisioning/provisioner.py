@@ -22,8 +22,10 @@ from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning import KernelProvisionerBase
 from traitlets import Bool, Float, Int, List, Unicode
 
+import jupyter_gpumarket.provisioning.launch_flow as launch_flow
 from jupyter_gpumarket.core.filesync import Manifest
 from jupyter_gpumarket.core.kernel_args import check_kernel_args
+from jupyter_gpumarket.core.launch_state import LaunchEventType
 from jupyter_gpumarket.exceptions import ConfigError, GpuMarketError, PaymentError, ProtocolError
 from jupyter_gpumarket.provisioning import files, launch, paid_state, persist, records, selection
 from jupyter_gpumarket.provisioning.link import LinkSettings, ProviderTarget, RemoteLink
@@ -104,6 +106,14 @@ class GpuMarketProvisioner(KernelProvisionerBase):
         "its deposit runs low (GPUMARKET_AUTO_TOP_UP=1)",
     )
 
+    confirm = Bool(
+        True,
+        config=True,
+        help="wait for the user's confirmation of the cost before the wallet signs, when a UI "
+        "watches the server's events (GPUMARKET_CONFIRM=0 never waits, =1 always)",
+    )
+    confirm_timeout = Float(300.0, config=True, help="seconds to wait for that confirmation")
+
     _link: RemoteLink | None = None
     _paid: PaidRun | None = None
     _cwd: Path | None = None
@@ -141,6 +151,7 @@ class GpuMarketProvisioner(KernelProvisionerBase):
         except ProtocolError as exc:
             raise ConfigError(f"{exc} (the kernel runs on a GPU provider)") from None
         kwargs["cmd"] = [*self.kernel_spec.argv, *self._kernel_args]
+        launch_flow.begin(self)
         return kwargs
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
@@ -150,7 +161,9 @@ class GpuMarketProvisioner(KernelProvisionerBase):
             fresh = self._link is None and bool(self.kernel_id)
             record = records.load(self.kernel_id) if fresh else None
             if record is not None:
-                return await persist.reattach(self, record)
+                info = await persist.reattach(self, record)
+                launch_flow.ready(self)
+                return info
             if self._paid is not None and self._paid.lease.stopped_for_budget:
                 raise PaymentError(
                     f"{self._paid.lease.stopped_for_budget}; raise GPUMARKET_BUDGET "
@@ -164,8 +177,10 @@ class GpuMarketProvisioner(KernelProvisionerBase):
 
                     await failover.launch_paid_with_failover(self, env)
                     self._save_record()
+                    launch_flow.ready(self)
                     return self._connection_info()
                 else:
+                    launch_flow.step(self, LaunchEventType.CONNECT)
                     await call(self._open(self._target()))
             elif self._paid is not None:
                 self._paid.kernel_restarting()
@@ -177,8 +192,12 @@ class GpuMarketProvisioner(KernelProvisionerBase):
                 # else `gpumarket leases close` gets the deposit back
                 with contextlib.suppress(GpuMarketError):
                     await asyncio.to_thread(self._paid.lease.record_launch_failure, str(exc))
+            outcome = launch_flow.failed(self, exc)
+            if outcome is not exc:
+                raise outcome from None
             raise
         self._save_record()
+        launch_flow.ready(self)
         return self._connection_info()
 
     def _save_record(self) -> None:
@@ -198,6 +217,7 @@ class GpuMarketProvisioner(KernelProvisionerBase):
         """Sync the notebook's files and start the kernel on the open link."""
         assert self._link is not None
         if self.sync_files and self._cwd is not None:
+            launch_flow.step(self, LaunchEventType.SYNC_FILES)
             result = await call(
                 files.push(
                     self._link,
@@ -208,6 +228,7 @@ class GpuMarketProvisioner(KernelProvisionerBase):
                 )
             )
             self._synced, self.last_push = result.manifest, result
+        launch_flow.step(self, LaunchEventType.START_KERNEL)
         await call(self._link.start_kernel(self._key, env, self.launch_timeout, kernel_args))
         if self._paid is not None:
             loop_thread().loop.call_soon_threadsafe(self._paid.kernel_started)
@@ -226,8 +247,11 @@ class GpuMarketProvisioner(KernelProvisionerBase):
             connect_timeout=min(30.0, self.launch_timeout), link_grace=self.link_grace_seconds
         )
         self._link, self._shim = await launch.open_link(
-            target, self._key, settings, self.log, adopt_lease, paid_run
+            target, self._key, settings, self.log, adopt_lease, paid_run, self._launch_notice
         )
+
+    def _launch_notice(self, text: str) -> None:
+        launch_flow.notice(self, text)
 
     # -- liveness (KernelManager, KernelRestarter) ------------------------------------------
     @property
@@ -286,6 +310,7 @@ class GpuMarketProvisioner(KernelProvisionerBase):
                 if self.kernel_id:
                     records.forget(self.kernel_id)
                     paid_state.forget(self.kernel_id)
+                launch_flow.ended(self)
 
     # -- files -------------------------------------------------------------------------------
     def _progress(self, text: str) -> None:
