@@ -31,6 +31,7 @@ from jupyter_gpumarket.provisioning import files, launch, paid_state, persist, r
 from jupyter_gpumarket.provisioning.link import LinkSettings, ProviderTarget, RemoteLink
 from jupyter_gpumarket.provisioning.loop_thread import call, loop_thread
 from jupyter_gpumarket.provisioning.selection import DEFAULT_ENV_ALLOW, forwarded_env
+from jupyter_gpumarket.provisioning.selection_store import LaunchChoice, launch_choice
 from jupyter_gpumarket.provisioning.shim import ZmqShim
 
 if TYPE_CHECKING:  # the payment stack (web3, eth-*) loads only for paid kernels
@@ -122,13 +123,15 @@ class GpuMarketProvisioner(KernelProvisionerBase):
     _shim: ZmqShim | None = None
     _key: str = ""
     _launch_env: dict[str, str] | None = None
+    _choice: LaunchChoice | None = None  # the stored selection / pin / unlocked wallet
     _kernel_args: tuple[str, ...] = ()
     launch_attempts: list[Attempt]  # set by a paid launch: each offer tried, and how it ended
 
     # -- selection ---------------------------------------------------------------------------
     def _setting(self, env_name: str, trait_value: str) -> str:
         env = self._launch_env or {}
-        return os.environ.get(env_name) or env.get(env_name) or trait_value
+        chosen = self._choice.get(env_name) if self._choice is not None else None
+        return chosen or os.environ.get(env_name) or env.get(env_name) or trait_value
 
     def _target(self) -> ProviderTarget:
         return selection.provider_target(
@@ -141,6 +144,8 @@ class GpuMarketProvisioner(KernelProvisionerBase):
         kwargs = await super().pre_launch(**kwargs)
         env = kwargs.get("env") or {}
         self._launch_env = dict(env)
+        root = getattr(getattr(self.parent, "parent", None), "root_dir", None)
+        self._choice = launch_choice(self.kernel_spec.metadata, self._launch_env, root)
         cwd = kwargs.get("cwd")
         self._cwd = Path(cwd) if cwd else None
         # KernelManager.start_kernel(extra_arguments=...) (nbclient, papermill): a local kernel

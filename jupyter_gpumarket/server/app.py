@@ -50,6 +50,9 @@ class GpuMarketExtension(ExtensionApp):
     def initialize_handlers(self) -> None:
         self.handlers.extend(handlers.default_handlers)
         self.handlers.extend(launch_handlers)
+        from jupyter_gpumarket.server.api_handlers import api_routes
+
+        self.handlers.extend(api_routes)
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         """Once the server's loop runs: take back remote kernels a crashed server left, then
