@@ -20,3 +20,13 @@ if command -v npm >/dev/null && [ ! -f tests/chain/ethers/node_modules/ethers/pa
   (cd tests/chain/ethers && npm install -q --no-audit --no-fund --no-package-lock >/dev/null) \
     || echo "setup: ethers not installed; its cross-check will skip" >&2
 fi
+# the UI end-to-end test (tests/e2e/test_ui_widgets.py): Debian's chromium driven by Playwright
+# (pip, in the test extra); Playwright's own browser download is never used
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+      || echo "setup: chromium not installed; the UI test will skip" >&2
+  else
+    echo "setup: /usr/bin/chromium missing and not root (apt-get install chromium); the UI test will skip" >&2
+  fi
+fi
