@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job (README): a local dev provider + JupyterLab with the notebooks.
+# The main job (README): a devnet market of four local providers + JupyterLab with the notebooks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/setup.sh

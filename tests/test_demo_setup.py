@@ -40,3 +40,14 @@ def test_the_env_file_sets_the_demo_wallet_for_other_terminals(tmp_path: Path) -
         capture_output=True, text=True, check=True, env={"PATH": os.environ["PATH"]},
     ).stdout  # fmt: skip
     assert out == f"{tmp_path / 'a b'}|it's"
+
+
+def test_the_lab_token_is_the_callers_or_a_fresh_one() -> None:
+    from jupyter_gpumarket.cli.demo import _lab_token
+
+    assert _lab_token(["--IdentityProvider.token=abc", "--x=1"]) == ("abc", [])
+    assert _lab_token(["--ServerApp.token=t"]) == ("t", [])
+    token, args = _lab_token(["--x=1"])
+    assert len(token) >= 32
+    assert args == [f"--IdentityProvider.token={token}"]
+    assert _lab_token([])[0] != token

@@ -119,7 +119,11 @@ def start_anvil(
     cmd = [str(binary), "--host", "127.0.0.1", "--port", str(port), "--silent"]
     cmd += ["--chain-id", "31337", "--hardfork", "cancun"]
     try:
-        process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # its own session: a terminal's Ctrl-C reaches only the owner, which stops the chain
+        # last (providers still unpublish their offers on it)
+        process = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
     except OSError as exc:
         raise ChainError(f"cannot run {binary} ({exc}); reinstall it or use --embedded") from exc
     anvil = AnvilProcess(process=process, port=port)

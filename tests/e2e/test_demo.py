@@ -85,12 +85,14 @@ def _popen_demo(port: int, token: str, tmp: Path, log: object) -> subprocess.Pop
 
 def test_getting_started_notebook_runs_on_the_remote_kernel(remote_env: AgentProcess) -> None:
     nb = nbformat.read(NOTEBOOKS / "getting-started.ipynb", as_version=4)
-    # input() and the 60 s sleep are for people; run everything else
-    nb.cells = [c for c in nb.cells if "input(" not in c.source and "sleep(60)" not in c.source]
+    # the cells tagged remote, straight on the gpumarket kernel (GPUMARKET_* name the agent);
+    # the local ones (picker, receipt) need the user's server: tests/e2e/test_notebooks.py
+    nb.cells = [c for c in nb.cells if "remote" in c.metadata.get("tags", [])]
     NotebookClient(nb, kernel_name="gpumarket", timeout=120).execute()
     outputs = "".join(
         o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
     )
     assert "work dir" in outputs
     assert str(remote_env.state_dir) in outputs
-    assert "(empty: a CPU-only provider)" in outputs
+    assert "CPU only: this provider has no GPU" in outputs
+    assert "loss" in outputs
