@@ -189,6 +189,19 @@ def cull_text(event: Mapping[str, Any]) -> str:
     """A ``cull`` event: ``"idle 5 min · stopped in 25 min if still idle"`` (or culling off)."""
     idle = format_duration(event.get("idle_s"))
     cull_in = event.get("cull_in_s")
+    held = event.get("held_by")
+    timeout = event.get("timeout_s")
+    if cull_in is None and held == "connected" and timeout:
+        return (
+            f"idle {idle} · an open notebook holds it; once closed, stopped and settled "
+            f"after {format_duration(timeout)} idle"
+        )
+    if cull_in is None and held == "busy":
+        return (
+            f"busy · stopped and settled after {format_duration(timeout)} idle"
+            if timeout
+            else "busy"
+        )
     if cull_in is None:
         return f"idle {idle} · idle culling is off: the kernel bills until you stop it"
     return f"idle {idle} · stopped and settled in {format_duration(cull_in)} if still idle"

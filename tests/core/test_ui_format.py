@@ -221,6 +221,12 @@ def test_spend_and_cull_texts() -> None:
     assert v.budget_fraction == pytest.approx(0.0123456)
     assert "in 25 min" in cull_text({"idle_s": 300, "cull_in_s": 1500})
     assert "culling is off" in cull_text({"idle_s": 300, "cull_in_s": None})
+    held = {"idle_s": 300, "cull_in_s": None, "held_by": "connected", "timeout_s": 1800}
+    assert "open notebook holds it" in cull_text(held)
+    assert "after 30 min idle" in cull_text(held)
+    assert "culling is off" not in cull_text(held)
+    busy = {"idle_s": 0, "cull_in_s": None, "held_by": "busy", "timeout_s": 1800}
+    assert cull_text(busy).startswith("busy")
 
 
 def test_sparkline_svg_scales_and_skips_gaps() -> None:
