@@ -1,0 +1,56 @@
+/** One Notification toast per launch, updated in place (autoClose off while it runs). */
+import { Notification } from '@jupyterlab/apputils';
+
+import { GpuMarketModel } from './model';
+import { isCancellable, toastText, toastType } from './launch';
+
+interface IShown {
+  id: string;
+  key: string;
+}
+
+export class LaunchToasts {
+  constructor(
+    private model: GpuMarketModel,
+    private openPanel: (kernelId: string) => void,
+    private cancel: (kernelId: string) => void
+  ) {
+    model.changed.connect(this.sync, this);
+  }
+
+  private sync(): void {
+    const now = Date.now() / 1000;
+    for (const [kernelId, history] of this.model.launches) {
+      const ev = history[history.length - 1];
+      if (!ev) {
+        continue;
+      }
+      const key = `${ev.state}|${ev.attempt ?? ''}|${ev.message ?? ''}`;
+      const shown = this.shown.get(kernelId);
+      if (shown?.key === key) {
+        continue;
+      }
+      if (!shown && !isCancellable(ev.state) && ev.state !== 'failed') {
+        continue; // a kernel that was running before this page: no toast for old news
+      }
+      const actions: Notification.IAction[] = [
+        { label: 'Open panel', callback: () => this.openPanel(kernelId), displayType: 'link' }
+      ];
+      if (isCancellable(ev.state)) {
+        actions.push({ label: 'Cancel', callback: () => this.cancel(kernelId), displayType: 'warn' });
+      }
+      const type = toastType(ev.state);
+      const message = toastText(ev, now);
+      const autoClose = ev.state === 'ready' || ev.state === 'busy' ? 5000 : (false as const);
+      if (shown && Notification.manager.has(shown.id)) {
+        Notification.update({ id: shown.id, message, type, autoClose, actions });
+        shown.key = key;
+      } else {
+        const id = Notification.emit(message, type, { autoClose, actions });
+        this.shown.set(kernelId, { id, key });
+      }
+    }
+  }
+
+  private shown = new Map<string, IShown>();
+}
