@@ -4,6 +4,8 @@ import { Notification } from '@jupyterlab/apputils';
 import { GpuMarketModel } from './model';
 import { isCancellable, toastText, toastType } from './launch';
 
+const REFRESH_MS = 5000;
+
 interface IShown {
   id: string;
   key: string;
@@ -15,7 +17,13 @@ export class LaunchToasts {
     private openPanel: (kernelId: string) => void,
     private cancel: (kernelId: string) => void
   ) {
-    model.changed.connect(this.sync, this);
+    // events come in bursts: coalesce them; a running launch's toast also refreshes its
+    // elapsed time every few seconds (which heals an update that raced the toast's creation)
+    model.changed.connect(() => {
+      window.clearTimeout(this.timer);
+      this.timer = window.setTimeout(() => this.sync(), 250);
+    });
+    window.setInterval(() => this.sync(), REFRESH_MS);
   }
 
   private sync(): void {
@@ -25,7 +33,8 @@ export class LaunchToasts {
       if (!ev) {
         continue;
       }
-      const key = `${ev.state}|${ev.attempt ?? ''}|${ev.message ?? ''}`;
+      const tick = isCancellable(ev.state) ? Math.floor(Date.now() / REFRESH_MS) : 0;
+      const key = `${ev.state}|${ev.attempt ?? ''}|${ev.message ?? ''}|${tick}`;
       const shown = this.shown.get(kernelId);
       if (shown?.key === key) {
         continue;
@@ -53,4 +62,5 @@ export class LaunchToasts {
   }
 
   private shown = new Map<string, IShown>();
+  private timer = 0;
 }
