@@ -7,13 +7,14 @@ import { formatAmount, formatDuration, formatTimeLeft, shortHash } from './forma
 import { isOver } from './launch';
 import { sparkPoints } from './sparkline';
 import { spendAt } from './spend';
-import { IGpuSample, IStopReply, ITokenInfo } from './tokens';
+import { ICullEvent, IGpuSample, IStopReply, ITokenInfo } from './tokens';
 
 const SVG = 'http://www.w3.org/2000/svg';
 
 function sparkline(name: string, values: Array<number | null>, unit: string, max?: number): HTMLElement {
   const svg = document.createElementNS(SVG, 'svg');
   svg.setAttribute('viewBox', '0 0 100 24');
+  svg.setAttribute('preserveAspectRatio', 'none');
   svg.setAttribute('class', 'jp-GpuMarket-spark');
   const line = document.createElementNS(SVG, 'polyline');
   line.setAttribute('points', sparkPoints(values, 100, 24, max));
@@ -26,6 +27,21 @@ function sparkline(name: string, values: Array<number | null>, unit: string, max
     svg as unknown as HTMLElement,
     h('span', { class: 'jp-GpuMarket-sparkValue' }, last === undefined || last === null ? '–' : `${Math.round(last)}${unit}`)
   );
+}
+
+/** The idle badge: how long idle, when culled, or what keeps the kernel. */
+export function cullText(cull: ICullEvent): string {
+  const idle = `idle ${formatTimeLeft(cull.idle_s)}`;
+  if (cull.held_by === 'busy') {
+    return `${idle} · kept: busy`;
+  }
+  if (cull.held_by === 'connected') {
+    return `${idle} · kept: a tab is open`;
+  }
+  if (cull.cull_in_s === null || cull.cull_in_s === undefined) {
+    return `${idle} (culling off)`;
+  }
+  return `${idle} · culled in ${formatTimeLeft(cull.cull_in_s)}`;
 }
 
 export class LeaseView {
@@ -97,12 +113,14 @@ export class LeaseView {
           ? h(
               'div',
               { class: `jp-GpuMarket-idle${cull.cull_in_s !== null && cull.cull_in_s < 300 ? ' jp-mod-warn' : ''}` },
-              cull.cull_in_s === null
-                ? `idle ${formatTimeLeft(cull.idle_s)} (culling off)`
-                : `idle ${formatTimeLeft(cull.idle_s)} · culled in ${formatTimeLeft(cull.cull_in_s)}`
+              cullText(cull)
             )
           : null
       );
+    }
+    const warning = m.warnings.get(kernelId);
+    if (warning && !over) {
+      parts.push(h('div', { class: 'jp-GpuMarket-warning', 'data-code': warning.code }, warning.message));
     }
     const samples = m.telemetry.get(kernelId) ?? [];
     if (samples.length > 0) {
@@ -158,7 +176,8 @@ export class LeaseView {
     return h(
       'div',
       { class: 'jp-GpuMarket-stopped', 'data-status': stop.status },
-      `Stopped (${stop.status}): charged ${money(stop.charged)}, refund ${money(stop.refund)}`
+      `Stopped (${stop.status}): charged ${money(stop.charged)}, refund ${money(stop.refund)}`,
+      stop.message ? h('div', { class: 'jp-GpuMarket-fix' }, stop.message) : null
     );
   }
 }

@@ -43,6 +43,12 @@ export function activateMain(
   const panel = new GpuMarketPanel(model, {
     use: offer => void app.commands.execute(CommandIDs.useOffer, { offer, path: current()?.path ?? '' }),
     cancel: k => void cancel(k),
+    confirm: k =>
+      void model.confirm(k).then(problem => {
+        if (problem) {
+          Notification.error(`GPU Market: the confirmation failed. ${problem.what} ${problem.fix}`, { autoClose: 8000 });
+        }
+      }),
     stop: (k, lease) =>
       void model.stop(k, lease).then(r => {
         if ('what' in r) {

@@ -20,6 +20,7 @@ import {
   IOfferFilter,
   IOffersReply,
   IProblem,
+  IQuote,
   IReceiptEvent,
   ISettings,
   ISpendEvent,
@@ -57,6 +58,8 @@ export class GpuMarketModel implements IGpuMarketModel {
   readonly telemetry = new Map<string, ITelemetrySample[]>();
   readonly cull = new Map<string, ICullEvent>();
   readonly warnings = new Map<string, IWarningEvent>();
+  /** quotes waiting for the user's confirmation (warning code `confirm`), by kernel */
+  readonly pendingQuotes = new Map<string, IQuote>();
   readonly receipts = new Map<string, IReceiptEvent>();
   readonly stops = new Map<string, IStopReply>();
   /** the kernel the lease view shows */
@@ -134,7 +137,9 @@ export class GpuMarketModel implements IGpuMarketModel {
         }
         break;
       case 'warning':
-        if (k) {
+        if (k && ev.code === 'confirm' && ev.quote) {
+          this.pendingQuotes.set(k, ev.quote);
+        } else if (k) {
           this.warnings.set(k, ev);
         } else if (ev.code) {
           this.walletProblem = { what: ev.message, fix: '' };
@@ -174,7 +179,7 @@ export class GpuMarketModel implements IGpuMarketModel {
     this.offersLoading = true;
     this.emit();
     try {
-      const reply = await api<IOffersReply>('offers', {}, offersQuery(this.filter));
+      const reply = await api<IOffersReply>('offers', {}, offersQuery(this.filter, this.settings.network));
       this.offers = Array.isArray(reply?.offers) ? reply.offers : [];
       if (reply?.token) {
         this.token = reply.token;
@@ -240,6 +245,25 @@ export class GpuMarketModel implements IGpuMarketModel {
       const ev = await postJSON<ILaunchEvent>(`launches/${encodeURIComponent(kernelId)}/cancel`, {});
       if (ev && ev.state) {
         this.apply({ ...ev, type: 'launch', kernel_id: ev.kernel_id ?? kernelId });
+      }
+      return null;
+    } catch (error) {
+      return this.fail(error);
+    }
+  }
+
+  async confirm(kernelId: string): Promise<IProblem | null> {
+    const quote = this.pendingQuotes.get(kernelId);
+    if (!quote) {
+      return { what: 'There is no cost waiting for a confirmation.', fix: 'Wait for the launch to ask, or relaunch.' };
+    }
+    try {
+      const ev = await postJSON<ILaunchEvent>(`launches/${encodeURIComponent(kernelId)}/confirm`, { quote });
+      this.pendingQuotes.delete(kernelId);
+      if (ev && ev.state) {
+        this.apply({ ...ev, type: 'launch', kernel_id: ev.kernel_id ?? kernelId });
+      } else {
+        this.emit();
       }
       return null;
     } catch (error) {

@@ -24,7 +24,15 @@ export function findNotebook(tracker: INotebookTracker, path: string | undefined
   return tracker.currentWidget;
 }
 
-/** A gpumarket kernel: the `gpumarket` spec or a pinned one (`gpumarket-*`). */
-export function isGpuMarketKernel(name: string | null | undefined): boolean {
-  return !!name && (name === 'gpumarket' || name.startsWith('gpumarket-') || name.startsWith('gpumarket_'));
+/** A gpumarket kernel: the `gpumarket` spec, or any spec (a pinned one from `gpumarket
+ * kernelspec add`, whatever its name) whose provisioner is `gpumarket-provisioner`. */
+export function isGpuMarketKernel(name: string | null | undefined, metadata?: Record<string, unknown> | null): boolean {
+  if (!name) {
+    return false;
+  }
+  if (name === 'gpumarket') {
+    return true;
+  }
+  const provisioner = (metadata?.kernel_provisioner as { provisioner_name?: unknown } | undefined)?.provisioner_name;
+  return provisioner === 'gpumarket-provisioner';
 }

@@ -20,8 +20,11 @@ export function levelRank(label: string): number {
 }
 
 /** The query of `GET offers` for a filter (empty fields left out). */
-export function offersQuery(f: IOfferFilter): string {
+export function offersQuery(f: IOfferFilter, network = ''): string {
   const q = new URLSearchParams();
+  if (network) {
+    q.set('network', network);
+  }
   if (f.gpu.trim()) {
     q.set('gpu', f.gpu.trim());
   }

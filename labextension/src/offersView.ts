@@ -38,11 +38,11 @@ export class OffersView {
       { class: 'jp-GpuMarket-filters' },
       label('GPU', this.gpu),
       label('min VRAM (GiB)', this.vram),
-      h('label', {}, h('span', {}, 'max price/h '), this.price, this.priceUnit),
+      h('label', {}, h('span', {}, 'max price/h'), h('span', { class: 'jp-GpuMarket-priceRow' }, this.price, this.priceUnit)),
       label('region', this.region),
       label('sort', this.policy),
       h('label', { class: 'jp-GpuMarket-check' }, this.verified, h('span', {}, 'verified only')),
-      h('button', { class: 'jp-mod-styled jp-GpuMarket-refresh', onclick: () => void this.model.loadOffers() }, 'Refresh')
+      h('button', { class: 'jp-mod-styled jp-GpuMarket-refresh', onclick: () => void Promise.all([this.model.loadOffers(), this.model.loadWallet()]) }, 'Refresh')
     );
     this.list = h('ul', { class: 'jp-GpuMarket-offerList' });
     this.note = h('div', { class: 'jp-GpuMarket-note' });

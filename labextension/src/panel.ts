@@ -13,6 +13,7 @@ import { PANEL_ID } from './tokens';
 export interface IPanelActions {
   use(offerId: string): void;
   cancel(kernelId: string): void;
+  confirm(kernelId: string): void;
   stop(kernelId: string, leaseId: string): void;
   relaunch(kernelId: string): void;
   unlock(): void;
@@ -32,7 +33,7 @@ export class GpuMarketPanel extends Widget {
     this.title.icon = gpuMarketIcon;
     this.title.caption = 'GPU Market';
     this.offers = new OffersView(model, id => actions.use(id), () => actions.current()?.path ?? null);
-    this.stepper = new StepperView(model, k => actions.cancel(k));
+    this.stepper = new StepperView(model, k => actions.cancel(k), k => actions.confirm(k));
     this.lease = new LeaseView(model, (k, l) => actions.stop(k, l), k => actions.relaunch(k));
     this.wallet = new WalletView(model, () => actions.unlock());
     this.status = h('div', { class: 'jp-GpuMarket-status' });

@@ -67,21 +67,21 @@ export function describeError(error: unknown): { what: string; fix: string; stat
     if (status === 502) {
       return {
         what: `The chain or the provider is unreachable: ${error.message}`,
-        fix: 'Check the network profile (Settings → GPU Market) and that its RPC answers, e.g. start `gpumarket devnet` for the devnet; then click Retry.',
+        fix: 'Check the network profile (Settings → GPU Market) and that its RPC answers, e.g. start `gpumarket devnet` for the devnet; then click Refresh.',
         status
       };
     }
     if (status === 403) {
       return { what: error.message, fix: 'Check the password and try again.', status };
     }
-    return { what: error.message, fix: 'See the message; then click Retry.', status };
+    return { what: error.message, fix: 'Do what the message says, then try again.', status };
   }
   if (error instanceof ServerConnection.NetworkError) {
     return {
       what: 'The Jupyter server does not answer.',
-      fix: 'Check that JupyterLab’s server still runs, then click Retry.',
+      fix: 'Check that JupyterLab’s server still runs, then try again.',
       status: null
     };
   }
-  return { what: String((error as Error)?.message ?? error), fix: 'Click Retry.', status: null };
+  return { what: String((error as Error)?.message ?? error), fix: 'Try again; if it persists, check the Jupyter server’s log.', status: null };
 }

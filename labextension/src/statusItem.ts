@@ -50,7 +50,12 @@ export function activateStatus(
   const item = new SpendItem();
   const kernelOf = () => {
     const nb = currentNotebook(tracker);
-    return nb && nb.kernelId && isGpuMarketKernel(nb.kernelName) ? nb.kernelId : null;
+    if (!nb || !nb.kernelId) {
+      return null;
+    }
+    const spec = nb.kernelName ? app.serviceManager.kernelspecs.specs?.kernelspecs[nb.kernelName] : null;
+    const known = isGpuMarketKernel(nb.kernelName, spec?.metadata as Record<string, unknown> | undefined);
+    return known || model.launchFor(nb.kernelId) ? nb.kernelId : null;
   };
   const refresh = () => {
     const k = kernelOf();

@@ -10,7 +10,8 @@ export class StepperView {
 
   constructor(
     private model: GpuMarketModel,
-    private onCancel: (kernelId: string) => void
+    private onCancel: (kernelId: string) => void,
+    private onConfirm: (kernelId: string) => void
   ) {}
 
   render(kernelId: string | null, now: number): void {
@@ -52,6 +53,18 @@ export class StepperView {
         : last.message
           ? h('div', { class: 'jp-GpuMarket-message' }, last.message)
           : null,
+      last.state === 'confirming' && this.model.pendingQuotes.has(kernelId)
+        ? h(
+            'div',
+            { class: 'jp-GpuMarket-confirm' },
+            h('div', { class: 'jp-GpuMarket-quote' }, this.model.pendingQuotes.get(kernelId)!.text),
+            h(
+              'button',
+              { class: 'jp-mod-styled jp-mod-accept jp-GpuMarket-confirmButton', onclick: () => this.onConfirm(kernelId) },
+              'Confirm'
+            )
+          )
+        : null,
       isCancellable(last.state) && last.cancellable !== false
         ? h(
             'button',

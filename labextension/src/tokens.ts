@@ -80,9 +80,9 @@ export interface IQuote {
 
 export interface ISelection {
   offer: string;
-  network: string;
-  budget: number;
-  initial_hours: number;
+  network: string | null;
+  budget: number | null;
+  initial_hours: number | null;
   confirmed_quote: IQuote | null;
 }
 
@@ -174,12 +174,18 @@ export interface ICullEvent extends IEventBase {
   type: 'cull';
   idle_s: number;
   cull_in_s: number | null;
+  timeout_s?: number | null;
+  /** what keeps the kernel from being culled */
+  held_by?: 'busy' | 'connected' | null;
 }
 
 export interface IWarningEvent extends IEventBase {
   type: 'warning';
+  /** confirm | payment | low_funds | top_up | lost | notice */
   code: string;
   message: string;
+  /** with code `confirm`: the quote waiting for the user's confirmation */
+  quote?: IQuote | null;
 }
 
 export interface IReceiptEvent extends IEventBase {
@@ -211,6 +217,11 @@ export interface IStopReply {
   refund: number;
   txs: string[];
   token?: ITokenInfo;
+  deposit?: number;
+  billed_seconds?: number;
+  kernel_id?: string | null;
+  /** null when settled; else what happens next */
+  message?: string | null;
 }
 
 export interface IWallet {
@@ -218,8 +229,11 @@ export interface IWallet {
   network: string;
   unlocked: boolean;
   unlock_expires_in_s: number | null;
-  balances: { token: number | null; native: number | null };
+  balances: { token: number | null; native: number | null } | null;
   token: ITokenInfo;
+  unlock_source?: 'environment' | 'memory' | null;
+  /** why address or balances are null (no wallet, chain unreachable) */
+  message?: string | null;
 }
 
 export interface IServerConfig {

@@ -63,6 +63,9 @@ export async function useOffer(
   }
   const path = panel.context.path;
   const query = new URLSearchParams({ offer: args.offer, initial_hours: '1' });
+  if (settings.network) {
+    query.set('network', settings.network);
+  }
   const budget = settings.budgetCap ? parseAmount(settings.budgetCap, token.decimals) : null;
   if (budget !== null) {
     query.set('budget', String(budget));
@@ -92,7 +95,7 @@ export async function useOffer(
   }
   const selection: ISelection & { path: string } = {
     offer: args.offer,
-    network: settings.network,
+    network: settings.network || null,
     budget: quote.budget,
     initial_hours: 1,
     confirmed_quote: quote,

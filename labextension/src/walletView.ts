@@ -21,13 +21,13 @@ export class WalletView {
       );
     }
     if (wallet) {
-      const t = wallet.token;
+      const t = wallet.token ?? this.model.token;
       const bal = wallet.balances ?? { token: null, native: null };
       parts.push(
         h(
           'dl',
           { class: 'jp-GpuMarket-facts' },
-          h('dt', {}, 'address'), h('dd', { class: 'jp-GpuMarket-address', title: wallet.address ?? '' }, wallet.address ?? 'no wallet yet: run `gpumarket wallet create`'),
+          h('dt', {}, 'address'), h('dd', { class: 'jp-GpuMarket-address', title: wallet.address ?? '' }, wallet.address ?? 'none'),
           h('dt', {}, 'network'), h('dd', {}, wallet.network),
           h('dt', {}, 'balance'), h('dd', { 'data-fact': 'balance' }, bal.token === null ? '–' : formatAmount(bal.token, t.decimals, t.symbol)),
           h('dt', {}, 'gas'), h('dd', {}, bal.native === null ? '–' : formatAmount(bal.native, 18, 'ETH')),
@@ -40,7 +40,10 @@ export class WalletView {
               : 'locked'
           )
         ),
-        wallet.unlocked
+        wallet.message ? h('div', { class: 'jp-GpuMarket-fix', 'data-problem': 'wallet-message' }, wallet.message) : null,
+        wallet.unlock_source === 'environment'
+          ? null
+          : wallet.unlocked
           ? h('button', { class: 'jp-mod-styled jp-GpuMarket-lock', onclick: () => void this.model.lock() }, 'Lock')
           : h('button', { class: 'jp-mod-styled jp-mod-accept jp-GpuMarket-unlock', onclick: () => this.onUnlock() }, 'Unlock…')
       );

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import jupyter_gpumarket
+
 from jupyterproc import JupyterServer, start_jupyter
 
 CHROMIUM = os.environ.get("GPUMARKET_CHROMIUM", "/usr/bin/chromium")
@@ -68,7 +69,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
         "JUPYTERLAB_SETTINGS_DIR": str(tmp / "settings"),
         "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "workspaces"),
         "PYTHONPATH": os.pathsep.join(
-            p for p in (str(Path(jupyter_gpumarket.__file__).parents[1]), os.environ.get("PYTHONPATH")) if p
+            p
+            for p in (
+                str(Path(jupyter_gpumarket.__file__).parents[1]),
+                os.environ.get("PYTHONPATH"),
+            )
+            if p
         ),
     }
     server = start_jupyter(
@@ -107,4 +113,3 @@ def shutdown_kernels(lab: JupyterServer) -> Iterator[None]:
     yield
     for s in lab.request("GET", "/api/sessions"):
         lab.request("DELETE", f"/api/sessions/{s['id']}")
-

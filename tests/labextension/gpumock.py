@@ -140,8 +140,10 @@ class GpuMarketMock:
         if path == "health":
             return 200, {"version": "0.1.0", "kernels": 1}
         api = path.removeprefix("api/")
-        down = {"message": "chain unreachable at http://127.0.0.1:8545: connection refused; "
-                "start the devnet (`gpumarket devnet`) or fix the network profile"}
+        down = {
+            "message": "chain unreachable at http://127.0.0.1:8545: connection refused; "
+            "start the devnet (`gpumarket devnet`) or fix the network profile"
+        }
         if self.mode == "chain_down" and api in ("offers", "wallet", "quote"):
             return 502, down
         if api == "offers" and method == "GET":
@@ -152,10 +154,16 @@ class GpuMarketMock:
             return 200, {k: v for k, v in body.items() if k != "path"}
         if api == "launches" and method == "GET":
             return 200, {"launches": []}
+        if api.startswith("launches/") and api.endswith("/confirm"):
+            return 200, launch(api.split("/")[1], "opening_channel")
         if api.startswith("launches/") and api.endswith("/cancel"):
             kernel_id = api.split("/")[1]
-            return 200, launch(kernel_id, "ended", reason="cancelled",
-                               message="cancelled before paying: nothing charged")
+            return 200, launch(
+                kernel_id,
+                "ended",
+                reason="cancelled",
+                message="cancelled before paying: nothing charged",
+            )
         if api == "wallet":
             return 200, self.wallet
         if api == "wallet/unlock":
@@ -164,16 +172,33 @@ class GpuMarketMock:
             self.wallet = {**self.wallet, "unlocked": True, "unlock_expires_in_s": 3600}
             return 200, self.wallet
         if api.startswith("leases/") and method == "DELETE":
-            return 200, {"lease_id": api.split("/")[1], "status": "settled", "charged": 410_000,
-                         "refund": 4_590_000, "txs": ["0x" + "cd" * 32]}
+            return 200, {
+                "lease_id": api.split("/")[1],
+                "status": "settled",
+                "charged": 410_000,
+                "refund": 4_590_000,
+                "txs": ["0x" + "cd" * 32],
+            }
         if api == "config":
-            return 200, {"budget_cap": None, "auto_topup": False, "network": "devnet",
-                         "policy": "cheapest", "verified_only": False, "cull_idle_timeout_s": 1800}
+            return 200, {
+                "budget_cap": None,
+                "auto_topup": False,
+                "network": "devnet",
+                "policy": "cheapest",
+                "verified_only": False,
+                "cull_idle_timeout_s": 1800,
+            }
         return 404, {"message": f"no route {path} in the mock"}
 
 
-CANCELLABLE = {"choosing", "confirming", "opening_channel", "connecting", "syncing_files",
-               "starting_kernel"}
+CANCELLABLE = {
+    "choosing",
+    "confirming",
+    "opening_channel",
+    "connecting",
+    "syncing_files",
+    "starting_kernel",
+}
 LABELS = {
     "choosing": "choosing an offer",
     "confirming": "waiting for your confirmation",

@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
 
-from gpumock import GpuMarketMock, launch, spend
+from gpumock import QUOTE, GpuMarketMock, launch, spend
 from labkit import kernel_of, new_notebook
 from playwright.sync_api import Page, expect
 
@@ -60,8 +60,10 @@ def open_lab(browser: Any, lab: Any, shutdown_kernels: None) -> Iterator[Callabl
 
         def on_console(msg: Any) -> None:
             text = msg.text
-            if msg.type == "error" and "Failed to load resource" not in text and (
-                "gpumarket" in text.lower() or "gpu market" in text.lower()
+            if (
+                msg.type == "error"
+                and "Failed to load resource" not in text
+                and ("gpumarket" in text.lower() or "gpu market" in text.lower())
             ):
                 errors.append(f"console: {text}")
 
@@ -92,12 +94,19 @@ def test_pick_filter_confirm_switches_kernel_and_shows_spend(
     expect(gone).to_have_class("jp-GpuMarket-offer jp-mod-greyed")
     expect(gone).to_contain_text("unreachable: probe timed out")
     expect(gone.get_by_role("button", name="Use for this notebook")).to_be_disabled()
-    expect(panel.locator('[data-offer-id="h100-eu"] .jp-GpuMarket-badge')).to_have_text("challenged")
+    expect(panel.locator('[data-offer-id="h100-eu"] .jp-GpuMarket-badge')).to_have_text(
+        "challenged"
+    )
+    panel.screenshot(path=str(artifacts / "panel-offers.png"))
     # filters: GPU, verified only; the server is asked with the same filter
     panel.locator('[data-filter="gpu"]').fill("4090")
     expect(offers).to_have_count(1)
     expect(offers.first).to_contain_text("RTX 4090·24G")
-    wait_for(page, lambda: any(q.get("gpu") == "4090" for q in mock.asked("GET", "api/offers")), "GET offers?gpu=4090")
+    wait_for(
+        page,
+        lambda: any(q.get("gpu") == "4090" for q in mock.asked("GET", "api/offers")),
+        "GET offers?gpu=4090",
+    )
     panel.locator('[data-filter="gpu"]').fill("")
     panel.locator('[data-filter="verified"]').check()
     expect(offers).to_have_count(2)
@@ -106,7 +115,9 @@ def test_pick_filter_confirm_switches_kernel_and_shows_spend(
     expect(offers.first).to_have_attribute("data-offer-id", "h100-eu")
 
     # pick → cost confirmation → selection stored with the notebook path → kernel switched
-    panel.locator('[data-offer-id="h100-eu"]').get_by_role("button", name="Use for this notebook").click()
+    panel.locator('[data-offer-id="h100-eu"]').get_by_role(
+        "button", name="Use for this notebook"
+    ).click()
     dialog = page.locator(".jp-Dialog")
     expect(dialog).to_contain_text("1.84 TUSD/h · deposit 5.00 ≈ 2 h 43 min · budget cap 10.00")
     dialog.get_by_role("button", name="Confirm & switch kernel").click()
@@ -117,7 +128,8 @@ def test_pick_filter_confirm_switches_kernel_and_shows_spend(
     assert selection["confirmed_quote"]["deposit"] == 5_000_000
     kernel = wait_for(
         page,
-        lambda: (k := kernel_of(lab, "gpu.ipynb")) and k["name"] == "gpumarket" and k, "the gpumarket kernel"
+        lambda: (k := kernel_of(lab, "gpu.ipynb")) and k["name"] == "gpumarket" and k,
+        "the gpumarket kernel",
     )
     kid = kernel["id"]
 
@@ -127,10 +139,18 @@ def test_pick_filter_confirm_switches_kernel_and_shows_spend(
     mock.push(launch(kid, "opening_channel", t=now - 4, elapsed_s=4))
     mock.push(launch(kid, "connecting", t=now, elapsed_s=6, message="to wss://10.0.0.2:8443"))
     stepper = panel.locator(".jp-GpuMarket-stepper")
-    expect(stepper.locator('li[data-state="opening_channel"]')).to_have_class("jp-GpuMarket-step jp-mod-done")
-    expect(stepper.locator('li[data-state="connecting"]')).to_have_class("jp-GpuMarket-step jp-mod-active")
-    expect(stepper.locator('li[data-state="opening_channel"] .jp-GpuMarket-stepTime')).to_have_text("4s")
-    toast = page.locator(".jp-toast-message, .Toastify__toast").filter(has_text="GPU Market: connecting")
+    expect(stepper.locator('li[data-state="opening_channel"]')).to_have_class(
+        "jp-GpuMarket-step jp-mod-done"
+    )
+    expect(stepper.locator('li[data-state="connecting"]')).to_have_class(
+        "jp-GpuMarket-step jp-mod-active"
+    )
+    expect(stepper.locator('li[data-state="opening_channel"] .jp-GpuMarket-stepTime')).to_have_text(
+        "4s"
+    )
+    toast = page.locator(".jp-toast-message, .Toastify__toast").filter(
+        has_text="GPU Market: connecting"
+    )
     expect(toast.first).to_be_visible(timeout=15_000)
     expect(status).to_have_text("H100·80G ● connecting")
     status.screenshot(path=str(artifacts / "status-launching.png"))
@@ -166,9 +186,25 @@ def test_pick_filter_confirm_switches_kernel_and_shows_spend(
 
     # click → lease view: telemetry sparklines, vouchers; stop & settle shows the refund
     for i in range(5):
-        mock.push({"type": "telemetry", "kernel_id": kid, "sample": {"t": time.time() + i, "gpus": [
-            {"index": 0, "util_pct": 20 * i, "mem_used_mib": 1000 * i, "mem_total_mib": 81920,
-             "temp_c": 40 + i, "power_w": 100 + 30 * i}]}})
+        mock.push(
+            {
+                "type": "telemetry",
+                "kernel_id": kid,
+                "sample": {
+                    "t": time.time() + i,
+                    "gpus": [
+                        {
+                            "index": 0,
+                            "util_pct": 20 * i,
+                            "mem_used_mib": 1000 * i,
+                            "mem_total_mib": 81920,
+                            "temp_c": 40 + i,
+                            "power_w": 100 + 30 * i,
+                        }
+                    ],
+                },
+            }
+        )
     mock.push({"type": "cull", "kernel_id": kid, "idle_s": 120, "cull_in_s": 1680})
     status.click()
     lease = panel.locator(".jp-GpuMarket-lease")
@@ -176,12 +212,23 @@ def test_pick_filter_confirm_switches_kernel_and_shows_spend(
     expect(lease.locator('[data-metric="util"] .jp-GpuMarket-sparkValue')).to_have_text("80%")
     expect(lease.locator('[data-metric="power"] polyline')).to_have_attribute("points", _nonempty)
     expect(lease.locator(".jp-GpuMarket-idle")).to_contain_text("culled in 28m")
+    panel.screenshot(path=str(artifacts / "panel-lease.png"))
     lease.get_by_role("button", name="Stop & settle").click()
     expect(lease.locator(".jp-GpuMarket-stopped")).to_contain_text("refund 4.59 TUSD")
     assert mock.asked("DELETE", "api/leases/7") is not None
     mock.push(launch(kid, "ended", reason="stopped"))
-    mock.push({"type": "receipt", "kernel_id": kid, "lease_id": "7", "seconds": 812, "charged": 410_000,
-               "refunded": 4_590_000, "txs": ["0x" + "cd" * 32, "0x" + "ef" * 32], "token": spend(kid)["token"]})
+    mock.push(
+        {
+            "type": "receipt",
+            "kernel_id": kid,
+            "lease_id": "7",
+            "seconds": 812,
+            "charged": 410_000,
+            "refunded": 4_590_000,
+            "txs": ["0x" + "cd" * 32, "0x" + "ef" * 32],
+            "token": spend(kid)["token"],
+        }
+    )
     receipt = lease.locator(".jp-GpuMarket-receipt")
     expect(receipt).to_contain_text("13 min 32 s")
     expect(receipt.locator('[data-fact="refunded"]')).to_have_text("4.59 TUSD")
@@ -193,7 +240,9 @@ def test_pick_filter_confirm_switches_kernel_and_shows_spend(
 _nonempty = re.compile(r"\d")
 
 
-def test_server_extension_missing_says_how_to_fix(open_lab: Callable[..., Session], artifacts: Path) -> None:
+def test_server_extension_missing_says_how_to_fix(
+    open_lab: Callable[..., Session], artifacts: Path
+) -> None:
     s = open_lab("missing.ipynb", mode="missing")
     problem = s.page.locator(f'{PANEL} [data-problem="server"]')
     expect(problem).to_contain_text("server extension is not running")
@@ -205,21 +254,35 @@ def test_server_extension_missing_says_how_to_fix(open_lab: Callable[..., Sessio
     assert s.errors == []
 
 
-def test_chain_down_says_what_and_wallet_unlock(open_lab: Callable[..., Session], artifacts: Path) -> None:
+def test_chain_down_says_what_and_wallet_unlock(
+    open_lab: Callable[..., Session], artifacts: Path
+) -> None:
     s = open_lab("chain.ipynb", mode="chain_down")
     panel = s.page.locator(PANEL)
-    expect(panel.locator('[data-problem="offers"]')).to_contain_text("chain unreachable at http://127.0.0.1:8545")
-    expect(panel.locator(".jp-GpuMarket-offers .jp-GpuMarket-fix")).to_contain_text("network profile")
+    expect(panel.locator('[data-problem="offers"]')).to_contain_text(
+        "chain unreachable at http://127.0.0.1:8545"
+    )
+    expect(panel.locator(".jp-GpuMarket-offers .jp-GpuMarket-fix")).to_contain_text(
+        "network profile"
+    )
     expect(panel.locator('[data-problem="wallet"]')).to_be_visible()
     panel.screenshot(path=str(artifacts / "panel-chain-down.png"))
-    # the chain comes back: Refresh shows offers; the wallet unlocks with the password dialog
+    # the chain comes back: Refresh shows offers and the wallet; unlock with the password dialog
     s.mock.mode = "ok"
     panel.locator(".jp-GpuMarket-refresh").click()
     expect(panel.locator(".jp-GpuMarket-offer")).to_have_count(3)
-    s.page.evaluate("() => 0")
-    panel.locator(".jp-GpuMarket-retry").count()
-    s.page.keyboard.press("Escape")
-    s.page.locator(f"{PANEL} .jp-GpuMarket-wallet").scroll_into_view_if_needed()
+    wallet = panel.locator(".jp-GpuMarket-wallet")
+    expect(wallet.locator('[data-fact="balance"]')).to_have_text("250.00 TUSD")
+    expect(wallet.locator('[data-fact="unlocked"]')).to_have_text("locked")
+    for password in ("wrong", "s3cret"):
+        wallet.get_by_role("button", name="Unlock…").click()
+        s.page.locator(".jp-Dialog input").fill(password)
+        s.page.locator(".jp-Dialog input").press("Enter")
+        expect(s.page.locator(".jp-Dialog")).to_have_count(0)
+    expect(s.page.get_by_text("wrong password for the keystore").first).to_be_visible()
+    expect(wallet.locator('[data-fact="unlocked"]')).to_have_text("unlocked (1h00m left)")
+    assert [b["password"] for b in s.mock.asked("POST", "api/wallet/unlock")] == ["wrong", "s3cret"]
+    panel.screenshot(path=str(artifacts / "panel-wallet-unlocked.png"))
     assert s.errors == []
 
 
@@ -230,18 +293,48 @@ def test_provider_lost_banner_relaunches_on_a_similar_offer(
     page, mock = s.page, s.mock
     kid = kernel_of(lab, "lost.ipynb")["id"]
     wait_for(page, lambda: mock.sockets, "the events websocket")
+    # a launch that asks for the confirmation (the kernel was not started from the panel)
+    mock.push(launch(kid, "confirming", notebook="lost.ipynb"))
+    mock.push(
+        {
+            "type": "warning",
+            "kernel_id": kid,
+            "code": "confirm",
+            "message": "confirm the cost",
+            "quote": QUOTE,
+        }
+    )
+    stepper = page.locator(f"{PANEL} .jp-GpuMarket-stepper")
+    expect(stepper.locator(".jp-GpuMarket-quote")).to_have_text(QUOTE["text"])
+    stepper.get_by_role("button", name="Confirm").click()
+    wait_for(page, lambda: mock.asked("POST", f"api/launches/{kid}/confirm"), "POST confirm")
+    assert mock.asked("POST", f"api/launches/{kid}/confirm")[0] == {"quote": QUOTE}
+    expect(stepper.locator(".jp-GpuMarket-launchState")).to_have_text(
+        "opening channel (wallet signs)"
+    )
     mock.push(launch(kid, "ready", notebook="lost.ipynb"))
     mock.push(spend(kid))
     mock.push(launch(kid, "ended", reason="provider_gone", notebook="lost.ipynb"))
-    mock.push({"type": "receipt", "kernel_id": kid, "lease_id": "7", "seconds": 60, "charged": 30_000,
-               "refunded": 4_970_000, "txs": [], "token": spend(kid)["token"]})
+    mock.push(
+        {
+            "type": "receipt",
+            "kernel_id": kid,
+            "lease_id": "7",
+            "seconds": 60,
+            "charged": 30_000,
+            "refunded": 4_970_000,
+            "txs": [],
+            "token": spend(kid)["token"],
+        }
+    )
     banner = page.locator(f"{PANEL} .jp-GpuMarket-banner")
     expect(banner).to_contain_text("provider gone: 4.97 TUSD refunded")
     banner.screenshot(path=str(artifacts / "banner-provider-gone.png"))
     banner.get_by_role("button", name="Relaunch on a similar offer").click()
     dialog = page.locator(".jp-Dialog")
     expect(dialog).to_be_visible()
-    quotes = [q for q in mock.asked("GET", "api/quote")]
-    assert quotes and quotes[-1]["offer"] != "h100-eu", quotes
+    quotes = mock.asked("GET", "api/quote")
+    assert quotes, "no quote was asked for the relaunch"
+    assert quotes[-1]["offer"] != "h100-eu", quotes
     dialog.get_by_role("button", name="Cancel").click()
     assert s.errors == []
