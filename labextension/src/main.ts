@@ -146,6 +146,7 @@ export function activateMain(
   const applySettings = (s: ISettingRegistry.ISettings | null) => {
     settings = readSettings(s);
     model.settings = settings;
+    model.emit(); // the status item's visibility follows showStatusItem
     panel.offersView.applyDefaults(settings.defaultPolicy, settings.verifiedOnly);
     if (!started) {
       started = true;

@@ -78,8 +78,8 @@ export class GpuMarketModel implements IGpuMarketModel {
     return this.spend.get(kernelId) ?? null;
   }
 
-  offerById(id: string | null | undefined): IOffer | null {
-    return id ? this.offers.find(o => o.id === id) ?? null : null;
+  offerById(id: string | number | null | undefined): IOffer | null {
+    return id !== null && id !== undefined && id !== '' ? this.offers.find(o => String(o.id) === String(id)) ?? null : null;
   }
 
   /** The offers shown: the server's answer, filtered again here and sorted by the policy. */

@@ -120,7 +120,7 @@ export function offerRow(o: IOffer, decimals: number, symbol: string): IOfferRow
     reason = o.reachable === false ? 'unreachable' : o.free_kernels === 0 ? 'full' : 'not usable';
   }
   return {
-    id: o.id,
+    id: String(o.id),
     gpu: gpuShort(o.gpu_class, o.gpu_model, o.vram_mib, o.gpu_count),
     price: `${formatAmount(o.price_per_hour, decimals, symbol)}/h`,
     region: o.region,
@@ -133,9 +133,10 @@ export function offerRow(o: IOffer, decimals: number, symbol: string): IOfferRow
 }
 
 /** A similar offer for a relaunch: same GPU class, usable, not the one that failed, cheapest. */
-export function similarOffer(offers: IOffer[], failedId: string | null): IOffer | null {
-  const failed = offers.find(o => o.id === failedId) ?? null;
-  const pool = offers.filter(o => o.usable && o.id !== failedId);
+export function similarOffer(offers: IOffer[], failedId: string | number | null): IOffer | null {
+  const same_id = (o: IOffer) => failedId !== null && String(o.id) === String(failedId);
+  const failed = offers.find(same_id) ?? null;
+  const pool = offers.filter(o => o.usable && !same_id(o));
   const same = failed
     ? pool.filter(o => (o.gpu_class ?? o.gpu_model) === (failed.gpu_class ?? failed.gpu_model) && o.vram_mib >= failed.vram_mib)
     : [];

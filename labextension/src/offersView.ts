@@ -116,7 +116,7 @@ export class OffersView {
             class: 'jp-mod-styled jp-mod-accept jp-GpuMarket-use',
             disabled: row.greyed || !path,
             title: row.greyed ? row.reason : path ? `Use ${row.gpu} for ${path}` : 'Open a notebook first',
-            onclick: () => this.use(o.id)
+            onclick: () => this.use(String(o.id))
           },
           'Use for this notebook'
         );

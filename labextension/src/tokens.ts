@@ -28,7 +28,8 @@ export interface ITokenInfo {
 
 /** One `gpumarket offers --json` object (core.ranking.Ranked.to_json). */
 export interface IOffer {
-  id: string;
+  /** the registry's offer id (a number from the server; compare as String) */
+  id: string | number;
   provider?: string;
   endpoint?: string;
   gpu_model: string;
@@ -69,7 +70,7 @@ export interface IOfferFilter {
 }
 
 export interface IQuote {
-  offer_id: string;
+  offer_id: string | number;
   price_per_hour: number;
   deposit: number;
   budget: number;
@@ -131,7 +132,7 @@ export interface ILaunchEvent extends IEventBase {
   state_elapsed_s: number;
   cancellable: boolean;
   notebook?: string | null;
-  offer_id?: string | null;
+  offer_id?: string | number | null;
   lease_id?: string | null;
   message?: string | null;
   reason?: EndReason | null;
@@ -270,7 +271,7 @@ export interface IGpuMarketModel {
   readonly settings: ISettings;
   launchFor(kernelId: string): ILaunchEvent | null;
   spendFor(kernelId: string): ISpendEvent | null;
-  offerById(id: string | null | undefined): IOffer | null;
+  offerById(id: string | number | null | undefined): IOffer | null;
   /** tell every view to redraw */
   emit(): void;
 }

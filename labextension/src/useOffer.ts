@@ -17,7 +17,7 @@ export const GPUMARKET_SPEC = 'gpumarket';
 const SPECS_WAIT_MS = 1000;
 
 export interface IUseOfferArgs {
-  offer: string;
+  offer: string | number;
   path?: string;
   /** a pinned spec from `gpumarket kernelspec add` */
   kernel?: string;
@@ -62,7 +62,7 @@ export async function useOffer(
     return 'failed';
   }
   const path = panel.context.path;
-  const query = new URLSearchParams({ offer: args.offer, initial_hours: '1' });
+  const query = new URLSearchParams({ offer: String(args.offer), initial_hours: '1' });
   if (settings.network) {
     query.set('network', settings.network);
   }
@@ -94,7 +94,7 @@ export async function useOffer(
     return 'cancelled';
   }
   const selection: ISelection & { path: string } = {
-    offer: args.offer,
+    offer: String(args.offer),
     network: settings.network || null,
     budget: quote.budget,
     initial_hours: 1,
