@@ -36,6 +36,12 @@ export function activateMain(
       Notification.error(`GPU Market: cancel failed. ${problem.what} ${problem.fix}`, { autoClose: 8000 });
     }
   };
+  const confirm = async (kernelId: string) => {
+    const problem = await model.confirm(kernelId);
+    if (problem) {
+      Notification.error(`GPU Market: the confirmation failed. ${problem.what} ${problem.fix}`, { autoClose: 8000 });
+    }
+  };
   const openPanel = () => {
     app.shell.activateById(panel.id);
   };
@@ -43,12 +49,7 @@ export function activateMain(
   const panel = new GpuMarketPanel(model, {
     use: offer => void app.commands.execute(CommandIDs.useOffer, { offer, path: current()?.path ?? '' }),
     cancel: k => void cancel(k),
-    confirm: k =>
-      void model.confirm(k).then(problem => {
-        if (problem) {
-          Notification.error(`GPU Market: the confirmation failed. ${problem.what} ${problem.fix}`, { autoClose: 8000 });
-        }
-      }),
+    confirm: k => void confirm(k),
     stop: (k, lease) =>
       void model.stop(k, lease).then(r => {
         if ('what' in r) {
@@ -68,7 +69,8 @@ export function activateMain(
       openPanel();
       model.emit();
     },
-    k => void cancel(k)
+    k => void cancel(k),
+    k => void confirm(k)
   );
 
   app.commands.addCommand(CommandIDs.useOffer, {

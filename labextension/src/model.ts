@@ -32,6 +32,16 @@ import {
 } from './tokens';
 
 const TELEMETRY_KEEP = 120;
+
+/** A launch's `notebook` (JPY_SESSION_NAME: relative to the server root, or absolute on
+ * servers that send the full path) against a notebook's path in JupyterLab. */
+export function sameNotebook(launched: string | null | undefined, path: string): boolean {
+  if (!launched || !path) {
+    return false;
+  }
+  const a = launched.replace(/^\/+/, '');
+  return a === path || launched.endsWith('/' + path);
+}
 const HISTORY_KEEP = 50;
 
 export type StreamMode = 'connecting' | 'websocket' | 'polling';
@@ -68,6 +78,19 @@ export class GpuMarketModel implements IGpuMarketModel {
   launchFor(kernelId: string): ILaunchEvent | null {
     const h = this.launches.get(kernelId);
     return h && h.length > 0 ? h[h.length - 1] : null;
+  }
+
+  /** The kernel of the newest launch for a notebook (a kernel being switched to is not the
+   * session's kernel until it started, yet its launch names the notebook). */
+  launchForNotebook(path: string): string | null {
+    let best: ILaunchEvent | null = null;
+    for (const history of this.launches.values()) {
+      const ev = history[history.length - 1];
+      if (ev && ev.kernel_id && sameNotebook(ev.notebook, path) && (!best || ev.t > best.t)) {
+        best = ev;
+      }
+    }
+    return best?.kernel_id ?? null;
   }
 
   historyFor(kernelId: string): ILaunchEvent[] {

@@ -56,7 +56,19 @@ export class GpuMarketPanel extends Widget {
   /** The kernel whose launch and lease the panel shows: the lease view's focus, else the
    * current notebook's kernel. */
   kernelShown(): string | null {
-    return this.model.focusKernel ?? this.actions.current()?.kernelId ?? null;
+    if (this.model.focusKernel) {
+      return this.model.focusKernel;
+    }
+    const nb = this.actions.current();
+    if (!nb) {
+      return null;
+    }
+    const launching = this.model.launchForNotebook(nb.path);
+    const own = nb.kernelId ? this.model.launchFor(nb.kernelId) : null;
+    if (launching && (!own || (this.model.launchFor(launching)?.t ?? 0) > own.t)) {
+      return launching;
+    }
+    return nb.kernelId;
   }
 
   protected onUpdateRequest(): void {

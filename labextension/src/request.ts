@@ -12,7 +12,9 @@ export async function requestAPI<T>(endPoint = '', init: RequestInit = {}): Prom
   const url = URLExt.join(settings.baseUrl, 'gpumarket', endPoint);
   let response: Response;
   try {
-    response = await ServerConnection.makeRequest(url, init, settings);
+    // 'no-cache' revalidates every answer without the bare cache-busting query parameter that
+    // 'no-store' makes ServerConnection append (the API refuses unknown parameters)
+    response = await ServerConnection.makeRequest(url, { cache: 'no-cache', ...init }, settings);
   } catch (error) {
     throw new ServerConnection.NetworkError(error as TypeError);
   }

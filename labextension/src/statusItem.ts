@@ -50,7 +50,15 @@ export function activateStatus(
   const item = new SpendItem();
   const kernelOf = () => {
     const nb = currentNotebook(tracker);
-    if (!nb || !nb.kernelId) {
+    if (!nb) {
+      return null;
+    }
+    const switching = model.launchForNotebook(nb.path);
+    const pending = switching ? model.launchFor(switching) : null;
+    if (switching && pending && !isOver(pending.state) && switching !== nb.kernelId) {
+      return switching; // the kernel being switched to, not yet the session's
+    }
+    if (!nb.kernelId) {
       return null;
     }
     const spec = nb.kernelName ? app.serviceManager.kernelspecs.specs?.kernelspecs[nb.kernelName] : null;

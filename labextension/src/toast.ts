@@ -15,7 +15,8 @@ export class LaunchToasts {
   constructor(
     private model: GpuMarketModel,
     private openPanel: (kernelId: string) => void,
-    private cancel: (kernelId: string) => void
+    private cancel: (kernelId: string) => void,
+    private confirm: (kernelId: string) => void
   ) {
     // events come in bursts: coalesce them; a running launch's toast also refreshes its
     // elapsed time every few seconds (which heals an update that raced the toast's creation)
@@ -34,7 +35,8 @@ export class LaunchToasts {
         continue;
       }
       const tick = isCancellable(ev.state) ? Math.floor(Date.now() / REFRESH_MS) : 0;
-      const key = `${ev.state}|${ev.attempt ?? ''}|${ev.message ?? ''}|${tick}`;
+      const quote = this.model.pendingQuotes.has(kernelId) ? 'q' : '';
+      const key = `${ev.state}|${ev.attempt ?? ''}|${ev.message ?? ''}|${tick}|${quote}`;
       const shown = this.shown.get(kernelId);
       if (shown?.key === key) {
         continue;
@@ -45,11 +47,15 @@ export class LaunchToasts {
       const actions: Notification.IAction[] = [
         { label: 'Open panel', callback: () => this.openPanel(kernelId), displayType: 'link' }
       ];
+      if (ev.state === 'confirming' && this.model.pendingQuotes.has(kernelId)) {
+        actions.push({ label: 'Confirm', callback: () => this.confirm(kernelId), displayType: 'accent' });
+      }
       if (isCancellable(ev.state)) {
         actions.push({ label: 'Cancel', callback: () => this.cancel(kernelId), displayType: 'warn' });
       }
       const type = toastType(ev.state);
-      const message = toastText(ev, now);
+      const pending = ev.state === 'confirming' ? this.model.pendingQuotes.get(kernelId) : undefined;
+      const message = pending ? `${toastText(ev, now)}: ${pending.text}` : toastText(ev, now);
       const autoClose = ev.state === 'ready' || ev.state === 'busy' ? 5000 : (false as const);
       if (shown && Notification.manager.has(shown.id)) {
         Notification.update({ id: shown.id, message, type, autoClose, actions });

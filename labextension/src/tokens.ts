@@ -271,6 +271,7 @@ export interface IGpuMarketModel {
   readonly settings: ISettings;
   launchFor(kernelId: string): ILaunchEvent | null;
   spendFor(kernelId: string): ISpendEvent | null;
+  launchForNotebook(path: string): string | null;
   offerById(id: string | number | null | undefined): IOffer | null;
   /** tell every view to redraw */
   emit(): void;

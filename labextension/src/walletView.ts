@@ -20,6 +20,9 @@ export class WalletView {
         h('div', { class: 'jp-GpuMarket-fix' }, walletProblem.fix)
       );
     }
+    if (!wallet && !walletProblem) {
+      parts.push(h('div', { class: 'jp-GpuMarket-note' }, 'Reading the wallet…'));
+    }
     if (wallet) {
       const t = wallet.token ?? this.model.token;
       const bal = wallet.balances ?? { token: null, native: null };

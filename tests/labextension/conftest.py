@@ -41,49 +41,50 @@ def _needs() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
-    """`jupyter lab` whose labextension is this tree's build and whose `gpumarket` kernelspec is
-    a plain local ipykernel (the UI switches kernels; the remote path has its own tests)."""
-    why = _needs()
-    if why:
-        pytest.skip(why)
-    tmp = tmp_path_factory.mktemp("lab")
+def lab_env(tmp: Path, standin_spec: bool) -> dict[str, str]:
+    """Jupyter dirs under ``tmp`` whose labextension is this tree's build; ``standin_spec``: a
+    `gpumarket` kernelspec that is a plain local ipykernel (the UI switches kernels; the remote
+    path has its own tests)."""
     share = tmp / "share"
     (share / "labextensions").mkdir(parents=True)
     (share / "labextensions" / "jupyter-gpumarket").symlink_to(BUILT)
-    spec = share / "kernels" / "gpumarket"
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(
-        json.dumps(
-            {
-                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-                "display_name": "Python 3 (GPU Market)",
-                "language": "python",
-            }
+    if standin_spec:
+        spec = share / "kernels" / "gpumarket"
+        spec.mkdir(parents=True)
+        argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+        (spec / "kernel.json").write_text(
+            json.dumps(
+                {"argv": argv, "display_name": "Python 3 (GPU Market)", "language": "python"}
+            )
         )
-    )
-    env = {
+    tree = str(Path(jupyter_gpumarket.__file__).parents[1])
+    return {
         "JUPYTER_PATH": str(share),
         "JUPYTER_DATA_DIR": str(tmp / "data"),
         "JUPYTERLAB_SETTINGS_DIR": str(tmp / "settings"),
         "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "workspaces"),
-        "PYTHONPATH": os.pathsep.join(
-            p
-            for p in (
-                str(Path(jupyter_gpumarket.__file__).parents[1]),
-                os.environ.get("PYTHONPATH"),
-            )
-            if p
-        ),
+        "PYTHONPATH": os.pathsep.join(p for p in (tree, os.environ.get("PYTHONPATH")) if p),
     }
-    server = start_jupyter(
-        tmp,
-        env,
-        "--LabApp.news_url=None",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        timeout=120,
-    )
+
+
+LAB_ARGS = (
+    "--LabApp.news_url=None",
+    "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+)
+
+
+def needs_ui() -> None:
+    why = _needs()
+    if why:
+        pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
+    """`jupyter lab` with this tree's labextension and the stand-in `gpumarket` spec."""
+    needs_ui()
+    tmp = tmp_path_factory.mktemp("lab")
+    server = start_jupyter(tmp, lab_env(tmp, standin_spec=True), *LAB_ARGS, timeout=120)
     try:
         yield server
     finally:
@@ -91,7 +92,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
 
 
 @pytest.fixture(scope="session")
-def browser(lab: JupyterServer) -> Iterator[Any]:
+def browser() -> Iterator[Any]:
+    needs_ui()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

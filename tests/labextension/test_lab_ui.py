@@ -17,31 +17,13 @@ import pytest
 pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
 
 from gpumock import QUOTE, GpuMarketMock, launch, spend
-from labkit import kernel_of, new_notebook
-from playwright.sync_api import Page, expect
+from labkit import PANEL, Session, kernel_of, open_page, wait_for
+from playwright.sync_api import expect
 
 pytestmark = pytest.mark.slow
 
-PANEL = "#jupyter-gpumarket-panel"
 STATUS = ".jp-GpuMarket-statusItem"
 WARN = re.compile(r"\bjp-mod-warn\b")
-
-
-def wait_for(page: Page, check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
-    """Poll ``check``, letting Playwright dispatch the mock's routes meanwhile."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        page.wait_for_timeout(200)
-
-
-class Session:
-    def __init__(self, page: Page, mock: GpuMarketMock, errors: list[str]) -> None:
-        self.page, self.mock, self.errors = page, mock, errors
 
 
 @pytest.fixture
@@ -49,31 +31,11 @@ def open_lab(browser: Any, lab: Any, shutdown_kernels: None) -> Iterator[Callabl
     contexts: list[Any] = []
 
     def _open(notebook: str, mode: str = "ok") -> Session:
-        context = browser.new_context(viewport={"width": 1400, "height": 900})
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(60_000)
         mock = GpuMarketMock(mode=mode)
-        mock.install(page)
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
-
-        def on_console(msg: Any) -> None:
-            text = msg.text
-            if (
-                msg.type == "error"
-                and "Failed to load resource" not in text
-                and ("gpumarket" in text.lower() or "gpu market" in text.lower())
-            ):
-                errors.append(f"console: {text}")
-
-        page.on("console", on_console)
-        new_notebook(lab, notebook)
-        page.goto(f"{lab.url}/lab/tree/{notebook}?reset&token={lab.token}")
-        wait_for(page, lambda: kernel_of(lab, notebook), f"{notebook}'s first kernel")
-        page.locator(f'.jp-SideBar .lm-TabBar-tab[data-id="{PANEL[1:]}"]').click()
-        expect(page.locator(PANEL)).to_be_visible()
-        return Session(page, mock, errors)
+        s = open_page(browser, lab, notebook, mock.install)
+        contexts.append(s.page.context)
+        s.mock = mock
+        return s
 
     yield _open
     for context in contexts:
