@@ -86,6 +86,18 @@ export function gpuShort(gpuClass: string | null, gpuModel: string, vramMib: num
   return gib > 0 ? `${head}·${gib}G` : head;
 }
 
+/** A receipt's transaction: `{kind: 'open', tx_hash}` -> `{label: 'open 0x1234…abcd', hash}`. */
+export function txLabel(
+  tx: string | { kind?: string; tx_hash?: string; hash?: string } | null | undefined
+): { label: string; hash: string } {
+  if (typeof tx === 'string') {
+    return { label: shortHash(tx), hash: tx };
+  }
+  const hash = String(tx?.tx_hash ?? tx?.hash ?? '');
+  const kind = typeof tx?.kind === 'string' ? tx.kind : '';
+  return { label: [kind, shortHash(hash)].filter(Boolean).join(' ') || '?', hash };
+}
+
 /** A transaction hash cut for display: `0x1234…abcd`. */
 export function shortHash(hash: string): string {
   return hash.length > 14 ? `${hash.slice(0, 6)}…${hash.slice(-4)}` : hash;

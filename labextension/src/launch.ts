@@ -74,7 +74,8 @@ export function isOver(state: LaunchState): boolean {
   return state === 'ended' || state === 'failed' || state === 'lost';
 }
 
-export type StepStatus = 'done' | 'active' | 'pending' | 'failed' | 'skipped';
+/** `stopped`: the step a launch ended in before ready (cancelled, provider gone) */
+export type StepStatus = 'done' | 'active' | 'pending' | 'failed' | 'skipped' | 'stopped';
 
 export interface IStepRow {
   state: LaunchState;
@@ -99,8 +100,13 @@ export function stepRows(history: ILaunchEvent[], now: number): IStepRow[] {
     }
   }
   const failedAt = last?.state === 'failed' ? last.step ?? null : null;
+  // ended or lost: up to the furthest step reached (ready: all done; before: stopped there)
+  const reached = STEPS.filter(s => began.has(s));
+  const furthest = reached.length > 0 ? reached[reached.length - 1] : null;
+  const over = !!last && (last.state === 'ended' || last.state === 'lost');
   const current: LaunchState | null = last
-    ? failedAt ?? (STEPS.includes(last.state) ? last.state : isRunning(last.state) ? 'ready' : null)
+    ? failedAt ??
+      (STEPS.includes(last.state) ? last.state : isRunning(last.state) ? 'ready' : over ? furthest : null)
     : null;
   const currentIndex = current ? STEPS.indexOf(current) : -1;
   return STEPS.map((state, i) => {
@@ -108,7 +114,7 @@ export function stepRows(history: ILaunchEvent[], now: number): IStepRow[] {
     if (i < currentIndex) {
       status = began.has(state) ? 'done' : 'skipped';
     } else if (i === currentIndex) {
-      status = failedAt ? 'failed' : state === 'ready' ? 'done' : 'active';
+      status = failedAt ? 'failed' : state === 'ready' ? 'done' : over ? 'stopped' : 'active';
     }
     const start = began.get(state);
     let elapsed: string | null = null;
@@ -117,8 +123,8 @@ export function stepRows(history: ILaunchEvent[], now: number): IStepRow[] {
         .map(s => began.get(s))
         .filter((t): t is number => t !== undefined);
       const end =
-        status === 'active' || status === 'failed'
-          ? last.state === 'failed'
+        status === 'active' || status === 'failed' || status === 'stopped'
+          ? last.state === 'failed' || status === 'stopped'
             ? last.t
             : now
           : state === 'ready'

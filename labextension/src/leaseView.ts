@@ -3,7 +3,7 @@
 import { h, fill } from './dom';
 import { GpuMarketModel } from './model';
 import { linkTrouble } from './banner';
-import { formatAmount, formatDuration, formatTimeLeft, shortHash } from './format';
+import { formatAmount, formatDuration, formatTimeLeft, txLabel } from './format';
 import { isOver } from './launch';
 import { sparkPoints } from './sparkline';
 import { spendAt } from './spend';
@@ -164,7 +164,14 @@ export class LeaseView {
             h('dt', {}, 'charged'), h('dd', { 'data-fact': 'charged' }, money(receipt.charged)),
             h('dt', {}, 'refunded'), h('dd', { 'data-fact': 'refunded' }, money(receipt.refunded)),
             h('dt', {}, 'transactions'),
-            h('dd', {}, ...receipt.txs.map(tx => h('code', { title: tx }, shortHash(tx) + ' ')))
+            h(
+              'dd',
+              { 'data-fact': 'txs' },
+              ...(receipt.txs ?? []).map(tx => {
+                const t = txLabel(tx);
+                return h('code', { title: t.hash }, t.label + ' ');
+              })
+            )
           )
         )
       );

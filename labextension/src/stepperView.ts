@@ -3,7 +3,7 @@ import { h, fill } from './dom';
 import { GpuMarketModel } from './model';
 import { failureAdvice, isCancellable, stateLabel, stepRows } from './launch';
 
-const MARK = { done: '✓', active: '●', pending: '○', failed: '✗', skipped: '–' };
+const MARK = { done: '✓', active: '●', pending: '○', failed: '✗', skipped: '–', stopped: '■' };
 
 export class StepperView {
   readonly node = h('section', { class: 'jp-GpuMarket-stepper' });

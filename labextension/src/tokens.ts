@@ -189,13 +189,16 @@ export interface IWarningEvent extends IEventBase {
   quote?: IQuote | null;
 }
 
+/** A transaction as the renter's ledger records it (a bare hash from older servers). */
+export type TxRecord = string | { kind?: string; tx_hash?: string; hash?: string; gas_used?: number };
+
 export interface IReceiptEvent extends IEventBase {
   type: 'receipt';
   lease_id: string;
   seconds: number;
   charged: number;
   refunded: number;
-  txs: string[];
+  txs: TxRecord[];
   token: ITokenInfo;
 }
 
@@ -216,7 +219,7 @@ export interface IStopReply {
   status: string;
   charged: number;
   refund: number;
-  txs: string[];
+  txs: TxRecord[];
   token?: ITokenInfo;
   deposit?: number;
   billed_seconds?: number;

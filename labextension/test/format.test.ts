@@ -8,7 +8,8 @@ import {
   formatTimeLeft,
   gpuShort,
   parseAmount,
-  shortHash
+  shortHash,
+  txLabel
 } from '../src/format';
 
 describe('formatAmount (as core.money.format_amount)', () => {
@@ -80,5 +81,14 @@ describe('gpuShort', () => {
   it('cuts hashes', () => {
     expect(shortHash('0x' + 'ab'.repeat(32))).toBe('0xabab…abab');
     expect(shortHash('0x12')).toBe('0x12');
+  });
+});
+
+describe('txLabel', () => {
+  it('labels ledger records and bare hashes', () => {
+    const hash = '0x' + 'cd'.repeat(32);
+    expect(txLabel({ kind: 'open', tx_hash: hash, gas_used: 180000 })).toEqual({ label: 'open 0xcdcd…cdcd', hash });
+    expect(txLabel(hash)).toEqual({ label: '0xcdcd…cdcd', hash });
+    expect(txLabel({})).toEqual({ label: '?', hash: '' });
   });
 });

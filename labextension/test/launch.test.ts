@@ -105,3 +105,16 @@ describe('toast', () => {
     );
   });
 });
+
+describe('stepRows after the end', () => {
+  it('shows every step done when the lease ended after ready', () => {
+    const rows = stepRows([ev('opening_channel', 1000), ev('ready', 1009), ev('ended', 1100, { reason: 'stopped' })], 1200);
+    expect(rows.filter(r => r.status === 'done').map(r => r.state)).toEqual(['opening_channel', 'ready']);
+    expect(rows.find(r => r.state === 'opening_channel')!.elapsed).toBe('9s');
+  });
+  it('marks the step a cancelled launch stopped in', () => {
+    const rows = stepRows([ev('connecting', 1000), ev('ended', 1004, { reason: 'cancelled' })], 1200);
+    expect(rows.find(r => r.state === 'connecting')).toMatchObject({ status: 'stopped', elapsed: '4s' });
+    expect(rows.find(r => r.state === 'ready')!.status).toBe('pending');
+  });
+});

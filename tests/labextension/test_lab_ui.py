@@ -187,13 +187,17 @@ def test_pick_filter_confirm_switches_kernel_and_shows_spend(
             "seconds": 812,
             "charged": 410_000,
             "refunded": 4_590_000,
-            "txs": ["0x" + "cd" * 32, "0x" + "ef" * 32],
+            "txs": [
+                {"kind": "open", "tx_hash": "0x" + "cd" * 32, "gas_used": 180_000},
+                "0x" + "ef" * 32,
+            ],
             "token": spend(kid)["token"],
         }
     )
     receipt = lease.locator(".jp-GpuMarket-receipt")
     expect(receipt).to_contain_text("13 min 32 s")
     expect(receipt.locator('[data-fact="refunded"]')).to_have_text("4.59 TUSD")
+    expect(receipt.locator('[data-fact="txs"]')).to_contain_text("open 0xcdcd…cdcd")
     expect(status).to_contain_text("ended")
     status.screenshot(path=str(artifacts / "status-ended.png"))
     assert s.errors == []
