@@ -109,7 +109,7 @@ export class LeaseView {
           h('dt', {}, 'time left'), h('dd', {}, formatTimeLeft(live.secondsLeft)),
           h('dt', {}, 'vouchers'), h('dd', { 'data-fact': 'vouchers' }, String(spend.vouchers))
         ),
-        cull
+        cull && !over
           ? h(
               'div',
               { class: `jp-GpuMarket-idle${cull.cull_in_s !== null && cull.cull_in_s < 300 ? ' jp-mod-warn' : ''}` },

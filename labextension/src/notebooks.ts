@@ -19,7 +19,9 @@ export function currentNotebook(tracker: INotebookTracker): INotebookRef | null 
 
 export function findNotebook(tracker: INotebookTracker, path: string | undefined): NotebookPanel | null {
   if (path) {
-    return tracker.find(p => p.context.path === path) ?? null;
+    // a launch names its notebook relative to the server root or as an absolute path
+    const found = tracker.find(p => p.context.path === path) ?? tracker.find(p => path.endsWith('/' + p.context.path));
+    return found ?? null;
   }
   return tracker.currentWidget;
 }
