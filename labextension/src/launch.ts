@@ -176,3 +176,13 @@ export function toastType(state: LaunchState): 'in-progress' | 'success' | 'erro
   }
   return 'info';
 }
+
+/** A launch's `notebook` (JPY_SESSION_NAME: relative to the server root, or absolute on
+ * servers that send the full path) against a notebook's path in JupyterLab. */
+export function sameNotebook(launched: string | null | undefined, path: string): boolean {
+  if (!launched || !path) {
+    return false;
+  }
+  const a = launched.replace(/^\/+/, '');
+  return a === path || launched.endsWith('/' + path);
+}

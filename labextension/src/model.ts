@@ -8,6 +8,7 @@ import { Signal } from '@lumino/signaling';
 import { api, describeError, postJSON, requestAPI } from './request';
 import { matchesFilter, offersQuery, sortOffers, DEFAULT_FILTER } from './offers';
 import { reconcile } from './spend';
+import { sameNotebook } from './launch';
 import { DEFAULT_SETTINGS } from './settings';
 import {
   GpuMarketEvent,
@@ -32,16 +33,6 @@ import {
 } from './tokens';
 
 const TELEMETRY_KEEP = 120;
-
-/** A launch's `notebook` (JPY_SESSION_NAME: relative to the server root, or absolute on
- * servers that send the full path) against a notebook's path in JupyterLab. */
-export function sameNotebook(launched: string | null | undefined, path: string): boolean {
-  if (!launched || !path) {
-    return false;
-  }
-  const a = launched.replace(/^\/+/, '');
-  return a === path || launched.endsWith('/' + path);
-}
 const HISTORY_KEEP = 50;
 
 export type StreamMode = 'connecting' | 'websocket' | 'polling';

@@ -1,6 +1,8 @@
 /** Which notebook and kernel the panel and the status item are about. */
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 
+import { sameNotebook } from './launch';
+
 export interface INotebookRef {
   panel: NotebookPanel;
   path: string;
@@ -20,7 +22,7 @@ export function currentNotebook(tracker: INotebookTracker): INotebookRef | null 
 export function findNotebook(tracker: INotebookTracker, path: string | undefined): NotebookPanel | null {
   if (path) {
     // a launch names its notebook relative to the server root or as an absolute path
-    const found = tracker.find(p => p.context.path === path) ?? tracker.find(p => path.endsWith('/' + p.context.path));
+    const found = tracker.find(p => p.context.path === path) ?? tracker.find(p => sameNotebook(path, p.context.path));
     return found ?? null;
   }
   return tracker.currentWidget;

@@ -5,6 +5,7 @@ import {
   STEPS,
   failureAdvice,
   isCancellable,
+  sameNotebook,
   stateLabel,
   stepRows,
   toastText,
@@ -116,5 +117,15 @@ describe('stepRows after the end', () => {
     const rows = stepRows([ev('connecting', 1000), ev('ended', 1004, { reason: 'cancelled' })], 1200);
     expect(rows.find(r => r.state === 'connecting')).toMatchObject({ status: 'stopped', elapsed: '4s' });
     expect(rows.find(r => r.state === 'ready')!.status).toBe('pending');
+  });
+});
+
+describe('sameNotebook', () => {
+  it('matches a relative or absolute JPY_SESSION_NAME with a JupyterLab path', () => {
+    expect(sameNotebook('work/nb.ipynb', 'work/nb.ipynb')).toBe(true);
+    expect(sameNotebook('/srv/notebooks/work/nb.ipynb', 'work/nb.ipynb')).toBe(true);
+    expect(sameNotebook('/srv/notebooks/work/xnb.ipynb', 'nb.ipynb')).toBe(false);
+    expect(sameNotebook(null, 'nb.ipynb')).toBe(false);
+    expect(sameNotebook('nb.ipynb', '')).toBe(false);
   });
 });

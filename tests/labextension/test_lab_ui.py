@@ -131,6 +131,13 @@ def test_pick_filter_confirm_switches_kernel_and_shows_spend(
     assert status.text_content() != first or "2h41m" in (status.text_content() or "")
     expect(status).not_to_have_class(WARN)
     status.screenshot(path=str(artifacts / "status-ready.png"))
+    # left, right after the kernel status
+    bar = page.locator("#jp-main-statusbar .jp-StatusBar-Left")
+    items = bar.locator(":scope > .jp-StatusBar-Item")
+    texts = [t.strip() for t in items.all_inner_texts()]
+    ours = next(i for i, t in enumerate(texts) if t.startswith("H100·80G"))
+    assert "Python 3 (GPU Market)" in texts[ours - 1], texts
+    page.locator("#jp-main-statusbar").screenshot(path=str(artifacts / "statusbar-ready.png"))
     # warn: under 15 minutes left
     mock.push(spend(kid, t=time.time(), seconds_left=600, spent=4_400_000, vouchers=9))
     expect(status).to_have_class(WARN)
