@@ -63,7 +63,10 @@ OFFERS = [
         reachable=False,
         price_per_hour=1_500_000,
         position=None,
-        reason="unreachable: probe timed out after 3 s",
+        # chain data is a stranger's text: it must show as text, never as markup
+        gpu_model='<img src=x onerror="window.__pwned=1">',
+        gpu_class=None,
+        reason='unreachable: probe timed out after 3 s <img src=x onerror="window.__pwned=2">',
     ),
 ]
 

@@ -56,6 +56,9 @@ def test_pick_filter_confirm_switches_kernel_and_shows_spend(
     expect(gone).to_have_class("jp-GpuMarket-offer jp-mod-greyed")
     expect(gone).to_contain_text("unreachable: probe timed out")
     expect(gone.get_by_role("button", name="Use for this notebook")).to_be_disabled()
+    expect(gone).to_contain_text('<img src=x onerror="window.__pwned=2">')
+    assert panel.locator("img").count() == 0
+    assert page.evaluate("() => window.__pwned === undefined")
     expect(panel.locator('[data-offer-id="h100-eu"] .jp-GpuMarket-badge')).to_have_text(
         "challenged"
     )
