@@ -12,7 +12,8 @@ what happened and what to do next.
      │    └── SyncTooLarge .................... notebook directory above the file-sync cap
      ├── ProtocolError (ValueError) ........... malformed tunnel frame / agent message
      │    ├── FrameTooLarge ................... frame above the negotiated maximum
-     │    └── UnsafePath ...................... a peer's path escapes the working dir
+     │    ├── UnsafePath ...................... a peer's path escapes the working dir
+     │    └── LaunchStateConflict ............. a launch event its state does not allow
      ├── TunnelError (ConnectionError) ........ the websocket to a provider
      │    ├── ProviderUnreachable ............. cannot connect at all
      │    ├── TlsFingerprintMismatch .......... certificate is not the pinned one
@@ -20,6 +21,7 @@ what happened and what to do next.
      │    ├── ProviderRefused ................. provider said no (capacity, bad request)
      │    └── LinkLost ........................ connection dropped and did not come back
      ├── KernelLaunchError (RuntimeError) ..... remote kernel did not start
+     │    └── LaunchCancelled ................. the user cancelled the launch
      ├── AgentError (RuntimeError) ............ provider daemon problems (state dir, certs)
      ├── ChainError (RuntimeError) ............ RPC, contracts, devnet
      │    ├── RpcUnavailable (ConnectionError)
@@ -44,6 +46,8 @@ __all__ = [
     "GpuMarketError",
     "KernelLaunchError",
     "KeystoreCorrupt",
+    "LaunchCancelled",
+    "LaunchStateConflict",
     "LeaseStateChanged",
     "LinkLost",
     "NoProviderSelected",
@@ -158,3 +162,11 @@ class PaymentError(GpuMarketError, ValueError):
 
 class LeaseStateChanged(PaymentError):
     """A lease's recorded state changed between reading and writing it (another process won)."""
+
+
+class LaunchStateConflict(ProtocolError):
+    """A launch event the kernel's launch state does not allow (cancel once ready)."""
+
+
+class LaunchCancelled(KernelLaunchError):
+    """The user cancelled the kernel's launch before it was ready; nothing was billed."""

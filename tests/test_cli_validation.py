@@ -109,6 +109,8 @@ NUMERIC_FLAGS = [
     (["offers"], "--timeout", ["0", "-1", "nan", "61"]),
     (["offers", "verify", "1"], "--size", ["0", "7", "16385", "1.5", "nan"]),
     (["offers", "verify", "1"], "--timeout", ["0", "-1", "nan", "inf"]),
+    (["kernelspec", "add", "7", "--name", "k"], "--budget", ["0", "-1", "1e9", str(2**256)]),
+    (["kernelspec", "add", "7", "--name", "k"], "--initial-hours", ["0", "-1", "nan", "1e5"]),
 ]
 POSITIONAL = [
     (["pool", "create"], "amount", ["0", "-1", "1e99", "nan", "lots"]),

@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "leases",
     "pool",
     "offers",
+    "kernelspec",
 )
 
 

@@ -20,8 +20,10 @@ from jupyter_gpumarket.exceptions import (
     ChainError,
     ConfigError,
     GpuMarketError,
+    LaunchCancelled,
     WalletError,
 )
+from jupyter_gpumarket.provisioning import launch_flow
 from jupyter_gpumarket.provisioning.offers import OfferChoice
 
 if TYPE_CHECKING:
@@ -64,7 +66,7 @@ def parse_failover(text: str) -> int:
 
 def retryable(exc: BaseException) -> bool:
     """A failure of the provider (another offer may work), not of the renter's own setup."""
-    if isinstance(exc, ConfigError | WalletError | ChainError):
+    if isinstance(exc, ConfigError | WalletError | ChainError | LaunchCancelled):
         return False
     return isinstance(exc, GpuMarketError | OSError | TimeoutError)
 
@@ -99,6 +101,7 @@ async def launch_paid_with_failover(prov: GpuMarketProvisioner, env: dict[str, s
             f"launch attempt {n}/{len(offers)}: offer {offer.offer_id} at {offer.endpoint}"
         )
         try:
+            await launch_flow.confirm_paid(prov, offer)
             await prov._open_paid(offer)
             await prov._start_remote(env, prov._kernel_args)
         except BaseException as exc:

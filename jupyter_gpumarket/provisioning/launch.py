@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from jupyter_client.connect import KernelConnectionInfo
@@ -30,13 +31,17 @@ async def open_link(
     log: logging.Logger | logging.LoggerAdapter[Any],
     adopt_lease: str | None = None,
     paid_run: PaidRun | None = None,
+    observe: Callable[[str], None] | None = None,
 ) -> tuple[RemoteLink, ZmqShim]:
-    """On the tunnel loop: shim + link, wired to each other; both closed if the link fails."""
+    """On the tunnel loop: shim + link, wired to each other; both closed if the link fails.
+    ``observe`` sees every notice too (the launch states' warnings)."""
     shim: ZmqShim | None = None
     key_bytes = key.encode()
 
     def notice(text: str) -> None:
         log.warning(text)
+        if observe is not None:
+            observe(text)
         if shim is not None:
             shim.notify(text, key_bytes)
 
@@ -66,12 +71,17 @@ async def open_paid(prov: GpuMarketProvisioner, offer: Any = None) -> None:
     """Open the escrow channel for ``offer`` (else the one GPUMARKET_OFFER picks; chain, in
     a thread), connect with it."""
     password, budget, initial_hours = prov._paid_settings()
-    from jupyter_gpumarket.provisioning import paid  # web3 only for paid kernels
+    from jupyter_gpumarket.core.launch_state import LaunchEventType
+    from jupyter_gpumarket.provisioning import (
+        launch_flow,
+        paid,  # web3 only for paid kernels
+    )
     from jupyter_gpumarket.provisioning.paid_run import PaidRun
     from jupyter_gpumarket.provisioning.persist import bind_persist
 
     setting = prov._setting
     prov._progress("opening an escrow channel")
+    launch_flow.step(prov, LaunchEventType.OPEN_CHANNEL)
     lease = await asyncio.to_thread(
         paid.open_paid_lease,
         network=setting("GPUMARKET_NETWORK", prov.network),
@@ -87,9 +97,11 @@ async def open_paid(prov: GpuMarketProvisioner, offer: Any = None) -> None:
     )
     prov._paid = PaidRun(lease)
     bind_persist(lease, prov.kernel_id)
+    launch_flow.note_lease(prov, lease)
     offer = lease.offer
     target = ProviderTarget(offer.endpoint, normalize_fingerprint(offer.tls_fingerprint), "")
     prov._progress(f"connecting to offer {offer.offer_id} at {offer.endpoint}")
+    launch_flow.step(prov, LaunchEventType.CONNECT)
     await call(prov._open(target, paid_run=prov._paid))
 
 

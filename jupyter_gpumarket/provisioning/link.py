@@ -120,6 +120,7 @@ class RemoteLink:
         self.dead_reason: str | None = None
         self.lost_since: float | None = None
         self.reconnects = 0
+        self.reconnect_attempt = 0  # attempts since the link went down (0: it is up)
         self._on_delivery = on_delivery
         self._on_notice = on_notice or (lambda text: None)
         self._closing = False
@@ -199,6 +200,7 @@ class RemoteLink:
 
     def _run(self, ws: ClientConnection) -> None:
         self.lost_since = None
+        self.reconnect_attempt = 0
         self._reader = asyncio.ensure_future(self._read(ws))
 
     async def _read(self, ws: ClientConnection) -> None:
@@ -253,6 +255,7 @@ class RemoteLink:
                 self._die(f"the provider was unreachable for more than {s.link_grace:.0f} s")
                 return
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            self.reconnect_attempt += 1  # the launch state's "reconnecting (attempt n)"
             try:
                 ws = await self._connect(s.reconnect_timeout)
             except (ProviderUnreachable, ProviderRefused) as exc:

@@ -69,6 +69,7 @@ class PaidLease:
     persist: Any = None  # called after each tick / top-up (a re-adoptable kernel's state)
     resumed: bool = False  # re-adopted after a Jupyter server restart
     progress: Any = None  # lease_record.ProgressWriter: live billed seconds/spend in the ledger
+    vouchers_sent: int = 0  # shown in the launch's spend events
 
     def on_ack(self, amount: int) -> None:
         self.acked = max(self.acked, amount)

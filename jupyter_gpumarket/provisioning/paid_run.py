@@ -48,6 +48,7 @@ async def stream_vouchers(lease: PaidLease, send: Any, notice: Any, stop: Any) -
             task.add_done_callback(top_ups.discard)
         if voucher is not None:
             send(voucher)
+            lease.vouchers_sent += 1
             await asyncio.to_thread(lease.record_progress)
         if warn:
             notice(f"[gpumarket] {warn}")

@@ -22,13 +22,16 @@ from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning import KernelProvisionerBase
 from traitlets import Bool, Float, Int, List, Unicode
 
+import jupyter_gpumarket.provisioning.launch_flow as launch_flow
 from jupyter_gpumarket.core.filesync import Manifest
 from jupyter_gpumarket.core.kernel_args import check_kernel_args
+from jupyter_gpumarket.core.launch_state import LaunchEventType
 from jupyter_gpumarket.exceptions import ConfigError, GpuMarketError, PaymentError, ProtocolError
 from jupyter_gpumarket.provisioning import files, launch, paid_state, persist, records, selection
 from jupyter_gpumarket.provisioning.link import LinkSettings, ProviderTarget, RemoteLink
 from jupyter_gpumarket.provisioning.loop_thread import call, loop_thread
 from jupyter_gpumarket.provisioning.selection import DEFAULT_ENV_ALLOW, forwarded_env
+from jupyter_gpumarket.provisioning.selection_store import LaunchChoice, launch_choice
 from jupyter_gpumarket.provisioning.shim import ZmqShim
 
 if TYPE_CHECKING:  # the payment stack (web3, eth-*) loads only for paid kernels
@@ -104,6 +107,14 @@ class GpuMarketProvisioner(KernelProvisionerBase):
         "its deposit runs low (GPUMARKET_AUTO_TOP_UP=1)",
     )
 
+    confirm = Bool(
+        True,
+        config=True,
+        help="wait for the user's confirmation of the cost before the wallet signs, when a UI "
+        "watches the server's events (GPUMARKET_CONFIRM=0 never waits, =1 always)",
+    )
+    confirm_timeout = Float(300.0, config=True, help="seconds to wait for that confirmation")
+
     _link: RemoteLink | None = None
     _paid: PaidRun | None = None
     _cwd: Path | None = None
@@ -112,13 +123,15 @@ class GpuMarketProvisioner(KernelProvisionerBase):
     _shim: ZmqShim | None = None
     _key: str = ""
     _launch_env: dict[str, str] | None = None
+    _choice: LaunchChoice | None = None  # the stored selection / pin / unlocked wallet
     _kernel_args: tuple[str, ...] = ()
     launch_attempts: list[Attempt]  # set by a paid launch: each offer tried, and how it ended
 
     # -- selection ---------------------------------------------------------------------------
     def _setting(self, env_name: str, trait_value: str) -> str:
         env = self._launch_env or {}
-        return os.environ.get(env_name) or env.get(env_name) or trait_value
+        chosen = self._choice.get(env_name) if self._choice is not None else None
+        return chosen or os.environ.get(env_name) or env.get(env_name) or trait_value
 
     def _target(self) -> ProviderTarget:
         return selection.provider_target(
@@ -131,6 +144,8 @@ class GpuMarketProvisioner(KernelProvisionerBase):
         kwargs = await super().pre_launch(**kwargs)
         env = kwargs.get("env") or {}
         self._launch_env = dict(env)
+        root = getattr(getattr(self.parent, "parent", None), "root_dir", None)
+        self._choice = launch_choice(self.kernel_spec.metadata, self._launch_env, root)
         cwd = kwargs.get("cwd")
         self._cwd = Path(cwd) if cwd else None
         # KernelManager.start_kernel(extra_arguments=...) (nbclient, papermill): a local kernel
@@ -141,6 +156,7 @@ class GpuMarketProvisioner(KernelProvisionerBase):
         except ProtocolError as exc:
             raise ConfigError(f"{exc} (the kernel runs on a GPU provider)") from None
         kwargs["cmd"] = [*self.kernel_spec.argv, *self._kernel_args]
+        launch_flow.begin(self)
         return kwargs
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
@@ -150,7 +166,9 @@ class GpuMarketProvisioner(KernelProvisionerBase):
             fresh = self._link is None and bool(self.kernel_id)
             record = records.load(self.kernel_id) if fresh else None
             if record is not None:
-                return await persist.reattach(self, record)
+                info = await persist.reattach(self, record)
+                launch_flow.ready(self)
+                return info
             if self._paid is not None and self._paid.lease.stopped_for_budget:
                 raise PaymentError(
                     f"{self._paid.lease.stopped_for_budget}; raise GPUMARKET_BUDGET "
@@ -164,8 +182,10 @@ class GpuMarketProvisioner(KernelProvisionerBase):
 
                     await failover.launch_paid_with_failover(self, env)
                     self._save_record()
+                    launch_flow.ready(self)
                     return self._connection_info()
                 else:
+                    launch_flow.step(self, LaunchEventType.CONNECT)
                     await call(self._open(self._target()))
             elif self._paid is not None:
                 self._paid.kernel_restarting()
@@ -177,8 +197,12 @@ class GpuMarketProvisioner(KernelProvisionerBase):
                 # else `gpumarket leases close` gets the deposit back
                 with contextlib.suppress(GpuMarketError):
                     await asyncio.to_thread(self._paid.lease.record_launch_failure, str(exc))
+            outcome = launch_flow.failed(self, exc)
+            if outcome is not exc:
+                raise outcome from None
             raise
         self._save_record()
+        launch_flow.ready(self)
         return self._connection_info()
 
     def _save_record(self) -> None:
@@ -198,6 +222,7 @@ class GpuMarketProvisioner(KernelProvisionerBase):
         """Sync the notebook's files and start the kernel on the open link."""
         assert self._link is not None
         if self.sync_files and self._cwd is not None:
+            launch_flow.step(self, LaunchEventType.SYNC_FILES)
             result = await call(
                 files.push(
                     self._link,
@@ -208,6 +233,7 @@ class GpuMarketProvisioner(KernelProvisionerBase):
                 )
             )
             self._synced, self.last_push = result.manifest, result
+        launch_flow.step(self, LaunchEventType.START_KERNEL)
         await call(self._link.start_kernel(self._key, env, self.launch_timeout, kernel_args))
         if self._paid is not None:
             loop_thread().loop.call_soon_threadsafe(self._paid.kernel_started)
@@ -226,8 +252,11 @@ class GpuMarketProvisioner(KernelProvisionerBase):
             connect_timeout=min(30.0, self.launch_timeout), link_grace=self.link_grace_seconds
         )
         self._link, self._shim = await launch.open_link(
-            target, self._key, settings, self.log, adopt_lease, paid_run
+            target, self._key, settings, self.log, adopt_lease, paid_run, self._launch_notice
         )
+
+    def _launch_notice(self, text: str) -> None:
+        launch_flow.notice(self, text)
 
     # -- liveness (KernelManager, KernelRestarter) ------------------------------------------
     @property
@@ -286,6 +315,7 @@ class GpuMarketProvisioner(KernelProvisionerBase):
                 if self.kernel_id:
                     records.forget(self.kernel_id)
                     paid_state.forget(self.kernel_id)
+                launch_flow.ended(self)
 
     # -- files -------------------------------------------------------------------------------
     def _progress(self, text: str) -> None:

@@ -6,9 +6,11 @@ import asyncio
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Float
+from traitlets import Bool, Float, Int
 
 from jupyter_gpumarket.server import handlers
+from jupyter_gpumarket.server.launch_handlers import launch_handlers
+from jupyter_gpumarket.server.launch_monitor import LaunchMonitor
 from jupyter_gpumarket.server.readopt import readopt_kernels
 from jupyter_gpumarket.server.recovery import DepositRecovery
 
@@ -32,6 +34,14 @@ class GpuMarketExtension(ExtensionApp):
         "requests the close.",
     )
 
+    cull_idle_timeout = Int(
+        1800,
+        config=True,
+        help="Seconds a gpumarket kernel may sit idle with no client connected before it is "
+        "stopped and its lease settled (jupyter_server's culling rules; 0 = never). The "
+        "Config field cull_idle_timeout_s.",
+    )
+
     def initialize_settings(self) -> None:
         self.recovery = DepositRecovery(
             self.log, enabled=self.auto_recover, settle_grace=self.recovery_settle_grace
@@ -39,6 +49,10 @@ class GpuMarketExtension(ExtensionApp):
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(handlers.default_handlers)
+        self.handlers.extend(launch_handlers)
+        from jupyter_gpumarket.server.api_handlers import api_routes
+
+        self.handlers.extend(api_routes)
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         """Once the server's loop runs: take back remote kernels a crashed server left, then
@@ -47,6 +61,12 @@ class GpuMarketExtension(ExtensionApp):
             readopt_kernels(serverapp.kernel_manager, serverapp.root_dir, self.log)
         )
         self.recovery.start(after=self._readopt)
+        self.launch_monitor = LaunchMonitor(
+            serverapp.kernel_manager, lambda: self.cull_idle_timeout
+        )
+        self.launch_monitor.start()
 
     async def stop_extension(self) -> None:
         await self.recovery.stop()
+        if getattr(self, "launch_monitor", None) is not None:
+            await self.launch_monitor.stop()
