@@ -101,6 +101,9 @@ def test_unlock_pick_confirm_run_on_the_provider_and_settle(
         expect(lease.locator('[data-fact="vouchers"]')).to_be_visible()
         lease.get_by_role("button", name="Stop & settle").click()
         expect(lease.locator(".jp-GpuMarket-stopped")).to_contain_text("refund", timeout=120_000)
+        receipt = lease.locator(".jp-GpuMarket-receipt")
+        expect(receipt.locator('[data-fact="txs"]')).to_contain_text("0x", timeout=60_000)
+        expect(receipt.locator('[data-fact="refunded"]')).to_contain_text("TUSD")
         panel.screenshot(path=str(artifacts / "panel-real-settled.png"))
         assert kernel["id"]
         assert s.errors == []
