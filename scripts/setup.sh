@@ -6,6 +6,20 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[test]"
+# the labextension's build and test deps (vitest): the editable install above builds the
+# extension with npm only when its output is missing, so install them here too
+if command -v npm >/dev/null && [ ! -f labextension/node_modules/vitest/package.json ]; then
+  (cd labextension && npm install -q --no-audit --no-fund >/dev/null) \
+    || echo "setup: labextension npm deps not installed; its unit tests will skip" >&2
+fi
+# rebuild the labextension when its sources changed since the last build (the editable install
+# above skips the build while an old one exists)
+built=jupyter_gpumarket/labextension/static/style.js
+if command -v npm >/dev/null && [ -f labextension/node_modules/typescript/package.json ] && { [ ! -f "$built" ] \
+    || [ -n "$(find labextension/src labextension/style labextension/schema labextension/package.json -newer "$built" 2>/dev/null | head -1)" ]; }; then
+  (cd labextension && PATH="$PWD/../.venv/bin:$PATH" npm run -s build:prod >/dev/null 2>&1) \
+    || echo "setup: labextension not rebuilt; its UI tests use the previous build" >&2
+fi
 # kernel sandbox: bubblewrap + nftables (root, Debian/Ubuntu), and as root the kernel slot users
 { command -v bwrap && command -v nft; } >/dev/null || (apt-get update -qq && apt-get install -y -qq bubblewrap nftables) >/dev/null 2>&1 || true
 if [ "$(id -u)" = 0 ] && command -v bwrap >/dev/null; then

@@ -1,18 +1,39 @@
-import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+/** The plugins of jupyter-gpumarket (declarations only; the work is in the modules). */
+import { ILabShell, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { ICommandPalette } from '@jupyterlab/apputils';
+import { INotebookTracker } from '@jupyterlab/notebook';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import { IStatusBar } from '@jupyterlab/statusbar';
 
-import { requestAPI } from './request';
-import { IHealth } from './tokens';
+import { activateMain } from './main';
+import { activateStatus, STATUS_ITEM_ID } from './statusItem';
+import { IGpuMarketModel, PLUGIN_ID } from './tokens';
 
-/** Placeholder plugin: checks that the server extension answers. The panel comes later. */
-const plugin: JupyterFrontEndPlugin<void> = {
-  id: 'jupyter-gpumarket:plugin',
-  description: 'GPU market for Jupyter kernels',
+/** The panel, the launch stepper and toasts, the wallet, the commands and the settings. */
+const mainPlugin: JupyterFrontEndPlugin<IGpuMarketModel> = {
+  id: PLUGIN_ID,
+  description: 'GPU Market: offers, one-click kernel switch, launch stepper, wallet',
   autoStart: true,
-  activate: (_app: JupyterFrontEnd) => {
-    requestAPI<IHealth>('health')
-      .then(health => console.log(`jupyter-gpumarket ${health.version} is active`))
-      .catch(reason => console.error('jupyter-gpumarket server extension not reachable', reason));
-  }
+  requires: [INotebookTracker],
+  optional: [ISettingRegistry, ICommandPalette, ILabShell],
+  provides: IGpuMarketModel,
+  activate: (
+    app: JupyterFrontEnd,
+    tracker: INotebookTracker,
+    registry: ISettingRegistry | null,
+    palette: ICommandPalette | null,
+    labShell: ILabShell | null
+  ) => activateMain(app, tracker, registry, palette, labShell)
 };
 
-export default plugin;
+/** The spend item in the status bar, for gpumarket kernels. */
+const statusPlugin: JupyterFrontEndPlugin<void> = {
+  id: STATUS_ITEM_ID,
+  description: 'GPU Market spend in the status bar',
+  autoStart: true,
+  requires: [IGpuMarketModel, IStatusBar, INotebookTracker],
+  activate: (app: JupyterFrontEnd, model: IGpuMarketModel, statusBar: IStatusBar, tracker: INotebookTracker) =>
+    activateStatus(app, model, statusBar, tracker)
+};
+
+export default [mainPlugin, statusPlugin];
