@@ -111,6 +111,8 @@ class ApiHandler(ExtensionHandlerMixin, APIHandler):
         out = {}
         for name in self.request.query_arguments:
             value = self.get_query_argument(name)
+            if name.isdigit() and not value:
+                continue  # JupyterLab's cache buster (ServerConnection, cache 'no-store'): ?<ms>
             if len(value) > 2048:
                 raise ApiError(400, f"query parameter {name[:40]!r} is too long")
             out[name] = value

@@ -145,6 +145,9 @@ def test_offers_from_an_unreachable_chain_are_502_with_what_to_do(
     status, body = _call(jupyter, "GET", "/gpumarket/api/offers?network=nosuchnet")
     assert status == 400
     assert "gpumarket network list" in body["message"]
+    # JupyterLab's cache buster (a bare ?<ms>) is not an unknown parameter: the chain answers
+    status, body = _call(jupyter, "GET", "/gpumarket/api/offers?gpu=H100&1764500000000")
+    assert status == 502, body
 
 
 def test_a_selection_is_stored_read_and_deleted(jupyter: JupyterServer) -> None:
