@@ -29,18 +29,16 @@ import asyncio
 import contextlib
 import json
 import sys
-import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+
+from loopthread import OnLoopThread
 
 from netfault import _abort_with_rst, _require_loopback
 
 __all__ = ["LinkEmulator", "ThreadedLink"]
 
-T = TypeVar("T")
 _CHUNK = 16384
 _CLOSE_TIMEOUT = 5.0
 
@@ -283,80 +281,34 @@ def _close(conn: _Conn) -> None:
         conn.upstream.close()
 
 
-class ThreadedLink:
-    """A :class:`LinkEmulator` on its own loop in a daemon thread; controls block until
-    applied. Usable as a context manager."""
+class ThreadedLink(OnLoopThread[LinkEmulator]):
+    """A :class:`LinkEmulator` on its own loop in a daemon thread (tests/loopthread.py);
+    controls block until applied."""
+
+    thread_name = "linkemu"
 
     def __init__(self, target_host: str, target_port: int, **link: float | int | None) -> None:
+        super().__init__()
         self._args, self._link = (target_host, target_port), link
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._emu: LinkEmulator | None = None
+
+    def make(self) -> LinkEmulator:
+        return LinkEmulator(*self._args, **self._link)  # type: ignore[arg-type]
 
     @property
     def emulator(self) -> LinkEmulator:
-        if self._emu is None:
-            raise RuntimeError("ThreadedLink is not started; call start() first")
-        return self._emu
-
-    @property
-    def port(self) -> int:
-        return self.emulator.port
-
-    def start(self) -> int:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="linkemu", daemon=True)
-        self._thread.start()
-
-        async def start() -> LinkEmulator:
-            emu = LinkEmulator(*self._args, **self._link)  # type: ignore[arg-type]
-            await emu.start()
-            return emu
-
-        self._emu = asyncio.run_coroutine_threadsafe(start(), self._loop).result(_CLOSE_TIMEOUT)
-        return self._emu.port
+        return self.obj
 
     def stall(self) -> None:
-        self._call(lambda: self.emulator.stall())
+        self.call(lambda: self.emulator.stall())
 
     def unstall(self) -> None:
-        self._call(lambda: self.emulator.unstall())
+        self.call(lambda: self.emulator.unstall())
 
     def reset(self) -> None:
-        self._call(lambda: self.emulator.reset())
+        self.call(lambda: self.emulator.reset())
 
     def stats(self) -> dict[str, object]:
-        return self._call(lambda: self.emulator.stats())
-
-    def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        try:
-            if self._emu is not None:
-                asyncio.run_coroutine_threadsafe(self._emu.aclose(), loop).result(_CLOSE_TIMEOUT)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(_CLOSE_TIMEOUT)
-            if not thread.is_alive():
-                loop.close()
-            self._loop = self._thread = None
-
-    def __enter__(self) -> ThreadedLink:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def _call(self, fn: Callable[[], T]) -> T:
-        if self._loop is None:
-            raise RuntimeError("ThreadedLink is not started; call start() first")
-
-        async def call() -> T:
-            return fn()
-
-        return asyncio.run_coroutine_threadsafe(call(), self._loop).result(_CLOSE_TIMEOUT)
+        return self.call(lambda: self.emulator.stats())
 
 
 async def _serve(args: argparse.Namespace) -> None:

@@ -23,15 +23,14 @@ import contextlib
 import ipaddress
 import socket
 import struct
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Literal
+
+from loopthread import OnLoopThread
 
 __all__ = ["FaultProxy", "ThreadedProxy"]
 
 Mode = Literal["pass", "blackhole", "refuse"]
-T = TypeVar("T")
 
 _CHUNK = 65536
 _CONNECT_TIMEOUT = 5.0
@@ -253,95 +252,39 @@ class FaultProxy:
             link.abort()  # a reset on one side is passed on as a reset on the other
 
 
-class ThreadedProxy:
-    """A :class:`FaultProxy` on its own event loop in a daemon thread.
-
+class ThreadedProxy(OnLoopThread[FaultProxy]):
+    """A :class:`FaultProxy` on its own event loop in a daemon thread (tests/loopthread.py):
     ``start()`` returns the port; controls block until the proxy's loop has applied them, so a
-    test can call ``proxy.reset()`` and then assert. ``stop()`` closes everything and joins the
-    thread. Usable as a context manager.
-    """
+    test can call ``proxy.reset()`` and then assert."""
+
+    thread_name = "netfault-proxy"
 
     def __init__(self, target_host: str, target_port: int, *, host: str = "127.0.0.1") -> None:
         _require_loopback(target_host, "target_host")
         _require_loopback(host, "host")
+        super().__init__()
         self._args = (target_host, target_port, host)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._proxy: FaultProxy | None = None
+
+    def make(self) -> FaultProxy:
+        target_host, target_port, host = self._args
+        return FaultProxy(target_host, target_port, host=host)
 
     @property
     def proxy(self) -> FaultProxy:
         """The proxy itself, for reading counters (plain ints, safe to read from any thread)."""
-        if self._proxy is None:
-            raise RuntimeError("ThreadedProxy is not started; call start() first")
-        return self._proxy
-
-    @property
-    def port(self) -> int:
-        return self.proxy.port
-
-    def start(self, timeout: float = _CLOSE_TIMEOUT) -> int:
-        if self._thread is not None:
-            raise RuntimeError("ThreadedProxy is already started")
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="netfault-proxy", daemon=True
-        )
-        self._thread.start()
-        target_host, target_port, host = self._args
-
-        async def start() -> FaultProxy:
-            proxy = FaultProxy(target_host, target_port, host=host)
-            await proxy.start()
-            return proxy
-
-        self._proxy = asyncio.run_coroutine_threadsafe(start(), self._loop).result(timeout)
-        return self._proxy.port
+        return self.obj
 
     def reset(self) -> None:
-        self._call(lambda: self.proxy.reset())
+        self.call(lambda: self.proxy.reset())
 
     def blackhole(self) -> None:
-        self._call(lambda: self.proxy.blackhole())
+        self.call(lambda: self.proxy.blackhole())
 
     def refuse(self) -> None:
-        self._call(lambda: self.proxy.refuse())
+        self.call(lambda: self.proxy.refuse())
 
     def restore(self) -> None:
-        self._call(lambda: self.proxy.restore())
+        self.call(lambda: self.proxy.restore())
 
     def stats(self) -> dict[str, int | str]:
-        return self._call(lambda: self.proxy.stats())
-
-    def stop(self, timeout: float = _CLOSE_TIMEOUT) -> None:
-        """Close the proxy, stop its loop and join its thread. Safe to call twice."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        try:
-            if self._proxy is not None:
-                asyncio.run_coroutine_threadsafe(self._proxy.aclose(), loop).result(timeout)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout)
-            if not thread.is_alive():
-                loop.close()
-            self._loop = self._thread = None
-
-    def __enter__(self) -> ThreadedProxy:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def _call(self, fn: Callable[[], T], timeout: float = _CLOSE_TIMEOUT) -> T:
-        if self._loop is None:
-            raise RuntimeError("ThreadedProxy is not started; call start() first")
-        if threading.current_thread() is self._thread:
-            return fn()
-
-        async def call() -> T:
-            return fn()
-
-        return asyncio.run_coroutine_threadsafe(call(), self._loop).result(timeout)
+        return self.call(lambda: self.proxy.stats())
