@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_json", "write_text"]
+__all__ = ["read_cache", "write_json", "write_text"]
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -72,3 +73,24 @@ def write_json(
     else:
         text = json.dumps(data, separators=(",", ":") if compact else None)
     write_text(path, text, mode=mode, durable=durable, exclusive=exclusive)
+
+
+def read_cache(path: Path | str, max_bytes: int, what: str, log: logging.Logger) -> Any:
+    """The JSON a cache file holds, or None when it is missing, unreadable, not JSON or larger
+    than ``max_bytes`` (logged as ``what``: a cache is rebuilt, never trusted half-read)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(max_bytes + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        log.warning("%s %s unreadable (%s): starting afresh", what, path, exc)
+        return None
+    if len(raw) > max_bytes:
+        log.warning("%s %s is larger than %d bytes: starting afresh", what, path, max_bytes)
+        return None
+    try:
+        return json.loads(raw or b"null")
+    except ValueError as exc:
+        log.warning("%s %s is not JSON (%s): starting afresh", what, path, exc)
+        return None

@@ -23,6 +23,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from jupyter_gpumarket import statefile
 from jupyter_gpumarket.chain.escrow import check_attestation
 from jupyter_gpumarket.chain.paths import gpumarket_home
 from jupyter_gpumarket.chain.profiles import NetworkProfile
@@ -91,13 +92,8 @@ class AttestationIndex:
         return str(escrow)
 
     def _load(self) -> None:
-        try:
-            with open(self.path, "rb") as f:
-                data = json.loads(f.read(MAX_CACHE_BYTES + 1) or b"null")
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as exc:
-            log.warning("attestation cache %s unreadable (%s): rebuilding it", self.path, exc)
+        data = statefile.read_cache(self.path, MAX_CACHE_BYTES, "attestation cache", log)
+        if data is None:
             return
         if (
             not isinstance(data, dict)

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from jupyter_gpumarket import statefile
 from jupyter_gpumarket.chain.paths import gpumarket_home
 from jupyter_gpumarket.chain.profiles import NetworkProfile
 from jupyter_gpumarket.core.verification import ChallengeVerdict
@@ -61,13 +62,8 @@ class ChallengeCache:
         return cls(cache_path(profile))
 
     def _read(self) -> dict[str, dict[str, Any]]:
-        try:
-            with open(self.path, "rb") as f:
-                data = json.loads(f.read(MAX_CACHE_BYTES + 1) or b"null")
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            log.warning("challenge cache %s unreadable (%s): starting afresh", self.path, exc)
+        data = statefile.read_cache(self.path, MAX_CACHE_BYTES, "challenge cache", log)
+        if data is None:
             return {}
         if not isinstance(data, dict) or not isinstance(data.get("entries"), dict):
             return {}

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from jupyter_gpumarket import statefile
 from jupyter_gpumarket.chain.paths import gpumarket_home
 from jupyter_gpumarket.chain.profiles import NetworkProfile
 from jupyter_gpumarket.core.market_offer import ProbeResult
@@ -41,13 +42,8 @@ class ProbeHistory:
         return cls(gpumarket_home() / "market" / f"{profile.name}-{profile.chain_id}.probes.json")
 
     def _read(self) -> dict[str, str]:
-        try:
-            with open(self.path, "rb") as f:
-                data = json.loads(f.read(MAX_FILE_BYTES + 1) or b"null")
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            log.warning("probe history %s unreadable (%s): starting afresh", self.path, exc)
+        data = statefile.read_cache(self.path, MAX_FILE_BYTES, "probe history", log)
+        if data is None:
             return {}
         if not isinstance(data, dict):
             return {}

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from jupyter_gpumarket import statefile
 from jupyter_gpumarket.chain.paths import gpumarket_home
 from jupyter_gpumarket.chain.profiles import NetworkProfile
 from jupyter_gpumarket.core.market_offer import MarketOffer
@@ -138,13 +139,8 @@ class OfferIndex:
 
     # -- cache -------------------------------------------------------------------------------
     def _load(self) -> None:
-        try:
-            with open(self.path, "rb") as f:
-                data = json.loads(f.read(MAX_CACHE_BYTES + 1) or b"null")
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as exc:
-            log.warning("offer cache %s unreadable (%s): rebuilding it", self.path, exc)
+        data = statefile.read_cache(self.path, MAX_CACHE_BYTES, "offer cache", log)
+        if data is None:
             return
         try:
             if (
