@@ -82,6 +82,13 @@ class Pending:
             allowance = int(chain.c.token.functions.allowance(req.renter, req.escrow).call())
             return check_signatures(req, signed, chain.now(), allowance)
         try:
+            chain.w3.eth.get_transaction(signed.tx_hash)
+        except Exception:  # web3's TransactionNotFound: the node never saw it
+            raise PaymentError(
+                f"transaction 0x{signed.tx_hash.hex()} is unknown to the chain: post the hash "
+                "of the Escrow.open transaction the wallet sent, on this network"
+            ) from None
+        try:
             receipt = chain.w3.eth.wait_for_transaction_receipt(
                 signed.tx_hash, timeout=RECEIPT_TIMEOUT_S, poll_latency=0.2
             )
