@@ -147,3 +147,47 @@ def test_cancel_while_the_wallet_is_asked_moves_nothing(
     assert "kernel" not in started
     assert _post_signed(jupyter, kid, {"tx_hash": "0x" + "ab" * 32}) == 409
     assert market.token_balance(dev_account(2).address) == before
+
+
+def test_the_browser_sends_the_opening_itself_and_posts_its_hash(
+    jupyter: JupyterServer, watch: EventWatch, market: Market
+) -> None:
+    """MetaMask has no eth_signTransaction: the wallet sends approve + open and posts the
+    open's hash; the server finds the channel on chain before the launch goes on."""
+    from jupyter_gpumarket.chain.client import connect
+    from jupyter_gpumarket.chain.dev_accounts import dev_account
+
+    browser = dev_account(2)
+    w3 = connect(market.devnet.profile.rpc_url)
+    started = _start(jupyter)
+    kid = watch.wait(any_launch("opening_channel"), timeout=120)["kernel_id"]
+    asked = watch.wait(
+        lambda e: e["type"] == "warning" and e["kernel_id"] == kid and e["code"] == "sign"
+    )
+    opening = asked["opening"]
+    hashes = []
+    for tx in opening["transactions"]:
+        signed = browser.sign_transaction(
+            {
+                "to": tx["to"],
+                "data": tx["data"],
+                "gas": 500_000,
+                "gasPrice": w3.eth.gas_price,
+                "nonce": w3.eth.get_transaction_count(browser.address),
+                "chainId": w3.eth.chain_id,
+            }
+        )
+        h = w3.eth.send_raw_transaction(signed.raw_transaction)
+        assert w3.eth.wait_for_transaction_receipt(h)["status"] == 1
+        hashes.append("0x" + bytes(h).hex())
+    assert _post_signed(jupyter, kid, {"tx_hash": hashes[0]}) == 400  # the approve, not the open
+    assert _post_signed(jupyter, kid, {"tx_hash": hashes[1]}) == 200
+    watch.wait(launch(kid, "ready"), timeout=120)
+    started["thread"].join(60)
+    spend = watch.wait(lambda e: e["type"] == "spend" and e["kernel_id"] == kid)
+    assert spend["deposit"] == int(opening["deposit"])
+    jupyter.request("DELETE", f"/api/kernels/{kid}")
+    watch.wait(lambda e: e["type"] == "receipt" and e["kernel_id"] == kid)
+    leases = leases_json(market.renter_env)
+    (lease,) = [x for x in leases if x["channel_id"] == opening["channel_id"]]
+    assert lease["renter"] == browser.address
