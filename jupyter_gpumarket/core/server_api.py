@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,10 +32,20 @@ MAX_QUOTE_BYTES = 4096
 MAX_HOURS = 10_000.0
 MAX_CULL_S = 30 * 24 * 3600
 UINT256_MAX = 2**256 - 1
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 NETWORK_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 
 OFFERS_PARAMS = ("gpu", "min_vram_gib", "max_price", "region", "verified", "policy", "network")
-SELECTION_FIELDS = ("path", "offer", "network", "budget", "initial_hours", "confirmed_quote")
+SELECTION_FIELDS = (
+    "path",
+    "offer",
+    "network",
+    "budget",
+    "initial_hours",
+    "confirmed_quote",
+    "wallet",  # optional: "keystore" (default) or "browser" (an EIP-1193 wallet signs)
+    "wallet_address",  # the browser wallet's address (with wallet "browser")
+)
 CONFIG_DEFAULTS: dict[str, Any] = {
     "budget_cap": None,
     "auto_topup": False,
@@ -188,6 +199,18 @@ def parse_selection(body: Any) -> tuple[str | None, dict[str, Any]]:
                 f"confirmed_quote must be a Quote object (at most {MAX_QUOTE_BYTES} bytes) or null"
             )
         selection["confirmed_quote"] = quote
+    wallet = body.get("wallet")
+    if wallet is not None and wallet != "keystore":
+        if wallet != "browser":
+            raise ConfigError(f"wallet must be 'keystore' or 'browser', not {wallet!r:.40}")
+        address = body.get("wallet_address")
+        if not isinstance(address, str) or not _ADDRESS.fullmatch(address):
+            raise ConfigError(
+                "wallet_address must be the browser wallet's 0x address (connect it first)"
+            )
+        selection["wallet"], selection["wallet_address"] = "browser", address
+    elif body.get("wallet_address") is not None:
+        raise ConfigError("wallet_address goes with wallet 'browser'")
     return path, selection
 
 

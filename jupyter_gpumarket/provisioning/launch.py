@@ -82,6 +82,25 @@ async def open_paid(prov: GpuMarketProvisioner, offer: Any = None) -> None:
     setting = prov._setting
     prov._progress("opening an escrow channel")
     launch_flow.step(prov, LaunchEventType.OPEN_CHANNEL)
+    if setting("GPUMARKET_WALLET_MODE", "") == "browser":
+        from jupyter_gpumarket.provisioning.browser_lease import open_browser_lease
+
+        lease = await open_browser_lease(
+            prov,
+            network=setting("GPUMARKET_NETWORK", prov.network),
+            offer_spec=setting("GPUMARKET_OFFER", prov.offer),
+            renter=setting("GPUMARKET_BROWSER_ADDRESS", ""),
+            budget=int(budget),
+            initial_hours=initial_hours,
+            offer=offer,
+        )
+        prov._paid = PaidRun(lease)
+        launch_flow.note_lease(prov, lease)
+        offer = lease.offer
+        target = ProviderTarget(offer.endpoint, normalize_fingerprint(offer.tls_fingerprint), "")
+        launch_flow.step(prov, LaunchEventType.CONNECT)
+        await call(prov._open(target, paid_run=prov._paid))
+        return
     lease = await asyncio.to_thread(
         paid.open_paid_lease,
         network=setting("GPUMARKET_NETWORK", prov.network),

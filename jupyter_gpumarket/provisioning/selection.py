@@ -81,7 +81,8 @@ def paid_settings(setting: Setting, budget: int, initial_hours: float) -> tuple[
     # a course grant with no budget set: its remaining cap is the budget (0 = read at open)
     grant = bool(setting("GPUMARKET_GRANT", ""))
     budget_text = setting("GPUMARKET_BUDGET", "" if grant else str(budget)) or "0"
-    if not password:
+    browser = setting("GPUMARKET_WALLET_MODE", "") == "browser"  # the browser wallet signs
+    if not password and not browser:
         raise ConfigError("set GPUMARKET_WALLET_PASSWORD to unlock your wallet for this lease")
     if not budget_text.isdigit() or (int(budget_text) <= 0 and not grant):
         raise ConfigError(f"budget {budget_text!r} must be a positive number of token base units")

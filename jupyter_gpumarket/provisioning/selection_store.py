@@ -198,6 +198,9 @@ def _as_settings(selection: Mapping[str, Any], config: Mapping[str, Any]) -> dic
         out["GPUMARKET_INITIAL_HOURS"] = repr(float(selection["initial_hours"]))
     if config.get("auto_topup"):
         out["GPUMARKET_AUTO_TOP_UP"] = "1"
+    if selection.get("wallet") == "browser":  # a browser wallet (EIP-1193) signs the opening
+        out["GPUMARKET_WALLET_MODE"] = "browser"
+        out["GPUMARKET_BROWSER_ADDRESS"] = str(selection.get("wallet_address") or "")
     return {k: v for k, v in out.items() if v}
 
 

@@ -222,6 +222,7 @@ async def wallet_view() -> dict[str, Any]:
         out["address"] = await asyncio.to_thread(keystore_address)
         profile = await asyncio.to_thread(api_chain.profile_for, None)
         out["network"], out["token"] = profile.name, api_chain.token_units(profile)
+        out["chain_id"] = profile.chain_id  # a browser wallet must be on this chain
         out["balances"] = await asyncio.to_thread(api_chain.balances, profile, out["address"])
     except (GpuMarketError, ConnectionError, TimeoutError) as exc:
         out["message"] = str(exc)

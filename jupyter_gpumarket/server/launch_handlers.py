@@ -119,6 +119,36 @@ class LaunchCancelHandler(APIHandler):
         self.finish(json.dumps(t.event()))
 
 
+class LaunchSignedHandler(APIHandler):
+    """POST /gpumarket/api/launches/ID/signed ``{"tx_hash"}`` or ``{"open_sig",
+    "permit_sig"}``: the browser wallet's answer to the ``sign`` event. Checked against the
+    chain; a bad one is a 400 and the launch keeps waiting."""
+
+    auth_resource = AUTH_RESOURCE
+
+    @web.authenticated
+    @authorized
+    async def post(self, kernel_id: str) -> None:
+        from jupyter_gpumarket.provisioning.browser_lease import pending
+
+        _tracker(kernel_id)
+        waiting = pending(kernel_id)
+        if waiting is None:
+            raise _fail(409, f"kernel {kernel_id[:80]} is not waiting for a signed opening")
+        data = _json_body(self)
+        try:
+            answer = await asyncio.to_thread(waiting.submit, data)
+        except LaunchStateConflict as exc:
+            raise _fail(409, str(exc)) from None
+        except (PaymentError, ConfigError) as exc:
+            raise _fail(400, str(exc)) from None
+        except GpuMarketError as exc:
+            raise _fail(502, str(exc)) from None
+        except OSError as exc:
+            raise _fail(502, f"the chain could not be reached ({exc}): try again") from None
+        self.finish(json.dumps(answer))
+
+
 def _number(handler: APIHandler, name: str, default: str, kind: type) -> Any:
     text = handler.get_query_argument(name, default)[:40]
     try:
@@ -245,6 +275,7 @@ launch_handlers = [
     (r"/gpumarket/api/launches", LaunchesHandler),
     (rf"/gpumarket/api/launches/{_kernel_id}/confirm", LaunchConfirmHandler),
     (rf"/gpumarket/api/launches/{_kernel_id}/cancel", LaunchCancelHandler),
+    (rf"/gpumarket/api/launches/{_kernel_id}/signed", LaunchSignedHandler),
     (r"/gpumarket/api/quote", QuoteHandler),
     (r"/gpumarket/api/events", EventsHandler),
 ]

@@ -76,7 +76,7 @@ export function activateMain(
   app.commands.addCommand(CommandIDs.useOffer, {
     label: 'Use GPU Market offer for this notebook',
     caption: 'Confirm the cost, store the selection and switch the kernel to GPU Market',
-    execute: args => useOffer(args as unknown as IUseOfferArgs, tracker, app.serviceManager.kernelspecs, settings, model.token)
+    execute: args => useOffer({ browserAddress: model.browserAddress, ...(args as unknown as IUseOfferArgs) }, tracker, app.serviceManager.kernelspecs, settings, model.token)
   });
   app.commands.addCommand(CommandIDs.openPanel, { label: 'Open GPU Market', execute: openPanel });
   app.commands.addCommand(CommandIDs.openLease, {

@@ -10,6 +10,7 @@ import { matchesFilter, offersQuery, sortOffers, DEFAULT_FILTER } from './offers
 import { reconcile } from './spend';
 import { sameNotebook } from './launch';
 import { DEFAULT_SETTINGS } from './settings';
+import { IEip1193, ISignOpening, WalletProblem, answerOpening, connectWallet, openingProblem, switchChainParams } from './browserWallet';
 import {
   GpuMarketEvent,
   ICullEvent,
@@ -53,6 +54,11 @@ export class GpuMarketModel implements IGpuMarketModel {
   offersLoading = false;
   token: ITokenInfo = { symbol: 'TUSD', decimals: 6 };
   wallet: IWallet | null = null;
+  /** the connected browser wallet (EIP-1193) that signs openings instead of the keystore */
+  browserAddress: string | null = null;
+  browserProblem: IProblem | null = null;
+  /** openings waiting for the browser wallet (warning code `sign`), by kernel */
+  readonly signRequests = new Map<string, ISignOpening>();
 
   readonly launches = new Map<string, ILaunchEvent[]>();
   readonly spend = new Map<string, ISpendEvent>();
@@ -153,6 +159,10 @@ export class GpuMarketModel implements IGpuMarketModel {
       case 'warning':
         if (k && ev.code === 'confirm' && ev.quote) {
           this.pendingQuotes.set(k, ev.quote);
+        } else if (k && ev.code === 'sign' && ev.opening) {
+          this.signRequests.set(k, ev.opening);
+          this.warnings.set(k, ev);
+          void this.answerSign(k);
         } else if (k) {
           this.warnings.set(k, ev);
         } else if (ev.code) {
@@ -228,6 +238,56 @@ export class GpuMarketModel implements IGpuMarketModel {
     } catch (error) {
       return this.fail(error);
     }
+  }
+
+  private ethereum(): IEip1193 | undefined {
+    return (globalThis as unknown as { ethereum?: IEip1193 }).ethereum;
+  }
+
+  /** Connect the browser wallet: its account, on the network profile's chain. */
+  async connectBrowserWallet(): Promise<IProblem | null> {
+    try {
+      const chainId = this.wallet?.chain_id ?? null;
+      if (chainId === null) {
+        throw new WalletProblem('the network profile’s chain id is unknown', 'check the network in the settings (GET wallet must answer)');
+      }
+      this.browserAddress = await connectWallet(this.ethereum(), chainId);
+      this.browserProblem = null;
+    } catch (error) {
+      this.browserProblem = error instanceof WalletProblem ? { what: error.message, fix: error.fix } : { what: String((error as Error)?.message ?? error), fix: 'approve the request in the wallet' };
+    }
+    this.emit();
+    for (const k of this.signRequests.keys()) {
+      void this.answerSign(k);
+    }
+    return this.browserProblem;
+  }
+
+  /** Answer a `sign` request with the browser wallet and POST launches/ID/signed. */
+  async answerSign(kernelId: string): Promise<IProblem | null> {
+    const opening = this.signRequests.get(kernelId);
+    const eth = this.ethereum();
+    if (!opening || !eth || !this.browserAddress) {
+      return null;
+    }
+    this.signRequests.delete(kernelId);
+    try {
+      let problem = openingProblem(opening, this.browserAddress, await eth.request({ method: 'eth_chainId' }));
+      if (problem && problem.includes('chain')) {
+        await eth.request({ method: 'wallet_switchEthereumChain', params: switchChainParams(opening.chain_id) }).catch(() => null);
+        problem = openingProblem(opening, this.browserAddress, await eth.request({ method: 'eth_chainId' }));
+      }
+      if (problem) {
+        throw new WalletProblem(problem, 'fix the wallet, then start the kernel again');
+      }
+      const body = await answerOpening(eth, opening);
+      await postJSON(`launches/${encodeURIComponent(kernelId)}/signed`, body);
+      this.browserProblem = null;
+    } catch (error) {
+      this.browserProblem = error instanceof WalletProblem ? { what: error.message, fix: error.fix } : this.fail(error);
+    }
+    this.emit();
+    return this.browserProblem;
   }
 
   async lock(): Promise<void> {

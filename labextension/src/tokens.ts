@@ -85,6 +85,9 @@ export interface ISelection {
   budget: number | null;
   initial_hours: number | null;
   confirmed_quote: IQuote | null;
+  /** "browser": an EIP-1193 wallet signs the channel opening (default: the keystore) */
+  wallet?: 'keystore' | 'browser';
+  wallet_address?: string;
 }
 
 export interface ISelectionReply {
@@ -187,6 +190,8 @@ export interface IWarningEvent extends IEventBase {
   message: string;
   /** with code `confirm`: the quote waiting for the user's confirmation */
   quote?: IQuote | null;
+  /** with code `sign`: the channel opening the browser wallet signs (browserWallet.ts) */
+  opening?: import('./browserWallet').ISignOpening | null;
 }
 
 /** A transaction as the renter's ledger records it (a bare hash from older servers). */
@@ -238,6 +243,8 @@ export interface IWallet {
   unlock_source?: 'environment' | 'memory' | null;
   /** why address or balances are null (no wallet, chain unreachable) */
   message?: string | null;
+  /** the network profile's chain id (a browser wallet must be on it) */
+  chain_id?: number | null;
 }
 
 export interface IServerConfig {

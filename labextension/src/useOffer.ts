@@ -21,6 +21,8 @@ export interface IUseOfferArgs {
   path?: string;
   /** a pinned spec from `gpumarket kernelspec add` */
   kernel?: string;
+  /** a connected browser wallet signs the opening (else the server keystore) */
+  browserAddress?: string | null;
 }
 
 export type UseOfferResult = 'switched' | 'cancelled' | 'failed';
@@ -99,7 +101,8 @@ export async function useOffer(
     budget: quote.budget,
     initial_hours: 1,
     confirmed_quote: quote,
-    path
+    path,
+    ...(args.browserAddress ? { wallet: 'browser' as const, wallet_address: args.browserAddress } : {})
   };
   try {
     await postJSON<ISelection>('selection', selection);

@@ -51,6 +51,16 @@ export class WalletView {
           : h('button', { class: 'jp-mod-styled jp-mod-accept jp-GpuMarket-unlock', onclick: () => this.onUnlock() }, 'Unlock…')
       );
     }
+    if (wallet) {
+      const m = this.model;
+      parts.push(
+        m.browserAddress
+          ? h('div', { class: 'jp-GpuMarket-note', 'data-fact': 'browser-wallet', title: m.browserAddress }, `browser wallet ${m.browserAddress} signs new launches`)
+          : h('button', { class: 'jp-mod-styled jp-GpuMarket-connect', onclick: () => void m.connectBrowserWallet() }, 'Connect browser wallet'),
+        m.browserProblem ? h('div', { class: 'jp-GpuMarket-error', 'data-problem': 'browser-wallet' }, m.browserProblem.what) : null,
+        m.browserProblem ? h('div', { class: 'jp-GpuMarket-fix' }, m.browserProblem.fix) : null
+      );
+    }
     fill(this.node, ...parts);
   }
 }

@@ -104,7 +104,10 @@ def test_a_selection_is_normalized() -> None:
         ({"offer": "7", "network": ".hidden"}, "network"),
         ({"offer": "7", "confirmed_quote": "yes"}, "confirmed_quote"),
         ({"offer": "7", "confirmed_quote": {"t": "x" * 5000}}, "confirmed_quote"),
-        ({"offer": "7", "wallet": "/tmp/w.json"}, "unknown field"),
+        ({"offer": "7", "wallet": "/tmp/w.json"}, "wallet must be"),
+        ({"offer": "7", "wallet": "browser"}, "wallet_address"),
+        ({"offer": "7", "wallet": "browser", "wallet_address": "0x12"}, "wallet_address"),
+        ({"offer": "7", "wallet_address": "0x" + "ab" * 20}, "wallet_address goes with"),
         ({"offer": "7", "path": "../outside.ipynb"}, "path"),
         ({"offer": "7", "path": "a/./b.ipynb"}, "path"),
         ({"offer": "7", "path": "a\\b.ipynb"}, "path"),
@@ -151,3 +154,18 @@ def test_config_merges_checked_fields() -> None:
 def test_a_bad_config_names_the_field(body: Any, says: str) -> None:
     with pytest.raises(ConfigError, match=says):
         merge_config(CONFIG_DEFAULTS, body)
+
+
+def test_a_browser_wallet_selection_is_kept_and_reaches_the_launch() -> None:
+    from jupyter_gpumarket.provisioning.selection_store import _as_settings
+
+    address = "0x" + "Ab" * 20
+    _path, sel = parse_selection(
+        {"path": None, "offer": "7", "wallet": "browser", "wallet_address": address}
+    )
+    assert (sel["wallet"], sel["wallet_address"]) == ("browser", address)
+    _path, plain = parse_selection({"path": None, "offer": "7", "wallet": "keystore"})
+    assert "wallet" not in plain  # the keystore is the default: stored as before
+    settings = _as_settings(sel, {})
+    assert settings["GPUMARKET_WALLET_MODE"] == "browser"
+    assert settings["GPUMARKET_BROWSER_ADDRESS"] == address
