@@ -3,80 +3,14 @@ by Playwright (no browser download), shared by the labextension's UI tests."""
 
 from __future__ import annotations
 
-import json
-import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-import jupyter_gpumarket
+from labenv import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, LAB_ARGS, lab_env, needs_ui
 
 from jupyterproc import JupyterServer, start_jupyter
-
-CHROMIUM = os.environ.get("GPUMARKET_CHROMIUM", "/usr/bin/chromium")
-BUILT = Path(jupyter_gpumarket.__file__).parent / "labextension"
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "labextension"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-dev-shm-usage",
-]
-
-
-def _needs() -> str | None:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "Playwright for Python is not installed: run scripts/setup.sh"
-    if not Path(CHROMIUM).exists():
-        return f"no Chromium at {CHROMIUM}: apt-get install chromium (or set GPUMARKET_CHROMIUM)"
-    if not list((BUILT / "static").glob("remoteEntry.*.js")):
-        return f"the labextension is not built in {BUILT}: run scripts/setup.sh"
-    return None
-
-
-def lab_env(tmp: Path, standin_spec: bool) -> dict[str, str]:
-    """Jupyter dirs under ``tmp`` whose labextension is this tree's build; ``standin_spec``: a
-    `gpumarket` kernelspec that is a plain local ipykernel (the UI switches kernels; the remote
-    path has its own tests)."""
-    share = tmp / "share"
-    (share / "labextensions").mkdir(parents=True)
-    (share / "labextensions" / "jupyter-gpumarket").symlink_to(BUILT)
-    if standin_spec:
-        spec = share / "kernels" / "gpumarket"
-        spec.mkdir(parents=True)
-        argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-        (spec / "kernel.json").write_text(
-            json.dumps(
-                {"argv": argv, "display_name": "Python 3 (GPU Market)", "language": "python"}
-            )
-        )
-    tree = str(Path(jupyter_gpumarket.__file__).parents[1])
-    return {
-        "JUPYTER_PATH": str(share),
-        "JUPYTER_DATA_DIR": str(tmp / "data"),
-        "JUPYTERLAB_SETTINGS_DIR": str(tmp / "settings"),
-        "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "workspaces"),
-        "PYTHONPATH": os.pathsep.join(p for p in (tree, os.environ.get("PYTHONPATH")) if p),
-    }
-
-
-LAB_ARGS = (
-    "--LabApp.news_url=None",
-    "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-)
-
-
-def needs_ui() -> None:
-    why = _needs()
-    if why:
-        pytest.skip(why)
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,9 @@ import pytest
 
 pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
 
-from conftest import LAB_ARGS, lab_env, needs_ui
 from eth_account import Account
 from eth_account.messages import encode_typed_data
+from labenv import LAB_ARGS, lab_env, needs_ui
 from labkit import PANEL, kernel_of, open_page, wait_for
 from playwright.sync_api import expect
 
