@@ -112,10 +112,14 @@ def test_an_expired_course_stops_a_running_kernel(market: Market, tmp_path: Path
 
 
 def test_the_cap_speaks_of_course_credit_and_is_not_rated(
-    market: Market, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    market: Market,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     code = _course(market, tmp_path, "cap-lab", budget=100_000, per_student=20_000)
     caplog.set_level(logging.INFO, logger="jupyter_gpumarket.market.attest")
+    monkeypatch.setenv("GPUMARKET_ATTEST", "1")  # the renter rates leases it can pay gas for
     km, kc = _start(_student(market, tmp_path, code))
     try:
         kc.execute("import time; time.sleep(120)")
