@@ -100,17 +100,20 @@ class CourseGuard:
         try:
             if channel_revoked(self.chain, info.channel_id):
                 return "the course admin revoked this student's credit"
+            outside = self._terms_refusal(self._pool_terms(pool), at)
+            if outside:
+                return outside
             expiry = self._grant_expiry(info.channel_id)
-            if at > expiry:
-                day = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expiry))
-                return (
-                    f"the course credit expired ({day}): the kernel is stopped; ask your "
-                    "course's educator for a new code"
-                )
-            return self._terms_refusal(self._pool_terms(pool), at)
         except GpuMarketError as exc:
             log.warning("cannot check the course of channel 0x%s: %s", info.channel_id.hex(), exc)
             return ""
+        if at > expiry:
+            day = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expiry))
+            return (
+                f"the course credit expired ({day}): the kernel is stopped; ask your "
+                "course's educator for a new code"
+            )
+        return ""
 
     def relay_refusal(self, grant: str) -> str | None:
         """Why not to relay an opening paid by ``grant`` ("" = the renter's wallet): another
