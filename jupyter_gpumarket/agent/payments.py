@@ -67,6 +67,7 @@ class PaidTerms:
     redeem_every: float = 600.0
     relay_fee: int = DEFAULT_RELAY_FEE  # what relaying a renter's gasless openFor costs it
     course_pool: bytes | None = None  # a course-private provider: only this pool pays it
+    gpu_model: str = ""  # the offer's GPU class (checked against a course's published terms)
     # a lease that never starts a kernel ends after this, file transfers or not (None: ten
     # payment graces, at least 600 s)
     kernel_deadline: float | None = None
@@ -96,7 +97,13 @@ class Payments:
         self.live: dict[bytes, LeasePayment] = {}  # channel -> its lease's payment (one each)
         from jupyter_gpumarket.agent.course_guard import CourseGuard
 
-        self.course = CourseGuard(self.chain, terms.course_pool)
+        self.course = CourseGuard(
+            self.chain,
+            terms.course_pool,
+            provider=self.provider,
+            price_per_hour=terms.price_per_hour,
+            gpu_model=terms.gpu_model,
+        )
         self._tx_lock = asyncio.Lock()  # one provider transaction at a time (account nonce)
 
     # -- the hello ---------------------------------------------------------------------------

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ClaimState",
+    "channel_grant_expiry",
     "channel_revoked",
     "claim_grant",
     "claim_refusal",
@@ -192,3 +193,28 @@ def channel_revoked(chain: LeaseChain, channel_id: bytes) -> bool:
     """Whether the course grant that paid this pool channel was revoked."""
     fn = chain.c.escrow.functions.channel_revoked(channel_id)
     return bool(call(fn, what="Escrow.channel_revoked"))
+
+
+def channel_grant_expiry(chain: LeaseChain, channel_id: bytes) -> int:
+    """The expiry of the grant that paid this pool channel (unix seconds), read from the
+    arguments of the escrow call that opened it (the contract keeps no per-channel expiry; it
+    checked this one when the channel opened). PaymentError when it cannot be read."""
+    from jupyter_gpumarket.chain.errors import rpc_errors
+
+    esc = chain.c.escrow
+    with rpc_errors("eth_getLogs (Escrow PoolChannelOpened)"):
+        logs = esc.events.PoolChannelOpened.get_logs(
+            argument_filters={"channel_id": channel_id}, from_block=0
+        )
+    if not logs:
+        raise PaymentError(f"no pool opening of channel 0x{channel_id.hex()} on this network")
+    with rpc_errors("eth_getTransactionByHash"):
+        tx = chain.w3.eth.get_transaction(logs[0]["transactionHash"])
+    if str(tx.get("to") or "").lower() != esc.address.lower():
+        raise PaymentError(f"channel 0x{channel_id.hex()} was opened through another contract")
+    try:
+        _fn, args = esc.decode_function_input(tx["input"])
+        return int(args["expiry"])
+    except (ValueError, KeyError, TypeError) as exc:
+        what = f"cannot read the grant of channel 0x{channel_id.hex()}: {exc}"
+        raise PaymentError(what) from None

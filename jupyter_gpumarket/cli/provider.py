@@ -264,6 +264,7 @@ def _paid(
         relay_fee=args.relay_fee,
         course_pool=bytes.fromhex(args.course_pool[2:]) if args.course_pool else None,
         kernel_deadline=args.kernel_deadline,
+        gpu_model=inventory.gpus[0].model if inventory.gpus else "CPU",
     )
     publisher = OfferPublisher(
         contracts,

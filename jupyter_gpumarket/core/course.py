@@ -23,6 +23,7 @@ __all__ = [
     "Course",
     "ReportRow",
     "StudentGrant",
+    "course_kernel_budget",
     "course_terms",
     "parse_roster",
     "parse_terms",
@@ -35,6 +36,7 @@ _B32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
 MAX_ROSTER_BYTES = 1 << 20
 MAX_STUDENTS = 5000
 MAX_TERMS = 512  # the escrow's PoolTerms string
+KERNEL_HOURS = 3  # one kernel's slice of a student's course credit, in hours at its price
 REPORT_COLUMNS = ("student", "address", "cap", "spent", "remaining", "leases", "seconds")
 
 
@@ -240,3 +242,12 @@ def _csv_safe(value: Any) -> Any:
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
         return "'" + value
     return value
+
+
+def course_kernel_budget(room: int, price_per_hour: int) -> int:
+    """What one kernel of a student takes from the ``room`` left of the course credit: a
+    slice of KERNEL_HOURS at the offer's price, so a second kernel can run beside it (the
+    contract's per-grant cap still bounds their sum); all of it when less is left."""
+    if room <= 0 or price_per_hour <= 0:
+        return max(0, room)
+    return min(room, price_per_hour * KERNEL_HOURS)

@@ -199,6 +199,7 @@ class VoucherSchedule:
         top_up_step: int | None = None,
         top_up_margin: int = 4,
         lead_seconds: int = 0,
+        course_left: int | None = None,
     ) -> None:
         self.price_per_hour = _int("price_per_hour", price_per_hour, 1)
         self.deposit = _int("deposit", deposit, 1)
@@ -208,6 +209,9 @@ class VoucherSchedule:
         self.top_up_step = _int("top_up_step", top_up_step or deposit, 1)
         self.top_up_margin = _int("top_up_margin", top_up_margin, 1)
         self.lead_seconds = _int("lead_seconds", lead_seconds)
+        # a course's credit pays (None: the renter's own money): what is left of the student's
+        # credit beyond this lease; the messages then speak of course credit, not budgets
+        self.course_left = None if course_left is None else _int("course_left", course_left)
         self.signed = 0
         self.warned = False
         self.stopped = False
@@ -273,6 +277,11 @@ class VoucherSchedule:
         return self._top_up_pending
 
     def _warning(self) -> str:
+        if self.course_left is not None:
+            return (
+                f"{WARN_PERCENT} % of this kernel's course credit is spent ({self.signed} of "
+                f"{self.limit} base units): save your work; the kernel stops at 100 %"
+            )
         what = "budget cap" if self._spend_limit() == self.budget else "deposit"
         return (
             f"{WARN_PERCENT} % of this lease's {what} is spent ({self.signed} of "
@@ -281,6 +290,18 @@ class VoucherSchedule:
         )
 
     def _stop_message(self) -> str:
+        if self.course_left:  # the lease had a slice of the credit: more is left for another
+            return (
+                f"this kernel's share of your course credit ({self.limit} base units) is used "
+                "up: the kernel is stopped cleanly; restart the kernel to go on with the "
+                f"{self.course_left} base units of course credit you have left"
+            )
+        if self.course_left is not None:
+            return (
+                f"your course credit for this kernel ({self.limit} base units) is used up: the "
+                "kernel is stopped cleanly; ask your course's educator for more credit (you "
+                "are never charged yourself)"
+            )
         what = "budget cap" if self.limit == self.budget else "deposit"
         return (
             f"the lease's {what} ({self.limit} base units) is spent: the kernel is stopped "

@@ -6,6 +6,7 @@ teardown never waits for the chain, once per channel.
     lease ended, its kernel ran (billing started), something was paid, GPUMARKET_ATTEST != 0
       wait (bounded: WAIT_S) until the provider's settle closed the channel with a payment
       state closed-paid -> attest(score, measured TFLOPS x100)      state attested -> done already
+      (not when a course pool paid the channel: the student's wallet has no gas to rate it)
       anything else after WAIT_S -> nothing (logged): the lease is not rated
 
 The figures: the verdict `gpumarket offers verify` kept for this offer and certificate
@@ -70,9 +71,12 @@ def attest_when_settled(
         _attested.add(channel_id)
     deadline = time.monotonic() + wait_s
     while True:
-        state = escrow.channel(channel_id).state
+        info = escrow.channel(channel_id)
+        state = info.state
         if state == "attested":
             return "already rated"
+        if state == "closed-paid" and info.pool_id is not None:
+            return "not rated: a course pool paid it (the student's wallet pays no gas)"
         if state == "closed-paid":
             escrow.attest(renter, channel_id, rating.score, rating.measured_tflops_x100)
             return f"rated {rating.score} ({rating.measured_tflops_x100 / 100:g} TFLOPS)"

@@ -22,6 +22,7 @@ from typing import Any
 
 from jupyter_gpumarket.core import eip712, paymsgs
 from jupyter_gpumarket.core.auth_challenge import Challenge, challenge_mismatch, sign_hello
+from jupyter_gpumarket.core.course import course_kernel_budget
 from jupyter_gpumarket.core.metering import (
     WARN_PERCENT,
     BillingClock,
@@ -260,13 +261,17 @@ def open_paid_lease(
         )
     )
     chain = LeaseChain(contracts)
-    if grant_code is not None and budget <= 0:  # the course pays up to what is left of the cap
+    course_left: int | None = None  # a course pays: its credit left beyond this lease
+    if grant_code is not None:
         from jupyter_gpumarket.chain.relay import grant_room
 
-        budget = grant_room(chain, grant_code)
-        if budget <= 0:
+        room = grant_room(chain, grant_code)
+        if room <= 0:
             raise PaymentError("your course credit is spent: ask your course admin for more")
-        initial_hours = max(initial_hours, budget / max(1, offer.price_per_hour) + 1)
+        if budget <= 0:  # the course pays one kernel's slice of what is left of the cap
+            budget = course_kernel_budget(room, offer.price_per_hour)
+            initial_hours = max(initial_hours, budget / max(1, offer.price_per_hour) + 1)
+        course_left = max(0, room - budget)
     opened, how = open_channel_for_offer(
         chain, renter, offer, budget=budget, grant=grant_code, initial_hours=initial_hours
     )
@@ -309,6 +314,7 @@ def open_paid_lease(
             deposit=opened.deposit,
             budget=budget,
             auto_top_up=auto_top_up,
+            course_left=course_left,
         ),
         chain=chain,
         renter=renter,

@@ -157,7 +157,7 @@ def test_a_course_from_roster_to_close(market: Market, tmp_path: Path) -> None:
     with environ(eve_env), refused:
         join(codes["Ada"], password="eve")
     assert "80 %" in bob_out, bob_out
-    assert "is spent: the kernel is stopped" in bob_out, bob_out
+    assert "is used up: the kernel is stopped" in bob_out, bob_out
 
     cids = [cid for cid, _g, _b in _pool_channels(c, course)]
     assert len(cids) == 2

@@ -148,7 +148,7 @@ class _Escrow:
         from types import SimpleNamespace
 
         state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
-        return SimpleNamespace(state=state)
+        return SimpleNamespace(state=state, pool_id=None)
 
     def attest(self, *args) -> None:
         self.calls.append(args)
