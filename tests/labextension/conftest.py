@@ -13,7 +13,9 @@ from labenv import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, LAB_ARGS, lab_env, needs_
 from jupyterproc import JupyterServer, start_jupyter
 
 
-@pytest.fixture(scope="session")
+# module scope, not session: Playwright's sync API keeps its own event loop set as the main
+# thread's running loop while it is open, so every later asyncio.run() in the session would fail
+@pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
     """`jupyter lab` with this tree's labextension and the stand-in `gpumarket` spec."""
     needs_ui()
@@ -25,7 +27,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     needs_ui()
     from playwright.sync_api import sync_playwright
