@@ -159,6 +159,7 @@ class TunnelProcess:
                 if self._writer is not None:
                     with contextlib.suppress(ConnectionError):
                         await asyncio.wait_for(self._writer.drain(), 2.0)
+                await asyncio.sleep(0.5)  # the shim's notice of it leaves for the clients
                 self.done.set()
                 return
             await asyncio.sleep(STATUS_TICK)
