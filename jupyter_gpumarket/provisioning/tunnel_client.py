@@ -11,14 +11,17 @@ closes (the process exited), the kernel counts as exited.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -101,11 +104,11 @@ class TunnelClient:
         self.generation = 0
         self.lease: str | None = None
         self.telemetry = _Telemetry()
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._sock: socket.socket | None = None
+        self._send_lock = threading.Lock()
+        self._pending: dict[int, concurrent.futures.Future[Any]] = {}
         self._next_id = 0
-        self._listener: asyncio.Task[None] | None = None
+        self._listener: threading.Thread | None = None
         self._closed = False
 
     # -- starting / connecting ---------------------------------------------------------------
@@ -144,7 +147,7 @@ class TunnelClient:
                 "log, or set GPUMARKET_TUNNEL_PROCESS=0 to run the tunnel in the server"
             )
         client = cls(path, proc.pid, target, proc, **kw)
-        await client._attach()
+        await asyncio.to_thread(client._attach)
         return client
 
     @classmethod
@@ -153,24 +156,37 @@ class TunnelClient:
     ) -> TunnelClient:
         """Re-adopt a running tunnel process (its server crashed); raises OSError if gone."""
         client = cls(Path(socket_path), pid, target, None, **kw)
-        await client._attach()
+        await asyncio.to_thread(client._attach)
         return client
 
-    async def _attach(self) -> None:
-        self._reader, self._writer = await asyncio.open_unix_connection(
-            str(self.socket_path), limit=MAX_LINE
-        )
-        self._listener = asyncio.ensure_future(self._listen())
-
-    async def _listen(self) -> None:
-        assert self._reader is not None
+    def _attach(self) -> None:
+        # Plain blocking socket and a reader thread: the KernelManager may call from any loop
+        # or thread (a sync KernelManager runs its loop only during a call), and only small
+        # control lines pass here, never kernel data.
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(10.0)
         try:
-            while True:
-                line = await self._reader.readline()
-                if not line:
-                    break
-                self._receive(json.loads(line))
-        except (ValueError, ConnectionError):
+            sock.connect(str(self.socket_path))
+        except OSError:
+            sock.close()
+            raise
+        sock.settimeout(None)
+        self._sock = sock
+        self._listener = threading.Thread(
+            target=self._listen, name=f"gpumarket-tunnel-ctl-{self.pid}", daemon=True
+        )
+        self._listener.start()
+
+    def _listen(self) -> None:
+        assert self._sock is not None
+        try:
+            with self._sock.makefile("rb") as stream:
+                while True:
+                    line = stream.readline(MAX_LINE + 1)
+                    if not line or not line.endswith(b"\n"):
+                        break
+                    self._receive(json.loads(line))
+        except (ValueError, OSError):
             pass
         self._gone()
 
@@ -210,25 +226,31 @@ class TunnelClient:
             self.exit_reason = self.dead_reason or "the tunnel process exited"
         if self.dead_reason is None and not self._closed:
             self.dead_reason = self.exit_reason
-        for fut in self._pending.values():
+        pending, self._pending = self._pending, {}
+        for fut in pending.values():
             if not fut.done():
                 fut.set_exception(LinkLost(self.dead_reason or "the tunnel process exited"))
-        self._pending.clear()
         if self._proc is not None:
             self._proc.poll()  # reap it
 
     # -- requests ----------------------------------------------------------------------------
     async def request(self, op: str, wait: float | None = None, **fields: Any) -> Any:
-        if self._writer is None or self._writer.is_closing() or self._listener is None:
+        """Send one request; await its reply on the caller's loop, whichever that is."""
+        sock, listener = self._sock, self._listener
+        if sock is None or listener is None or not listener.is_alive():
             raise LinkLost(self.dead_reason or "the tunnel process is gone")
-        if self._listener.done():
-            raise LinkLost(self.dead_reason or "the tunnel process exited")
-        self._next_id += 1
-        rid = self._next_id
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
-        self._writer.write(json.dumps({"id": rid, "op": op, **fields}).encode() + b"\n")
-        return await asyncio.wait_for(fut, wait)
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self._send_lock:
+            self._next_id += 1
+            rid = self._next_id
+            self._pending[rid] = fut
+            data = json.dumps({"id": rid, "op": op, **fields}).encode() + b"\n"
+            try:
+                sock.sendall(data)
+            except OSError as exc:
+                self._pending.pop(rid, None)
+                raise LinkLost(f"the tunnel process is gone: {exc}") from None
+        return await asyncio.wait_for(asyncio.wrap_future(fut), wait)
 
     async def open(
         self, key: str, settings: LinkSettings, adopt_lease: str | None
@@ -288,11 +310,11 @@ class TunnelClient:
         self._closed = True
         with contextlib.suppress(GpuMarketError, TimeoutError, ConnectionError):
             await self.request("stop", wait=timeout + 2.0, end_lease=end_lease)
-        if self._writer is not None:
-            self._writer.close()
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+            self._sock.close()
         await asyncio.to_thread(self._wait_exit, timeout)
-        if self._listener is not None:
-            self._listener.cancel()
 
     def _wait_exit(self, timeout: float) -> None:
         if self._proc is not None:
