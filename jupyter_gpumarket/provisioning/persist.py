@@ -102,11 +102,16 @@ async def _readopt_tunnel(
     except OSError:  # gone (its grace expired): a fresh link adopts the lease instead
         return False
     try:
-        ports = await client.hello()
-    except TunnelError:
-        await client.close(end_lease=False)
+        ports = await client.hello(record.lease)
+    except TunnelError:  # another lease's process, or a dying one: leave it alone
+        client.detach()
         return False
     prov._link, prov._shim = client, TunnelShim(ports)
+    # The same ports as the connection file the crashed server wrote: jupyter_client then
+    # trusts the file and skips loading it into the KernelManager, so load it here.
+    load = getattr(prov.parent, "load_connection_info", None)
+    if load is not None:
+        load(prov._connection_info())
     return True
 
 

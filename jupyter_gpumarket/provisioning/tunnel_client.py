@@ -33,9 +33,10 @@ from jupyter_gpumarket.core.filesync import Manifest
 from jupyter_gpumarket.exceptions import GpuMarketError, LinkLost, TunnelError
 from jupyter_gpumarket.provisioning.files import PushResult
 from jupyter_gpumarket.provisioning.link import LinkSettings, ProviderTarget
-from jupyter_gpumarket.provisioning.tunnelproc import MAX_LINE
 
-__all__ = ["TunnelClient", "TunnelShim", "process_mode_env"]
+__all__ = ["MAX_LINE", "TunnelClient", "TunnelShim", "process_mode_env"]
+
+MAX_LINE = 8 * 1024 * 1024  # a control line (a file-sync manifest is the largest)
 
 _SUN_PATH_MAX = 100
 START_TIMEOUT = 30.0
@@ -104,6 +105,7 @@ class TunnelClient:
         self.generation = 0
         self.lease: str | None = None
         self.telemetry = _Telemetry()
+        self.ports: dict[str, int] = {}
         self._sock: socket.socket | None = None
         self._send_lock = threading.Lock()
         self._pending: dict[int, concurrent.futures.Future[Any]] = {}
@@ -269,9 +271,11 @@ class TunnelClient:
         self._status(result)
         return {str(k): int(v) for k, v in result["ports"].items()}
 
-    async def hello(self) -> dict[str, int]:
-        result = await self.request("hello", wait=10.0)
+    async def hello(self, lease: str) -> dict[str, int]:
+        """Take control of a running process, which must carry ``lease``."""
+        result = await self.request("hello", wait=10.0, lease=lease)
         self._status(result)
+        self.ports = {str(k): int(v) for k, v in result["ports"].items()}
         return {str(k): int(v) for k, v in result["ports"].items()}
 
     async def start_kernel(
@@ -302,6 +306,14 @@ class TunnelClient:
             timeout=timeout,
         )
         return result
+
+    def detach(self) -> None:
+        """Drop the control connection only (the process is someone else's)."""
+        self._closed = True
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+            self._sock.close()
 
     async def close(self, *, end_lease: bool = True, timeout: float = 5.0) -> None:
         """Stop the link (ending the lease unless told not to) and wait for the process."""

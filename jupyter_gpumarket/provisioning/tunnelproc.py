@@ -35,12 +35,12 @@ from jupyter_gpumarket.core.filesync import Manifest
 from jupyter_gpumarket.provisioning import files, launch
 from jupyter_gpumarket.provisioning.link import LinkSettings, ProviderTarget, RemoteLink
 from jupyter_gpumarket.provisioning.shim import ZmqShim
+from jupyter_gpumarket.provisioning.tunnel_client import MAX_LINE
 
-__all__ = ["MAX_LINE", "TunnelProcess", "main"]
+__all__ = ["TunnelProcess", "main"]
 
 log = logging.getLogger("jupyter_gpumarket.tunnelproc")
 
-MAX_LINE = 8 * 1024 * 1024  # a control line (a file-sync manifest is the largest)
 STATUS_TICK = 0.05
 
 
@@ -93,14 +93,21 @@ class TunnelProcess:
         )
         self.done.set()
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _adopt(self, writer: asyncio.StreamWriter) -> None:
+        """``writer``'s connection controls the process from now on (gets its events)."""
         previous, self._writer = self._writer, writer  # a re-adopting server takes over
-        if previous is not None:
+        if previous is not None and previous is not writer:
             previous.close()
         if self._orphan is not None:
             self._orphan.cancel()
             self._orphan = None
         self._last_status = {}
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # The spawning provisioner controls a fresh process at once; any later connection
+        # (a restarted server) only after a hello naming this process's lease.
+        if self.link is None and self._writer is None:
+            self._adopt(writer)
         try:
             while not self.done.is_set():
                 line = await reader.readline()
@@ -109,7 +116,7 @@ class TunnelProcess:
                 msg = json.loads(line)
                 if not isinstance(msg, dict):
                     raise ValueError("a control message is not a JSON object")
-                task = asyncio.ensure_future(self._handle(msg))
+                task = asyncio.ensure_future(self._handle(msg, writer))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
         except (ValueError, ConnectionError) as exc:  # incl. a line over MAX_LINE
@@ -120,8 +127,8 @@ class TunnelProcess:
                 self._arm_orphan()
             writer.close()
 
-    def _emit(self, msg: dict[str, Any]) -> None:
-        writer = self._writer
+    def _emit(self, msg: dict[str, Any], to: asyncio.StreamWriter | None = None) -> None:
+        writer = to or self._writer
         if writer is not None and not writer.is_closing():
             writer.write(json.dumps(msg).encode() + b"\n")
 
@@ -165,18 +172,26 @@ class TunnelProcess:
             await asyncio.sleep(STATUS_TICK)
 
     # -- requests ------------------------------------------------------------------------------
-    async def _handle(self, msg: dict[str, Any]) -> None:
+    async def _handle(self, msg: dict[str, Any], writer: asyncio.StreamWriter) -> None:
         rid = msg.get("id")
         try:
-            op = getattr(self, "_op_" + str(msg.get("op")), None)
-            if op is None:
-                raise exceptions.ProtocolError(f"unknown control op {msg.get('op')!r}")
-            result = await op(msg)
+            if msg.get("op") == "hello":
+                result = self._hello(msg, writer)
+            elif writer is not self._writer:
+                raise exceptions.ProtocolError(
+                    "this connection does not control the tunnel process: say hello first"
+                )
+            else:
+                op = getattr(self, "_op_" + str(msg.get("op")), None)
+                if op is None:
+                    raise exceptions.ProtocolError(f"unknown control op {msg.get('op')!r}")
+                result = await op(msg)
             reply: dict[str, Any] = {"id": rid, "ok": True, "result": result}
         except Exception as exc:  # every failure goes back to the provisioner, typed
             reply = {"id": rid, "ok": False, "error": str(exc), "kind": type(exc).__name__}
-        self._emit(reply)
-        self._emit(self.status())
+        self._emit(reply, writer)
+        if writer is self._writer:
+            self._emit(self.status())
 
     def _ports(self) -> dict[str, Any]:
         assert self.link is not None
@@ -198,9 +213,13 @@ class TunnelProcess:
         )
         return self._ports()
 
-    async def _op_hello(self, msg: dict[str, Any]) -> dict[str, Any]:
-        if self.link is None:
-            raise exceptions.LinkLost("this tunnel process has no link")
+    def _hello(self, msg: dict[str, Any], writer: asyncio.StreamWriter) -> dict[str, Any]:
+        """A restarted server re-adopts this process: only for the lease it carries."""
+        if self.link is None or self.link.dead_reason:
+            raise exceptions.LinkLost("this tunnel process has no live link")
+        if msg.get("lease") != self.link.lease:
+            raise exceptions.LinkLost("this tunnel process carries another lease")
+        self._adopt(writer)
         return self._ports()
 
     def _live(self) -> RemoteLink:
