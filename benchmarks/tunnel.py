@@ -7,7 +7,9 @@ machine noise hits both alike:
   - execute('pass') -> execute_reply round trip (median, p99)
   - N MB of output (N x 1 MB prints) end to end: execute until idle, MB/s
   - kernel start until the first kernel_info_reply
-Prints ratios (gpumarket / direct) and writes benchmarks/results/tunnel.json.
+Prints ratios (gpumarket / direct) and writes benchmarks/results/tunnel.json. ``gpumarket`` is
+the tunnel on a thread of this process; ``gpumarket_process`` the same kernelspec with
+GPUMARKET_TUNNEL_PROCESS=1 (the shim and the link in their own tunnel process).
 """
 
 from __future__ import annotations
@@ -34,10 +36,18 @@ from agentproc import environ, running_agent  # noqa: E402
 RESULTS = HERE / "results" / "tunnel.json"
 
 
-async def start(name: str) -> tuple[AsyncKernelManager, Any, float]:
+KINDS = {  # result key: (kernelspec, GPUMARKET_TUNNEL_PROCESS)
+    "direct": ("python3", "0"),
+    "gpumarket": ("gpumarket", "0"),
+    "gpumarket_process": ("gpumarket", "1"),
+}
+
+
+async def start(name: str, process: str = "0") -> tuple[AsyncKernelManager, Any, float]:
     t0 = time.perf_counter()
     km = AsyncKernelManager(kernel_name=name)
-    await km.start_kernel()
+    with environ({"GPUMARKET_TUNNEL_PROCESS": process}):
+        await km.start_kernel()
     kc = km.client()
     kc.start_channels()
     await kc.wait_for_ready(timeout=60)
@@ -93,20 +103,20 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    starts: dict[str, list[float]] = {"direct": [], "gpumarket": []}
+    starts: dict[str, list[float]] = {key: [] for key in KINDS}
     for _ in range(args.starts):
-        for name, key in (("python3", "direct"), ("gpumarket", "gpumarket")):
-            km, kc, dt = await start(name)
+        for key, (name, process) in KINDS.items():
+            km, kc, dt = await start(name, process)
             starts[key].append(dt)
             await stop(km, kc)
 
     kernels = {}
-    for name, key in (("python3", "direct"), ("gpumarket", "gpumarket")):
-        km, kc, _ = await start(name)
-        await rtts(kc, 50)  # warm up both
+    for key, (name, process) in KINDS.items():
+        km, kc, _ = await start(name, process)
+        await rtts(kc, 50)  # warm up each
         kernels[key] = (km, kc)
-    rtt: dict[str, list[float]] = {"direct": [], "gpumarket": []}
-    thr: dict[str, list[float]] = {"direct": [], "gpumarket": []}
+    rtt: dict[str, list[float]] = {key: [] for key in KINDS}
+    thr: dict[str, list[float]] = {key: [] for key in KINDS}
     per_round = max(1, args.requests // args.rounds)
     for _ in range(args.rounds):
         for key, (_, kc) in kernels.items():
@@ -125,18 +135,25 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "start_s": statistics.median(starts[key]),
         }
 
-    direct, remote = summary("direct"), summary("gpumarket")
+    direct, remote, process = summary("direct"), summary("gpumarket"), summary("gpumarket_process")
     return {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "params": vars(args),
         "direct": direct,
         "gpumarket": remote,
+        "gpumarket_process": process,
         "ratios": {
             "rtt_median": remote["rtt_median_ms"] / direct["rtt_median_ms"],
             "rtt_p99": remote["rtt_p99_ms"] / direct["rtt_p99_ms"],
             "output_throughput": remote["output_mb_per_s"] / direct["output_mb_per_s"],
             "start_extra_s": remote["start_s"] - direct["start_s"],
+        },
+        "process_ratios": {
+            "rtt_median": process["rtt_median_ms"] / direct["rtt_median_ms"],
+            "rtt_p99": process["rtt_p99_ms"] / direct["rtt_p99_ms"],
+            "output_throughput": process["output_mb_per_s"] / direct["output_mb_per_s"],
+            "start_extra_s": process["start_s"] - direct["start_s"],
         },
         "targets": {
             "rtt_median": "<= 1.10",
@@ -162,10 +179,11 @@ if __name__ == "__main__":
         result = asyncio.run(main(args))
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    for key in ("direct", "gpumarket"):
+    for key in KINDS:
         r = result[key]
         print(
-            f"{key:10s} rtt median {r['rtt_median_ms']:.3f} ms  p99 {r['rtt_p99_ms']:.3f} ms  "
+            f"{key:18s} rtt median {r['rtt_median_ms']:.3f} ms  p99 {r['rtt_p99_ms']:.3f} ms  "
             f"output {r['output_mb_per_s']:.1f} MB/s  start {r['start_s']:.3f} s"
         )
     print("ratios:", json.dumps({k: round(v, 3) for k, v in result["ratios"].items()}))
+    print("process:", json.dumps({k: round(v, 3) for k, v in result["process_ratios"].items()}))

@@ -20,6 +20,7 @@ from jupyter_gpumarket.provisioning.shim import ZmqShim
 if TYPE_CHECKING:  # the payment stack (web3, eth-*) loads only for paid kernels
     from jupyter_gpumarket.provisioning.paid_run import PaidRun
     from jupyter_gpumarket.provisioning.provisioner import GpuMarketProvisioner
+    from jupyter_gpumarket.provisioning.tunnel_client import TunnelShim
 
 __all__ = ["connection_info", "open_link", "open_paid"]
 
@@ -124,7 +125,7 @@ async def open_paid(prov: GpuMarketProvisioner, offer: Any = None) -> None:
     await call(prov._open(target, paid_run=prov._paid))
 
 
-def connection_info(shim: ZmqShim, key: str, kernel_name: str) -> KernelConnectionInfo:
+def connection_info(shim: ZmqShim | TunnelShim, key: str, kernel_name: str) -> KernelConnectionInfo:
     """What the KernelManager connects to: the loopback shim, signed with the session key."""
     ports = shim.ports
     return {

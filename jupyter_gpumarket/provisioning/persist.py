@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from jupyter_client.connect import KernelConnectionInfo
 
-from jupyter_gpumarket.exceptions import ConfigError
+from jupyter_gpumarket.exceptions import ConfigError, TunnelError
 from jupyter_gpumarket.provisioning import paid_state, records
-from jupyter_gpumarket.provisioning.link import ProviderTarget, RemoteLink
-from jupyter_gpumarket.provisioning.loop_thread import call, loop_thread
+from jupyter_gpumarket.provisioning.link import ProviderTarget
+from jupyter_gpumarket.provisioning.loop_thread import loop_thread
 
 if TYPE_CHECKING:
     from jupyter_gpumarket.provisioning.provisioner import GpuMarketProvisioner
@@ -50,6 +50,8 @@ def save_record(prov: GpuMarketProvisioner) -> None:
             connection_file=getattr(prov.parent, "connection_file", None),
             server_pid=os.getpid(),
             created=time.time(),
+            tunnel_socket=str(getattr(link, "socket_path", "") or "") or None,
+            tunnel_pid=getattr(link, "pid", None),
         )
     )
 
@@ -67,7 +69,8 @@ async def reattach(
         state = paid_state.load(prov.kernel_id)
         if state is not None:
             await resume_paid(prov, state)
-        await call(prov._open(target, adopt_lease=record.lease, paid_run=prov._paid))
+        if not await _readopt_tunnel(prov, record, target):
+            await prov._on_link(prov._open(target, adopt_lease=record.lease, paid_run=prov._paid))
     except BaseException:
         await prov._teardown(end_lease=False)
         records.forget(prov.kernel_id)
@@ -78,6 +81,38 @@ async def reattach(
     prov.log.info("re-adopted remote kernel %s (lease %s)", prov.kernel_id, record.lease)
     save_record(prov)
     return prov._connection_info()
+
+
+async def _readopt_tunnel(
+    prov: GpuMarketProvisioner, record: records.KernelRecord, target: ProviderTarget
+) -> bool:
+    """Take over the tunnel process that outlived its server (True), if it still runs."""
+    if not record.tunnel_socket or not record.tunnel_pid or prov._paid is not None:
+        return False
+    from jupyter_gpumarket.provisioning.tunnel_client import TunnelClient, TunnelShim
+
+    try:
+        client = await TunnelClient.connect(
+            record.tunnel_socket,
+            record.tunnel_pid,
+            target,
+            on_notice=prov._process_notice,
+            on_progress=prov._progress,
+        )
+    except OSError:  # gone (its grace expired): a fresh link adopts the lease instead
+        return False
+    try:
+        ports = await client.hello(record.lease)
+    except TunnelError:  # another lease's process, or a dying one: leave it alone
+        client.detach()
+        return False
+    prov._link, prov._shim = client, TunnelShim(ports)
+    # The same ports as the connection file the crashed server wrote: jupyter_client then
+    # trusts the file and skips loading it into the KernelManager, so load it here.
+    load = getattr(prov.parent, "load_connection_info", None)
+    if load is not None:
+        load(prov._connection_info())
+    return True
 
 
 async def resume_paid(prov: GpuMarketProvisioner, state: paid_state.PaidState) -> None:
@@ -97,7 +132,7 @@ async def resume_paid(prov: GpuMarketProvisioner, state: paid_state.PaidState) -
     bind_persist(lease, prov.kernel_id)
 
 
-def link_info(link: RemoteLink | None) -> dict[str, Any]:
+def link_info(link: Any) -> dict[str, Any]:
     """What get_provisioner_info adds about the live link (empty without one)."""
     if link is None:
         return {}

@@ -33,6 +33,7 @@ from jupyter_gpumarket.provisioning.loop_thread import call, loop_thread
 from jupyter_gpumarket.provisioning.selection import DEFAULT_ENV_ALLOW, forwarded_env
 from jupyter_gpumarket.provisioning.selection_store import LaunchChoice, launch_choice
 from jupyter_gpumarket.provisioning.shim import ZmqShim
+from jupyter_gpumarket.provisioning.tunnel_client import TunnelClient, TunnelShim, process_mode_env
 
 if TYPE_CHECKING:  # the payment stack (web3, eth-*) loads only for paid kernels
     from jupyter_gpumarket.provisioning.failover import Attempt
@@ -115,12 +116,19 @@ class GpuMarketProvisioner(KernelProvisionerBase):
     )
     confirm_timeout = Float(300.0, config=True, help="seconds to wait for that confirmation")
 
-    _link: RemoteLink | None = None
+    tunnel_process = Bool(
+        False,
+        config=True,
+        help="run each remote kernel's shim and link in its own tunnel process instead of a "
+        "thread of the server (GPUMARKET_TUNNEL_PROCESS=1/0 wins; paid kernels keep the thread)",
+    )
+
+    _link: RemoteLink | TunnelClient | None = None
     _paid: PaidRun | None = None
     _cwd: Path | None = None
     _synced: Manifest | None = None
     last_push: files.PushResult | None = None
-    _shim: ZmqShim | None = None
+    _shim: ZmqShim | TunnelShim | None = None
     _key: str = ""
     _launch_env: dict[str, str] | None = None
     _choice: LaunchChoice | None = None  # the stored selection / pin / unlocked wallet
@@ -186,7 +194,7 @@ class GpuMarketProvisioner(KernelProvisionerBase):
                     return self._connection_info()
                 else:
                     launch_flow.step(self, LaunchEventType.CONNECT)
-                    await call(self._open(self._target()))
+                    await self._on_link(self._open(self._target()))
             elif self._paid is not None:
                 self._paid.kernel_restarting()
             await self._start_remote(env, self._kernel_args)
@@ -221,20 +229,26 @@ class GpuMarketProvisioner(KernelProvisionerBase):
     async def _start_remote(self, env: dict[str, str], kernel_args: tuple[str, ...] = ()) -> None:
         """Sync the notebook's files and start the kernel on the open link."""
         assert self._link is not None
+        link = self._link
         if self.sync_files and self._cwd is not None:
             launch_flow.step(self, LaunchEventType.SYNC_FILES)
-            result = await call(
-                files.push(
-                    self._link,
-                    self._cwd,
-                    cap_bytes=self.sync_cap_bytes,
-                    timeout=self.launch_timeout,
-                    progress=self._progress,
+            if isinstance(link, TunnelClient):
+                result = await link.push_files(self._cwd, self.sync_cap_bytes, self.launch_timeout)
+            else:
+                result = await call(
+                    files.push(
+                        link,
+                        self._cwd,
+                        cap_bytes=self.sync_cap_bytes,
+                        timeout=self.launch_timeout,
+                        progress=self._progress,
+                    )
                 )
-            )
             self._synced, self.last_push = result.manifest, result
         launch_flow.step(self, LaunchEventType.START_KERNEL)
-        await call(self._link.start_kernel(self._key, env, self.launch_timeout, kernel_args))
+        await self._on_link(
+            self._link.start_kernel(self._key, env, self.launch_timeout, kernel_args)
+        )
         if self._paid is not None:
             loop_thread().loop.call_soon_threadsafe(self._paid.kernel_started)
 
@@ -251,12 +265,44 @@ class GpuMarketProvisioner(KernelProvisionerBase):
         settings = LinkSettings(
             connect_timeout=min(30.0, self.launch_timeout), link_grace=self.link_grace_seconds
         )
+        if paid_run is None and self._process_mode():  # on the server's loop (_on_link)
+            client = await TunnelClient.spawn(
+                self.kernel_id or "",
+                target,
+                self.link_grace_seconds,
+                on_notice=self._process_notice,
+                on_progress=self._progress,
+            )
+            try:
+                ports = await client.open(self._key, settings, adopt_lease)
+            except BaseException:
+                await client.close(end_lease=False)
+                raise
+            self._link, self._shim = client, TunnelShim(ports)
+            return
         self._link, self._shim = await launch.open_link(
             target, self._key, settings, self.log, adopt_lease, paid_run, self._launch_notice
         )
 
     def _launch_notice(self, text: str) -> None:
         launch_flow.notice(self, text)
+
+    def _process_notice(self, text: str) -> None:
+        self.log.warning(text)
+        launch_flow.notice(self, text)
+
+    # -- where the link lives: a tunnel process, or the tunnel thread ----------------------
+    def _process_mode(self) -> bool:
+        """Whether a new link gets its own tunnel process (never for a paid kernel yet)."""
+        env = process_mode_env()
+        return (self.tunnel_process if env is None else env) and self._paid is None
+
+    async def _on_link(self, coro: Any) -> Any:
+        """Await ``coro`` where the link lives: on this loop for a tunnel process (its client
+        is this loop's), else on the tunnel thread."""
+        if isinstance(self._link, TunnelClient) or (self._link is None and self._process_mode()):
+            return await coro
+        return await call(coro)
 
     # -- liveness (KernelManager, KernelRestarter) ------------------------------------------
     @property
@@ -283,7 +329,9 @@ class GpuMarketProvisioner(KernelProvisionerBase):
 
     async def send_signal(self, signum: int) -> None:
         """Signal the remote kernel's process group (KernelManager.signal_kernel)."""
-        if self._link is not None and signum != 0:
+        if isinstance(self._link, TunnelClient) and signum != 0:
+            self._link.signal(signum)
+        elif self._link is not None and signum != 0:
             self._call_soon(self._link.signal, signum)
 
     async def kill(self, restart: bool = False) -> None:
@@ -326,6 +374,10 @@ class GpuMarketProvisioner(KernelProvisionerBase):
         link, cwd = self._link, self._cwd
         if link is None or cwd is None or self._synced is None or link.dead_reason:
             return {"pulled": [], "conflicts": [], "skipped": "no live remote kernel dir"}
+        if isinstance(link, TunnelClient):
+            return await link.pull_files(
+                cwd, self._synced, self.sync_cap_bytes, self.launch_timeout
+            )
         plan = await call(
             files.pull(
                 link,
@@ -345,9 +397,11 @@ class GpuMarketProvisioner(KernelProvisionerBase):
     async def _teardown(self, *, end_lease: bool) -> None:
         link, shim = self._link, self._shim
         self._link = self._shim = None
-        if link is not None:
+        if isinstance(link, TunnelClient):
+            await link.close(end_lease=end_lease)
+        elif link is not None:
             await call(link.close(end_lease=end_lease))
-        if shim is not None:
+        if isinstance(shim, ZmqShim):
             await call(shim.close())
 
     # -- telemetry ---------------------------------------------------------------------------

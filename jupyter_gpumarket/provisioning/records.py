@@ -36,6 +36,8 @@ class KernelRecord:
     connection_file: str | None
     server_pid: int
     created: float
+    tunnel_socket: str | None = None  # the kernel's tunnel process (re-adopted by connecting)
+    tunnel_pid: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("kernel_id", "kernel_name", "provider_url", "lease", "key"):

@@ -101,6 +101,9 @@ def test_kernel_survives_a_server_crash_and_is_readopted(
             reply, text = execute(ws, "print(x, pid == os.getpid())")
         assert reply["content"]["status"] == "ok"
         assert text.strip() == "42 True"  # the very same process, state intact
+        deadline = time.monotonic() + 30  # re-adoption goes on after the first kernel
+        while "dropped remote kernel stale" not in second.log() and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert "dropped remote kernel stale-kernel" in second.log()
         with environ(runtime):
             assert records.load("stale-kernel") is None

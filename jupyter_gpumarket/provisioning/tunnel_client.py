@@ -1,0 +1,362 @@
+"""The provisioner's side of a tunnel process (:mod:`.tunnelproc`): start it, drive it.
+
+:class:`TunnelClient` lives on the Jupyter server's loop and shows the provisioner (and the
+server's launch monitor) the face of a :class:`RemoteLink`: ``exit_code``, ``dead_reason``,
+``lost_since``, ``reconnect_attempt``, ``telemetry``, ``generation``, ``lease``, ``target``,
+``start_kernel``, ``signal``, ``close``; the data itself never passes through this process.
+The process's state arrives as status events on the 0600 control socket; when the socket
+closes (the process exited), the kernel counts as exited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from jupyter_core.paths import jupyter_runtime_dir
+
+from jupyter_gpumarket import exceptions
+from jupyter_gpumarket.core.filesync import Manifest
+from jupyter_gpumarket.exceptions import GpuMarketError, LinkLost, TunnelError
+from jupyter_gpumarket.provisioning.files import PushResult
+from jupyter_gpumarket.provisioning.link import LinkSettings, ProviderTarget
+
+__all__ = ["MAX_LINE", "TunnelClient", "TunnelShim", "process_mode_env"]
+
+MAX_LINE = 8 * 1024 * 1024  # a control line (a file-sync manifest is the largest)
+
+_SUN_PATH_MAX = 100
+START_TIMEOUT = 30.0
+
+
+def process_mode_env() -> bool | None:
+    """GPUMARKET_TUNNEL_PROCESS=1/0 (None when unset: the trait decides)."""
+    value = os.environ.get("GPUMARKET_TUNNEL_PROCESS")
+    if value is None or value == "":
+        return None
+    return value.lower() in ("1", "true", "yes", "on")
+
+
+def _socket_path(kernel_id: str) -> Path:
+    folder = Path(jupyter_runtime_dir()) / "gpumarket-tunnels"
+    name = f"{(kernel_id or 'kernel')[:8]}-{secrets.token_hex(4)}.sock"
+    if len(str(folder / name)) > _SUN_PATH_MAX:  # a Unix socket path holds ~107 bytes
+        folder = Path(tempfile.mkdtemp(prefix="gpumarket-tun-"))
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return folder / name
+
+
+class TunnelShim:
+    """What the provisioner keeps of the shim: its ports (the process owns the sockets)."""
+
+    def __init__(self, ports: dict[str, int]) -> None:
+        self.ports = ports
+
+    async def close(self) -> None:
+        return None
+
+
+class _Telemetry:
+    def __init__(self) -> None:
+        self.samples: list[dict[str, Any]] = []
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return list(self.samples)
+
+
+class TunnelClient:
+    """One tunnel process, as the provisioner sees it."""
+
+    def __init__(
+        self,
+        socket_path: Path,
+        pid: int,
+        target: ProviderTarget,
+        proc: subprocess.Popen[bytes] | None = None,
+        on_notice: Any = None,
+        on_progress: Any = None,
+    ) -> None:
+        self.socket_path = socket_path
+        self.pid = pid
+        self.target = target
+        self._proc = proc
+        self._on_notice = on_notice or (lambda text: None)
+        self._on_progress = on_progress or (lambda text: None)
+        self.exit_code: int | None = None
+        self.exit_reason = ""
+        self.dead_reason: str | None = None
+        self.lost_since: float | None = None
+        self.reconnect_attempt = 0
+        self.reconnects = 0
+        self.stalls = 0
+        self.generation = 0
+        self.lease: str | None = None
+        self.telemetry = _Telemetry()
+        self.ports: dict[str, int] = {}
+        self._sock: socket.socket | None = None
+        self._send_lock = threading.Lock()
+        self._pending: dict[int, concurrent.futures.Future[Any]] = {}
+        self._next_id = 0
+        self._listener: threading.Thread | None = None
+        self._closed = False
+
+    # -- starting / connecting ---------------------------------------------------------------
+    @classmethod
+    async def spawn(
+        cls, kernel_id: str, target: ProviderTarget, grace: float, **kw: Any
+    ) -> TunnelClient:
+        """Start a tunnel process for one kernel and connect to its control socket."""
+        path = _socket_path(kernel_id)
+        proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once; the wait is threaded
+            [
+                sys.executable,
+                "-m",
+                "jupyter_gpumarket.provisioning.tunnelproc",
+                "--socket",
+                str(path),
+                "--grace",
+                str(grace),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            start_new_session=True,  # a Ctrl-C to the server's terminal is not the kernel's end
+        )
+        assert proc.stdout is not None
+        try:
+            line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), START_TIMEOUT)
+        except TimeoutError:
+            proc.kill()
+            line = b""
+        proc.stdout.close()
+        if line.strip() != b"ready":
+            proc.kill()
+            proc.wait()
+            raise TunnelError(
+                f"the tunnel process did not start (exit code {proc.poll()}): see the server's "
+                "log, or set GPUMARKET_TUNNEL_PROCESS=0 to run the tunnel in the server"
+            )
+        client = cls(path, proc.pid, target, proc, **kw)
+        await asyncio.to_thread(client._attach)
+        return client
+
+    @classmethod
+    async def connect(
+        cls, socket_path: str, pid: int, target: ProviderTarget, **kw: Any
+    ) -> TunnelClient:
+        """Re-adopt a running tunnel process (its server crashed); raises OSError if gone."""
+        client = cls(Path(socket_path), pid, target, None, **kw)
+        await asyncio.to_thread(client._attach)
+        return client
+
+    def _attach(self) -> None:
+        # Plain blocking socket and a reader thread: the KernelManager may call from any loop
+        # or thread (a sync KernelManager runs its loop only during a call), and only small
+        # control lines pass here, never kernel data.
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(10.0)
+        try:
+            sock.connect(str(self.socket_path))
+        except OSError:
+            sock.close()
+            raise
+        sock.settimeout(None)
+        self._sock = sock
+        self._listener = threading.Thread(
+            target=self._listen, name=f"gpumarket-tunnel-ctl-{self.pid}", daemon=True
+        )
+        self._listener.start()
+
+    def _listen(self) -> None:
+        assert self._sock is not None
+        try:
+            with self._sock.makefile("rb") as stream:
+                while True:
+                    line = stream.readline(MAX_LINE + 1)
+                    if not line or not line.endswith(b"\n"):
+                        break
+                    self._receive(json.loads(line))
+        except (ValueError, OSError):
+            pass
+        self._gone()
+
+    def _receive(self, msg: dict[str, Any]) -> None:
+        ev = msg.get("ev")
+        if ev == "status":
+            self._status(msg)
+        elif ev == "notice":
+            self._on_notice(str(msg.get("text", "")))
+        elif ev == "progress":
+            self._on_progress(str(msg.get("text", "")))
+        elif "id" in msg:
+            fut = self._pending.pop(int(msg["id"]), None)
+            if fut is not None and not fut.done():
+                if msg.get("ok"):
+                    fut.set_result(msg.get("result"))
+                else:
+                    fut.set_exception(_error(str(msg.get("kind")), str(msg.get("error"))))
+
+    def _status(self, msg: dict[str, Any]) -> None:
+        if not msg.get("open"):
+            return
+        self.exit_code = msg.get("exit_code")
+        self.exit_reason = msg.get("exit_reason") or ""
+        self.dead_reason = msg.get("dead_reason")
+        self.lost_since = msg.get("lost_since")  # CLOCK_MONOTONIC: the same in both processes
+        self.reconnect_attempt = int(msg.get("reconnect_attempt") or 0)
+        self.reconnects = int(msg.get("reconnects") or 0)
+        self.stalls = int(msg.get("stalls") or 0)
+        self.generation = int(msg.get("generation") or 0)
+        self.lease = msg.get("lease") or self.lease
+        self.telemetry.samples = list(msg.get("telemetry") or [])
+
+    def _gone(self) -> None:
+        if self.exit_code is None:
+            self.exit_code = -1
+            self.exit_reason = self.dead_reason or "the tunnel process exited"
+        if self.dead_reason is None and not self._closed:
+            self.dead_reason = self.exit_reason
+        pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(LinkLost(self.dead_reason or "the tunnel process exited"))
+        if self._proc is not None:
+            self._proc.poll()  # reap it
+
+    # -- requests ----------------------------------------------------------------------------
+    async def request(self, op: str, wait: float | None = None, **fields: Any) -> Any:
+        """Send one request; await its reply on the caller's loop, whichever that is."""
+        sock, listener = self._sock, self._listener
+        if sock is None or listener is None or not listener.is_alive():
+            raise LinkLost(self.dead_reason or "the tunnel process is gone")
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self._send_lock:
+            self._next_id += 1
+            rid = self._next_id
+            self._pending[rid] = fut
+            data = json.dumps({"id": rid, "op": op, **fields}).encode() + b"\n"
+            try:
+                sock.sendall(data)
+            except OSError as exc:
+                self._pending.pop(rid, None)
+                raise LinkLost(f"the tunnel process is gone: {exc}") from None
+        return await asyncio.wait_for(asyncio.wrap_future(fut), wait)
+
+    async def open(
+        self, key: str, settings: LinkSettings, adopt_lease: str | None
+    ) -> dict[str, int]:
+        t = self.target
+        result = await self.request(
+            "open",
+            target={"url": t.url, "tls_fingerprint": t.tls_fingerprint, "token": t.token},
+            key=key,
+            settings={
+                "connect_timeout": settings.connect_timeout,
+                "link_grace": settings.link_grace,
+            },
+            adopt_lease=adopt_lease,
+        )
+        self._status(result)
+        return {str(k): int(v) for k, v in result["ports"].items()}
+
+    async def hello(self, lease: str) -> dict[str, int]:
+        """Take control of a running process, which must carry ``lease``."""
+        result = await self.request("hello", wait=10.0, lease=lease)
+        self._status(result)
+        self.ports = {str(k): int(v) for k, v in result["ports"].items()}
+        return {str(k): int(v) for k, v in result["ports"].items()}
+
+    async def start_kernel(
+        self, key: str, env: dict[str, str], timeout: float, kernel_args: tuple[str, ...] = ()
+    ) -> None:
+        result = await self.request(
+            "start", env=env, timeout=timeout, kernel_args=list(kernel_args)
+        )
+        self._status(result)
+
+    def signal(self, signum: int) -> None:
+        task = asyncio.ensure_future(self.request("signal", wait=10.0, signum=signum))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def push_files(self, cwd: Path, cap_bytes: int, timeout: float) -> PushResult:
+        result = await self.request("push", cwd=str(cwd), cap_bytes=cap_bytes, timeout=timeout)
+        manifest = await asyncio.to_thread(Manifest.from_json, result["manifest"])
+        return PushResult(manifest, int(result["sent_bytes"]), int(result["reused_bytes"]))
+
+    async def pull_files(
+        self, cwd: Path, at_launch: Manifest, cap_bytes: int, timeout: float
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request(
+            "pull",
+            cwd=str(cwd),
+            at_launch=at_launch.to_json(),
+            cap_bytes=cap_bytes,
+            timeout=timeout,
+        )
+        return result
+
+    def detach(self) -> None:
+        """Drop the control connection only (the process is someone else's)."""
+        self._closed = True
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+            self._sock.close()
+
+    async def close(self, *, end_lease: bool = True, timeout: float = 5.0) -> None:
+        """Stop the link (ending the lease unless told not to) and wait for the process."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(GpuMarketError, TimeoutError, ConnectionError):
+            await self.request("stop", wait=timeout + 2.0, end_lease=end_lease)
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+            self._sock.close()
+        await asyncio.to_thread(self._wait_exit, timeout)
+
+    def _wait_exit(self, timeout: float) -> None:
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            return
+        # a re-adopted process is not our child: signal it by pid if it lingers
+        for _ in range(int(timeout * 20)):
+            if not _alive(self.pid):
+                return
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _error(kind: str, text: str) -> Exception:
+    cls = getattr(exceptions, kind, None)
+    if isinstance(cls, type) and issubclass(cls, GpuMarketError):
+        return cls(text)
+    return TunnelError(f"the tunnel process failed: {text} ({kind})")
