@@ -4,14 +4,18 @@ of its own: test files import it by name, which a conftest.py cannot safely be).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import jupyter_gpumarket
+
+from jupyterproc import JupyterServer, start_jupyter
 
 CHROMIUM = os.environ.get("GPUMARKET_CHROMIUM", "/usr/bin/chromium")
 BUILT = Path(jupyter_gpumarket.__file__).parent / "labextension"
@@ -74,3 +78,19 @@ def needs_ui() -> None:
     why = _needs()
     if why:
         pytest.skip(why)
+
+
+@contextlib.contextmanager
+def market_lab(tmp: Path, renter_env: dict[str, str]) -> Iterator[JupyterServer]:
+    """A real `jupyter lab` renting from a running devnet market: the renter's network and
+    wallet, but no offer, password or budget (the panel chooses, unlocks and confirms)."""
+    drop = ("GPUMARKET_OFFER", "GPUMARKET_WALLET_PASSWORD", "GPUMARKET_BUDGET")
+    env = {k: v for k, v in renter_env.items() if k not in drop}
+    env.update(lab_env(tmp, standin_spec=False))
+    server = start_jupyter(tmp, env, *LAB_ARGS, timeout=120)
+    try:
+        yield server
+    finally:
+        for s in server.request("GET", "/api/sessions"):
+            server.request("DELETE", f"/api/sessions/{s['id']}", timeout=120)
+        server.stop()

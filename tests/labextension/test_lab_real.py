@@ -14,11 +14,11 @@ import pytest
 
 pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
 
-from labenv import LAB_ARGS, lab_env, needs_ui
+from labenv import market_lab, needs_ui
 from labkit import PANEL, kernel_of, open_page, wait_for
 from playwright.sync_api import expect
 
-from jupyterproc import JupyterServer, start_jupyter
+from jupyterproc import JupyterServer
 from marketproc import PASSWORD, Market, running_market
 
 pytestmark = pytest.mark.slow
@@ -35,17 +35,8 @@ def market(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Market]:
 
 @pytest.fixture(scope="module")
 def real_lab(market: Market, tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
-    tmp = tmp_path_factory.mktemp("reallab")
-    drop = ("GPUMARKET_OFFER", "GPUMARKET_WALLET_PASSWORD", "GPUMARKET_BUDGET")
-    env = {k: v for k, v in market.renter_env.items() if k not in drop}
-    env.update(lab_env(tmp, standin_spec=False))
-    server = start_jupyter(tmp, env, *LAB_ARGS, timeout=120)
-    try:
+    with market_lab(tmp_path_factory.mktemp("reallab"), market.renter_env) as server:
         yield server
-    finally:
-        for s in server.request("GET", "/api/sessions"):
-            server.request("DELETE", f"/api/sessions/{s['id']}", timeout=120)
-        server.stop()
 
 
 def test_unlock_pick_confirm_run_on_the_provider_and_settle(
