@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_gpumarket.agent import isolation
-from jupyter_gpumarket.cli import argtypes
+from jupyter_gpumarket.cli import argtypes, provider_slices
 from jupyter_gpumarket.core.offer_meta import DEFAULT_RELAY_FEE
 from jupyter_gpumarket.exceptions import AgentError, ConfigError, GpuMarketError
 
@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         default="all",
         help="GPUs to rent out: all (default), none, or indices like 0,2 (see `provider info`)",
     )
-    _add_slice_arguments(serve)
+    provider_slices.add_arguments(serve)
     serve.add_argument(
         "--config", type=Path, help="TOML file with these settings (flags given here win)"
     )
@@ -191,7 +191,7 @@ def _serve(args: argparse.Namespace) -> int:
         log.warning("SIMULATED GPUs (--simulate-gpu): %s", inventory.reason)
     else:
         inventory = select_gpus(detect_gpus(), args.gpus)
-    layout = _slice_layout(args, inventory, sandboxed=iso.sandbox is not None)
+    layout = provider_slices.layout(args, inventory, sandboxed=iso.sandbox is not None)
     paid = publisher = None
     if not args.dev:
         isolation.check_publishable(iso.sandbox is not None, args.unsafe_no_sandbox)
@@ -225,7 +225,7 @@ def _serve(args: argparse.Namespace) -> int:
             "simulated": bool(args.simulate_gpu),
             **({"slice": layout.info()} if layout is not None else {}),
         },
-        **_slice_config(args, layout),
+        **provider_slices.agent_config(args, layout),
     )
     log.info("GPUs: %s", "CPU only" if inventory.cpu_only else len(inventory.gpus))
     _run(
@@ -410,76 +410,3 @@ def _info(args: argparse.Namespace) -> int:
     inventory = detect_gpus()
     print(json.dumps(inventory.to_json(), indent=2) if args.json else format_inventory(inventory))
     return 0
-
-
-def _add_slice_arguments(serve: argparse.ArgumentParser) -> None:
-    from jupyter_gpumarket.core.gpu_slices import MAX_SLICES
-
-    group = serve.add_argument_group("shared GPU slices (one GPU, several kernels)")
-    group.add_argument(
-        "--slices",
-        type=argtypes.int_in(2, MAX_SLICES, f"slices per GPU, 2 to {MAX_SLICES}"),
-        help="rent each GPU to N kernels at once: MIG instances where MIG is on, else "
-        "time-shared with a memory cap per kernel (CUDA MPS where its daemon runs, else "
-        "watched: warned, then stopped over the slice); the offer is priced per slice",
-    )
-    group.add_argument(
-        "--mig-profile", metavar="PROFILE", help="rent the GPU's MIG instances of PROFILE (1g.10gb)"
-    )
-    group.add_argument(
-        "--slice-vram-mb",
-        type=argtypes.megabytes(2**31 - 1),
-        help="memory cap per time-shared slice (default: an equal share of the GPU)",
-    )
-    group.add_argument(
-        "--slice-grace",
-        type=argtypes.seconds(),
-        default=10.0,
-        help="seconds a kernel may stay over its slice's memory before it is stopped",
-    )
-
-
-def _slice_layout(args: argparse.Namespace, inventory: Any, *, sandboxed: bool) -> Any:
-    """The slices to rent (agent.gpu_slices.SliceLayout), or None for whole GPUs.
-
-    MPS only for unsandboxed kernels: the sandbox does not show them the daemon's pipe dir
-    (and its control pipe is no renter's to use); sandboxed slices are watched instead."""
-    if args.slices is None and args.mig_profile is None:
-        if args.slice_vram_mb is not None:
-            raise ConfigError("--slice-vram-mb needs --slices N")
-        return None
-    from jupyter_gpumarket.agent.gpu_slices import mps_pipe_dir, plan_layout
-
-    if args.gpus_per_kernel != 1:
-        raise ConfigError("a slice is part of one GPU: drop --gpus-per-kernel with --slices")
-    layout = plan_layout(
-        inventory,
-        slices=args.slices,
-        mig_profile=args.mig_profile,
-        slice_vram_mib=args.slice_vram_mb,
-        mps_dir=None if args.simulate_gpu or sandboxed else mps_pipe_dir(),
-    )
-    log.info(
-        "renting %d GPU slice(s) (%s): %s",
-        len(layout.slices),
-        layout.info()["mode"],
-        layout.describe(),
-    )
-    if args.max_kernels < len(layout.slices):
-        log.warning(
-            "--max-kernels %d leaves %d slice(s) idle: pass --max-kernels %d",
-            args.max_kernels,
-            len(layout.slices) - args.max_kernels,
-            len(layout.slices),
-        )
-    return layout
-
-
-def _slice_config(args: argparse.Namespace, layout: Any) -> dict[str, Any]:
-    """The AgentConfig fields of a sliced provider."""
-    if layout is None:
-        return {}
-    from jupyter_gpumarket.agent.gpu_slices import NvmlVramReader, SimulatedVramReader
-
-    reader = SimulatedVramReader() if args.simulate_gpu else NvmlVramReader()
-    return {"gpu_slices": layout.slices, "vram_reader": reader, "slice_grace": args.slice_grace}
