@@ -30,7 +30,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from jupyter_gpumarket.core import eip712
+from jupyter_gpumarket.core import eip712, paymsgs
 from jupyter_gpumarket.core.metering import DEFAULT_INTERVAL, amount_due
 from jupyter_gpumarket.core.voucher_check import ChannelView, channel_refusal
 from jupyter_gpumarket.exceptions import AuthenticationFailed, PaymentError
@@ -42,6 +42,7 @@ __all__ = [
     "Challenge",
     "ChallengeIssuer",
     "ClientBuckets",
+    "answer_challenge",
     "challenge_mismatch",
     "hello_typed_data",
     "sign_hello",
@@ -135,6 +136,34 @@ def challenge_mismatch(
             f"network's {want_escrow} on chain {want_chain}: pick an offer of this network"
         )
     return None
+
+
+def answer_challenge(
+    challenge: paymsgs.AuthChallenge,
+    *,
+    session_key: bytes | str,
+    channel_id: bytes,
+    expected: tuple[str, int, str],
+) -> paymsgs.AuthAnswer:
+    """The renter's answer to a paid provider's hello ``challenge``: checked against
+    ``expected`` (the offer's provider, the network's chain id and escrow; see
+    :func:`challenge_mismatch`), then signed with the lease's ``session_key`` for
+    ``channel_id``. AuthenticationFailed, signing nothing, when the challenge names another
+    provider, chain or escrow. The one answer both the Jupyter server's link and a tunnel
+    process give."""
+    c = Challenge(
+        nonce=bytes.fromhex(challenge.nonce[2:]),
+        provider=challenge.provider,
+        chain_id=challenge.chain_id,
+        escrow=challenge.escrow,
+        expires_at=0.0,
+    )
+    mismatch = challenge_mismatch(
+        provider=c.provider, chain_id=c.chain_id, escrow=c.escrow, expected=expected
+    )
+    if mismatch is not None:
+        raise AuthenticationFailed(f"refused to sign the provider's challenge: {mismatch}")
+    return paymsgs.AuthAnswer("0x" + sign_hello(session_key, c, channel_id).hex())
 
 
 class ChallengeIssuer:

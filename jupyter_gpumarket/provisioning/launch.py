@@ -14,7 +14,6 @@ from jupyter_client.connect import KernelConnectionInfo
 
 from jupyter_gpumarket.core.pinning import normalize_fingerprint
 from jupyter_gpumarket.provisioning.link import LinkSettings, ProviderTarget, RemoteLink
-from jupyter_gpumarket.provisioning.loop_thread import call
 from jupyter_gpumarket.provisioning.shim import ZmqShim
 
 if TYPE_CHECKING:  # the payment stack (web3, eth-*) loads only for paid kernels
@@ -33,9 +32,12 @@ async def open_link(
     adopt_lease: str | None = None,
     paid_run: PaidRun | None = None,
     observe: Callable[[str], None] | None = None,
+    *,
+    payer: Any = None,
 ) -> tuple[RemoteLink, ZmqShim]:
     """On the tunnel loop: shim + link, wired to each other; both closed if the link fails.
-    ``observe`` sees every notice too (the launch states' warnings)."""
+    ``observe`` sees every notice too (the launch states' warnings). ``payer`` answers a
+    paid provider's challenge where no PaidRun is here (a tunnel process's ProcessPayer)."""
     shim: ZmqShim | None = None
     key_bytes = key.encode()
 
@@ -52,7 +54,7 @@ async def open_link(
         settings,
         on_notice=notice,
         adopt_lease=adopt_lease,
-        paid=paid_run.lease if paid_run is not None else None,
+        paid=paid_run.lease if paid_run is not None else payer,
     )
     if paid_run is not None:
         paid_run.bind(link, notice)
@@ -100,7 +102,7 @@ async def open_paid(prov: GpuMarketProvisioner, offer: Any = None) -> None:
         offer = lease.offer
         target = ProviderTarget(offer.endpoint, normalize_fingerprint(offer.tls_fingerprint), "")
         launch_flow.step(prov, LaunchEventType.CONNECT)
-        await call(prov._open(target, paid_run=prov._paid))
+        await prov._on_link(prov._open(target, paid_run=prov._paid))
         return
     lease = await asyncio.to_thread(
         paid.open_paid_lease,
@@ -122,7 +124,7 @@ async def open_paid(prov: GpuMarketProvisioner, offer: Any = None) -> None:
     target = ProviderTarget(offer.endpoint, normalize_fingerprint(offer.tls_fingerprint), "")
     prov._progress(f"connecting to offer {offer.offer_id} at {offer.endpoint}")
     launch_flow.step(prov, LaunchEventType.CONNECT)
-    await call(prov._open(target, paid_run=prov._paid))
+    await prov._on_link(prov._open(target, paid_run=prov._paid))
 
 
 def connection_info(shim: ZmqShim | TunnelShim, key: str, kernel_name: str) -> KernelConnectionInfo:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_gpumarket.core import eip712, paymsgs
-from jupyter_gpumarket.core.auth_challenge import Challenge, challenge_mismatch, sign_hello
+from jupyter_gpumarket.core.auth_challenge import answer_challenge
 from jupyter_gpumarket.core.course import course_kernel_budget
 from jupyter_gpumarket.core.metering import (
     WARN_PERCENT,
@@ -30,7 +30,7 @@ from jupyter_gpumarket.core.metering import (
     VoucherSchedule,
 )
 from jupyter_gpumarket.core.pinning import normalize_fingerprint
-from jupyter_gpumarket.exceptions import AuthenticationFailed, PaymentError
+from jupyter_gpumarket.exceptions import PaymentError
 from jupyter_gpumarket.provisioning import lease_record
 from jupyter_gpumarket.provisioning.offers import OfferChoice, parse_offer_spec, pick_offer
 from jupyter_gpumarket.provisioning.paid_state import PaidState, encrypt_session_key
@@ -80,25 +80,21 @@ class PaidLease:
     def channel_hex(self) -> str:
         return "0x" + self.channel_id.hex()
 
+    @property
+    def expected(self) -> tuple[str, int, str]:
+        """(provider, chain id, escrow) a provider's hello challenge must name."""
+        return (self.offer.provider, self.domain.chain_id, self.domain.verifying_contract)
+
     def answer(self, challenge: paymsgs.AuthChallenge) -> paymsgs.AuthAnswer:
         """Sign the provider's hello challenge with the session key."""
-        c = Challenge(
-            nonce=bytes.fromhex(challenge.nonce[2:]),
-            provider=challenge.provider,
-            chain_id=challenge.chain_id,
-            escrow=challenge.escrow,
-            expires_at=0.0,
+        reply = answer_challenge(
+            challenge,
+            session_key=self.session_key.key,
+            channel_id=self.channel_id,
+            expected=self.expected,
         )
-        mismatch = challenge_mismatch(
-            provider=c.provider,
-            chain_id=c.chain_id,
-            escrow=c.escrow,
-            expected=(self.offer.provider, self.domain.chain_id, self.domain.verifying_contract),
-        )
-        if mismatch is not None:
-            raise AuthenticationFailed(f"refused to sign the provider's challenge: {mismatch}")
         self.schedule.interval = challenge.interval  # vouchers as often as this provider wants
-        return paymsgs.AuthAnswer("0x" + sign_hello(self.session_key.key, c, self.channel_id).hex())
+        return reply
 
     def voucher(self, amount: int) -> paymsgs.Voucher:
         sig = eip712.sign_typed_data(

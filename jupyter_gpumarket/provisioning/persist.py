@@ -86,9 +86,12 @@ async def reattach(
 async def _readopt_tunnel(
     prov: GpuMarketProvisioner, record: records.KernelRecord, target: ProviderTarget
 ) -> bool:
-    """Take over the tunnel process that outlived its server (True), if it still runs."""
-    if not record.tunnel_socket or not record.tunnel_pid or prov._paid is not None:
+    """Take over the tunnel process that outlived its server (True), if it still runs. A
+    paid kernel's process kept answering its provider's challenges meanwhile; the resumed
+    PaidRun (resume_paid) pays through it from now on."""
+    if not record.tunnel_socket or not record.tunnel_pid:
         return False
+    from jupyter_gpumarket.provisioning import tunnel_paid
     from jupyter_gpumarket.provisioning.tunnel_client import TunnelClient, TunnelShim
 
     try:
@@ -101,12 +104,19 @@ async def _readopt_tunnel(
         )
     except OSError:  # gone (its grace expired): a fresh link adopts the lease instead
         return False
+    paid_run = prov._paid
+    if paid_run is not None:
+        tunnel_paid.pay_through(client, paid_run, loop_thread().loop, prov._process_notice)
     try:
         ports = await client.hello(record.lease)
+        if paid_run is not None:
+            tunnel_paid.check_adopted(client.paid, paid_run.lease)
     except TunnelError:  # another lease's process, or a dying one: leave it alone
         client.detach()
         return False
     prov._link, prov._shim = client, TunnelShim(ports)
+    if paid_run is not None:
+        tunnel_paid.announce_unsandboxed(client, paid_run.lease)
     # The same ports as the connection file the crashed server wrote: jupyter_client then
     # trusts the file and skips loading it into the KernelManager, so load it here.
     load = getattr(prov.parent, "load_connection_info", None)

@@ -120,7 +120,8 @@ class GpuMarketProvisioner(KernelProvisionerBase):
         False,
         config=True,
         help="run each remote kernel's shim and link in its own tunnel process instead of a "
-        "thread of the server (GPUMARKET_TUNNEL_PROCESS=1/0 wins; paid kernels keep the thread)",
+        "thread of the server (GPUMARKET_TUNNEL_PROCESS=1/0 wins); a paid kernel's vouchers are "
+        "still signed in the server, its process holds only the lease's session key",
     )
 
     _link: RemoteLink | TunnelClient | None = None
@@ -261,11 +262,14 @@ class GpuMarketProvisioner(KernelProvisionerBase):
         adopt_lease: str | None = None,
         paid_run: PaidRun | None = None,
     ) -> None:
-        """On the tunnel loop: shim + link, wired to each other."""
+        """Shim + link, wired to each other: in a tunnel process (on the server's loop, see
+        _on_link), else on the tunnel loop."""
         settings = LinkSettings(
             connect_timeout=min(30.0, self.launch_timeout), link_grace=self.link_grace_seconds
         )
-        if paid_run is None and self._process_mode():  # on the server's loop (_on_link)
+        if self._process_mode():
+            from jupyter_gpumarket.provisioning import tunnel_paid
+
             client = await TunnelClient.spawn(
                 self.kernel_id or "",
                 target,
@@ -274,11 +278,18 @@ class GpuMarketProvisioner(KernelProvisionerBase):
                 on_progress=self._progress,
             )
             try:
-                ports = await client.open(self._key, settings, adopt_lease)
+                spec = None
+                if paid_run is not None:
+                    spec = tunnel_paid.pay_through(
+                        client, paid_run, loop_thread().loop, self._process_notice
+                    )
+                ports = await client.open(self._key, settings, adopt_lease, spec)
             except BaseException:
                 await client.close(end_lease=False)
                 raise
             self._link, self._shim = client, TunnelShim(ports)
+            if paid_run is not None:
+                tunnel_paid.announce_unsandboxed(client, paid_run.lease)
             return
         self._link, self._shim = await launch.open_link(
             target, self._key, settings, self.log, adopt_lease, paid_run, self._launch_notice
@@ -293,9 +304,9 @@ class GpuMarketProvisioner(KernelProvisionerBase):
 
     # -- where the link lives: a tunnel process, or the tunnel thread ----------------------
     def _process_mode(self) -> bool:
-        """Whether a new link gets its own tunnel process (never for a paid kernel yet)."""
+        """Whether a new link gets its own tunnel process (paid or not)."""
         env = process_mode_env()
-        return (self.tunnel_process if env is None else env) and self._paid is None
+        return self.tunnel_process if env is None else env
 
     async def _on_link(self, coro: Any) -> Any:
         """Await ``coro`` where the link lives: on this loop for a tunnel process (its client

@@ -6,6 +6,10 @@ server's launch monitor) the face of a :class:`RemoteLink`: ``exit_code``, ``dea
 ``start_kernel``, ``signal``, ``close``; the data itself never passes through this process.
 The process's state arrives as status events on the 0600 control socket; when the socket
 closes (the process exited), the kernel counts as exited.
+
+For a paid kernel it is also the link a PaidRun streams vouchers through (``send_agent``,
+``stop_kernel``, ``dead_reason``, from the tunnel thread), and it hands the provider's voucher
+acks and the voucher interval to the lease (``payer``; see :mod:`.tunnel_paid`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import json
+import logging
 import os
 import secrets
 import signal
@@ -35,6 +40,8 @@ from jupyter_gpumarket.provisioning.files import PushResult
 from jupyter_gpumarket.provisioning.link import LinkSettings, ProviderTarget
 
 __all__ = ["MAX_LINE", "TunnelClient", "TunnelShim", "process_mode_env"]
+
+log = logging.getLogger(__name__)
 
 MAX_LINE = 8 * 1024 * 1024  # a control line (a file-sync manifest is the largest)
 
@@ -88,6 +95,7 @@ class TunnelClient:
         proc: subprocess.Popen[bytes] | None = None,
         on_notice: Any = None,
         on_progress: Any = None,
+        payer: Any = None,
     ) -> None:
         self.socket_path = socket_path
         self.pid = pid
@@ -95,6 +103,9 @@ class TunnelClient:
         self._proc = proc
         self._on_notice = on_notice or (lambda text: None)
         self._on_progress = on_progress or (lambda text: None)
+        # a paid kernel's lease: on_ack(amount), on_interval(seconds), from the listener thread
+        self.payer = payer
+        self.paid: dict[str, Any] | None = None  # the process's lease: channel, interval
         self.exit_code: int | None = None
         self.exit_reason = ""
         self.dead_reason: str | None = None
@@ -187,8 +198,15 @@ class TunnelClient:
                     line = stream.readline(MAX_LINE + 1)
                     if not line or not line.endswith(b"\n"):
                         break
-                    self._receive(json.loads(line))
-        except (ValueError, OSError):
+                    try:
+                        msg = json.loads(line)
+                        if not isinstance(msg, dict):
+                            raise TypeError("not a JSON object")
+                        self._receive(msg)
+                    except (ValueError, TypeError, KeyError) as exc:
+                        # one bad line is dropped, not the kernel: the process keeps the link
+                        log.error("bad line from the tunnel process %s, ignored: %s", self.pid, exc)
+        except OSError:
             pass
         self._gone()
 
@@ -200,17 +218,38 @@ class TunnelClient:
             self._on_notice(str(msg.get("text", "")))
         elif ev == "progress":
             self._on_progress(str(msg.get("text", "")))
+        elif ev in ("ack", "interval"):
+            self._payment(msg)
         elif "id" in msg:
-            fut = self._pending.pop(int(msg["id"]), None)
-            if fut is not None and not fut.done():
+            rid = msg["id"]
+            fut = self._pending.pop(rid, None) if isinstance(rid, int) else None
+            if fut is None:
+                if not msg.get("ok"):  # a fire-and-forget request (pay, notify) failed
+                    log.warning("the tunnel process refused a request: %s", msg.get("error"))
+            elif not fut.done():
                 if msg.get("ok"):
                     fut.set_result(msg.get("result"))
                 else:
                     fut.set_exception(_error(str(msg.get("kind")), str(msg.get("error"))))
 
+    def _payment(self, msg: dict[str, Any]) -> None:
+        from jupyter_gpumarket.provisioning.tunnel_paid import payment_event
+
+        event, payer = payment_event(msg), self.payer
+        if event is None or payer is None:
+            return
+        kind, value = event
+        if kind == "ack":
+            payer.on_ack(value)
+        else:
+            payer.on_interval(value)
+
     def _status(self, msg: dict[str, Any]) -> None:
         if not msg.get("open"):
             return
+        paid = msg.get("paid")
+        if isinstance(paid, dict):
+            self.paid = paid
         self.exit_code = msg.get("exit_code")
         self.exit_reason = msg.get("exit_reason") or ""
         self.dead_reason = msg.get("dead_reason")
@@ -254,9 +293,42 @@ class TunnelClient:
                 raise LinkLost(f"the tunnel process is gone: {exc}") from None
         return await asyncio.wait_for(asyncio.wrap_future(fut), wait)
 
+    def post(self, op: str, **fields: Any) -> None:
+        """Send one request without waiting for its reply (a refusal is logged). Thread-safe
+        and synchronous: a PaidRun on the tunnel thread pays through this."""
+        sock = self._sock
+        if sock is None or self._closed:
+            return
+        with self._send_lock:
+            self._next_id += 1
+            data = json.dumps({"id": self._next_id, "op": op, **fields}).encode() + b"\n"
+            try:
+                sock.sendall(data)
+            except OSError as exc:  # the process is gone: the listener says so (exit code)
+                log.warning("tunnel process %s gone, %s not sent: %s", self.pid, op, exc)
+
+    def send_agent(self, msg: Any) -> None:
+        """Send a payment message (a voucher, a top-up's deposit_changed) to the provider."""
+        from jupyter_gpumarket.provisioning.tunnel_paid import payment_line
+
+        self.post("pay", msg=payment_line(msg))
+
+    def stop_kernel(self) -> None:
+        """Stop the remote kernel, keep the lease (the budget is spent)."""
+        self.post("stop_kernel")
+
+    def notify(self, text: str, *, announce: bool = False) -> None:
+        """Show the kernel's local clients ``text`` (``announce``: also at the next cell)."""
+        self.post("notify", text=text, announce=announce)
+
     async def open(
-        self, key: str, settings: LinkSettings, adopt_lease: str | None
+        self,
+        key: str,
+        settings: LinkSettings,
+        adopt_lease: str | None,
+        paid: dict[str, Any] | None = None,
     ) -> dict[str, int]:
+        """Open the link; ``paid`` (tunnel_paid.paid_spec) for a paid kernel's lease."""
         t = self.target
         result = await self.request(
             "open",
@@ -267,6 +339,7 @@ class TunnelClient:
                 "link_grace": settings.link_grace,
             },
             adopt_lease=adopt_lease,
+            paid=paid,
         )
         self._status(result)
         return {str(k): int(v) for k, v in result["ports"].items()}

@@ -5,9 +5,14 @@ Unix socket, prints ``ready`` and then owns the loopback ZMQ shim and the wss li
 (:class:`RemoteLink`) on its own uvloop: the Jupyter server talks plain ZMQ to 127.0.0.1 and
 no longer shares a GIL with the tunnel. The provisioner (:mod:`.tunnel_client`) drives it with
 JSON lines on that socket: requests ``{"id", "op", ...}`` (open, hello, start, signal, push,
-pull, stop) answered by ``{"id", "ok", "result" | "error", "kind"}``, and events pushed as they
-change (``{"ev": "status", ...}``: exit code, lost_since, dead_reason, reconnects, generation,
-telemetry; ``{"ev": "notice", "text"}``).
+pull, stop; for a paid kernel also pay, stop_kernel, notify) answered by ``{"id", "ok",
+"result" | "error", "kind"}``, and events pushed as they change (``{"ev": "status", ...}``:
+exit code, lost_since, dead_reason, reconnects, generation, telemetry; ``{"ev": "notice",
+"text"}``; a paid kernel's ``{"ev": "ack", "amount"}`` and ``{"ev": "interval", "seconds"}``).
+
+A paid kernel's ``open`` carries the lease's session key (never the wallet's): the process
+answers the provider's challenge itself on every reconnect, so the link survives its server
+for the grace; the vouchers are signed in the server and forwarded here (:mod:`.tunnel_paid`).
 
 No orphans: the process exits when its kernel is shut down (``stop``), when the link is dead
 (the provider ended the lease, or the link grace expired), and when no control client has been
@@ -36,12 +41,14 @@ from jupyter_gpumarket.provisioning import files, launch
 from jupyter_gpumarket.provisioning.link import LinkSettings, ProviderTarget, RemoteLink
 from jupyter_gpumarket.provisioning.shim import ZmqShim
 from jupyter_gpumarket.provisioning.tunnel_client import MAX_LINE
+from jupyter_gpumarket.provisioning.tunnel_paid import ProcessPayer, parse_payment
 
 __all__ = ["TunnelProcess", "main"]
 
 log = logging.getLogger("jupyter_gpumarket.tunnelproc")
 
 STATUS_TICK = 0.05
+MAX_NOTICE = 64 * 1024  # characters of a notice the server asks the shim to show
 
 
 class TunnelProcess:
@@ -52,6 +59,7 @@ class TunnelProcess:
         self.shim: ZmqShim | None = None
         self.key = ""
         self.synced: Manifest | None = None
+        self.payer: ProcessPayer | None = None  # a paid kernel's lease (the session key)
         self.done = asyncio.Event()
         self.exit_status = 0
         self._writer: asyncio.StreamWriter | None = None
@@ -196,7 +204,9 @@ class TunnelProcess:
     def _ports(self) -> dict[str, Any]:
         assert self.link is not None
         assert self.shim is not None
-        return {"ports": self.shim.ports, "lease": self.link.lease, **self.status()}
+        payer = self.payer
+        paid = None if payer is None else {"channel": payer.channel_hex, "interval": payer.interval}
+        return {"ports": self.shim.ports, "lease": self.link.lease, "paid": paid, **self.status()}
 
     async def _op_open(self, msg: dict[str, Any]) -> dict[str, Any]:
         if self.link is not None:
@@ -208,8 +218,17 @@ class TunnelProcess:
             connect_timeout=float(s["connect_timeout"]), link_grace=float(s["link_grace"])
         )
         self.key = str(msg["key"])
+        if msg.get("paid") is not None:
+            self.payer = ProcessPayer.from_spec(msg["paid"], self._emit)
         self.link, self.shim = await launch.open_link(
-            target, self.key, settings, log, msg.get("adopt_lease"), None, self._notice
+            target,
+            self.key,
+            settings,
+            log,
+            msg.get("adopt_lease"),
+            None,
+            self._notice,
+            payer=self.payer,
         )
         return self._ports()
 
@@ -235,6 +254,29 @@ class TunnelProcess:
 
     async def _op_signal(self, msg: dict[str, Any]) -> None:
         self._live().signal(int(msg["signum"]))
+
+    async def _op_pay(self, msg: dict[str, Any]) -> None:
+        """A voucher (or a top-up's deposit_changed) the server signed: to the provider."""
+        if self.payer is None:
+            raise exceptions.ProtocolError("this tunnel process carries no paid lease")
+        self._live().send_agent(parse_payment(msg.get("msg")))
+
+    async def _op_stop_kernel(self, msg: dict[str, Any]) -> None:
+        """Stop the kernel, keep the lease (the server's budget ran out)."""
+        self._live().stop_kernel()
+
+    async def _op_notify(self, msg: dict[str, Any]) -> None:
+        """Show the local clients a notice of the server's (the lease's spend, a top-up);
+        ``announce``: also as output of the next cell that runs."""
+        text = msg.get("text")
+        if not isinstance(text, str) or len(text) > MAX_NOTICE:
+            raise exceptions.ProtocolError(f"a notice is a string of at most {MAX_NOTICE} chars")
+        if self.shim is None:
+            raise exceptions.LinkLost("this tunnel process has no shim")
+        if msg.get("announce") is True:
+            self.shim.announce(text, self.key.encode())
+        else:
+            self.shim.notify(text, self.key.encode())
 
     async def _op_push(self, msg: dict[str, Any]) -> dict[str, Any]:
         result = await files.push(
