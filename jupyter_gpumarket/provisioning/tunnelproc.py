@@ -259,7 +259,8 @@ class TunnelProcess:
         """A voucher (or a top-up's deposit_changed) the server signed: to the provider."""
         if self.payer is None:
             raise exceptions.ProtocolError("this tunnel process carries no paid lease")
-        self._live().send_agent(parse_payment(msg.get("msg")))
+        payment = parse_payment(msg.get("msg"))
+        self._live().send_agent(payment)
 
     async def _op_stop_kernel(self, msg: dict[str, Any]) -> None:
         """Stop the kernel, keep the lease (the server's budget ran out)."""
