@@ -218,8 +218,8 @@ class TunnelProcess:
             connect_timeout=float(s["connect_timeout"]), link_grace=float(s["link_grace"])
         )
         self.key = str(msg["key"])
-        if msg.get("paid") is not None:
-            self.payer = ProcessPayer.from_spec(msg["paid"], self._emit)
+        paid = msg.get("paid")  # a paid kernel's lease (None: unpaid)
+        self.payer = None if paid is None else ProcessPayer.from_spec(paid, self._emit)
         self.link, self.shim = await launch.open_link(
             target,
             self.key,

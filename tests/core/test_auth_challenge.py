@@ -157,3 +157,36 @@ def test_garbage_is_refused_cleanly(issuer):
         issuer.verify(nonce=ch.nonce, channel=CHANNEL, signature=b"\x00" * 65, now=1)
     with pytest.raises(AuthenticationFailed, match="nonce must be 32 bytes"):
         issuer.verify(nonce=b"short", channel=CHANNEL, signature=b"\x00" * 65, now=1)
+
+
+def _wire(ch: Challenge, interval: int = 15):
+    from jupyter_gpumarket.core import paymsgs
+
+    return paymsgs.AuthChallenge(
+        nonce="0x" + ch.nonce.hex(),
+        provider=ch.provider,
+        chain_id=ch.chain_id,
+        escrow=ch.escrow,
+        ttl=30.0,
+        interval=interval,
+    )
+
+
+def test_answer_challenge_is_accepted_and_refuses_another_payee(issuer):
+    from jupyter_gpumarket.core.auth_challenge import answer_challenge
+
+    expected = (PROVIDER, DOMAIN.chain_id, ESCROW)
+    ch = issuer.issue(0.0)
+    reply = answer_challenge(_wire(ch), session_key=SESSION.key, channel_id=CID, expected=expected)
+    sig = bytes.fromhex(reply.signature[2:])
+    assert issuer.verify(nonce=ch.nonce, channel=CHANNEL, signature=sig, now=1.0) == SESSION.address
+    other = Account.from_key(b"\x14" * 32).address
+    for wrong in (
+        (other, DOMAIN.chain_id, ESCROW),  # an offer that copied another provider's endpoint
+        (PROVIDER, 1, ESCROW),  # another chain
+        (PROVIDER, DOMAIN.chain_id, "0x" + "e6" * 20),  # another escrow
+    ):
+        with pytest.raises(AuthenticationFailed, match="refused to sign"):
+            answer_challenge(
+                _wire(issuer.issue(0.0)), session_key=SESSION.key, channel_id=CID, expected=wrong
+            )

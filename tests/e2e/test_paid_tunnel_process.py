@@ -71,7 +71,9 @@ def _settled_as_billed(market: Market, channel_id: str) -> int:
     """The lease's billed seconds, once its channel closed paying exactly their price."""
     (lease,) = [x for x in leases_json(market.renter_env) if x["channel_id"] == channel_id]
     assert lease["state"] in ("stopped", "settled")
-    _wait("the provider's settlement", lambda: market.channel(channel_id).state.startswith("closed"))
+    _wait(
+        "the provider's settlement", lambda: market.channel(channel_id).state.startswith("closed")
+    )
     billed = lease["billed_seconds"]
     assert abs(market.channel(channel_id).redeemed - PRICE * billed // 3600) <= PRICE // 3600
     return int(billed)
