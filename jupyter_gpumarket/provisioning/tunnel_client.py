@@ -296,9 +296,9 @@ class TunnelClient:
     def post(self, op: str, **fields: Any) -> None:
         """Send one request without waiting for its reply (a refusal is logged). Thread-safe
         and synchronous: a PaidRun on the tunnel thread pays through this."""
-        sock = self._sock
-        if sock is None or self._closed:
-            return
+        sock, listener = self._sock, self._listener
+        if sock is None or self._closed or listener is None or not listener.is_alive():
+            return  # the process is gone: exit_code says so, as for a thread link's dead pipe
         with self._send_lock:
             self._next_id += 1
             data = json.dumps({"id": self._next_id, "op": op, **fields}).encode() + b"\n"

@@ -202,3 +202,33 @@ def test_a_restarted_server_readopts_the_paid_tunnel_process_that_kept_the_link(
         assert paid_state.load(kid) is None  # the lease ended: nothing left to resume
     billed = _settled_as_billed(market, saved.channel_id)
     assert ran - 4 <= billed <= ran + 1  # the time the server was down is billed, once
+
+
+def test_a_spent_budget_stops_the_kernel_through_its_tunnel_process(market: Market) -> None:
+    """The server's PaidRun stops the kernel (stop_kernel) and tells the notebook (notify)
+    through the process; what was signed never passes the budget."""
+    from marketproc import stream_text_until_dead
+
+    budget = 6 * PRICE // 3600  # six seconds
+    km = KernelManager(kernel_name="gpumarket")
+    env = {**market.renter_env, "GPUMARKET_TUNNEL_PROCESS": "1", "GPUMARKET_BUDGET": str(budget)}
+    with environ(env):
+        km.start_kernel()
+    prov: Any = km.provisioner
+    pid, lease = prov._link.pid, prov._paid.lease
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=30)
+        joined = stream_text_until_dead(km, kc)
+        assert not km.is_alive()  # stopped by the lease, not by the provider's payment grace
+        assert "budget" in joined  # the warning and the stop reached the notebook's output
+        assert lease.stopped_for_budget
+    finally:
+        kc.stop_channels()
+        with environ(market.renter_env):
+            km.shutdown_kernel(now=True)
+    _wait("the tunnel process's exit", lambda: not _alive(pid), 15)
+    cid = lease.channel_hex
+    _wait("the provider's settlement", lambda: market.channel(cid).state.startswith("closed"))
+    assert market.channel(lease.channel_hex).redeemed <= budget
