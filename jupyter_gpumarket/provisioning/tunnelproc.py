@@ -9,6 +9,9 @@ pull, stop) answered by ``{"id", "ok", "result" | "error", "kind"}``, and events
 change (``{"ev": "status", ...}``: exit code, lost_since, dead_reason, reconnects, generation,
 telemetry; ``{"ev": "notice", "text"}``).
 
+A server keeps one spare process started and connected (:mod:`.tunnel_client`), so a kernel's
+start does not wait for an interpreter; a spare whose server disconnects exits at once.
+
 No orphans: the process exits when its kernel is shut down (``stop``), when the link is dead
 (the provider ended the lease, or the link grace expired), and when no control client has been
 connected for ``--grace`` seconds (its server is gone and nothing re-adopted it; a restarted
@@ -124,7 +127,10 @@ class TunnelProcess:
         finally:
             if self._writer is writer:
                 self._writer = None
-                self._arm_orphan()
+                if self.link is None:  # a spare nobody used: nothing to keep for anyone
+                    self.done.set()
+                else:
+                    self._arm_orphan()
             writer.close()
 
     def _emit(self, msg: dict[str, Any], to: asyncio.StreamWriter | None = None) -> None:
@@ -152,6 +158,7 @@ class TunnelProcess:
             "stalls": link.stalls,
             "generation": link.generation,
             "lease": link.lease,
+            "agent": link.agent_info,
             "telemetry": link.telemetry.to_json(),
         }
 
@@ -208,6 +215,7 @@ class TunnelProcess:
             connect_timeout=float(s["connect_timeout"]), link_grace=float(s["link_grace"])
         )
         self.key = str(msg["key"])
+        self.grace = float(msg.get("grace", self.grace))  # a spare learns its kernel's grace
         self.link, self.shim = await launch.open_link(
             target, self.key, settings, log, msg.get("adopt_lease"), None, self._notice
         )
