@@ -10,13 +10,13 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from jupyter_client.connect import KernelConnectionInfo
-
 from jupyter_gpumarket.core.pinning import normalize_fingerprint
 from jupyter_gpumarket.provisioning.link import LinkSettings, ProviderTarget, RemoteLink
 from jupyter_gpumarket.provisioning.shim import ZmqShim
 
 if TYPE_CHECKING:  # the payment stack (web3, eth-*) loads only for paid kernels
+    from jupyter_client.connect import KernelConnectionInfo  # (jupyter_client: not in a tunnel)
+
     from jupyter_gpumarket.provisioning.paid_run import PaidRun
     from jupyter_gpumarket.provisioning.provisioner import GpuMarketProvisioner
     from jupyter_gpumarket.provisioning.tunnel_client import TunnelShim

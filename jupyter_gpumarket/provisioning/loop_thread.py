@@ -1,8 +1,10 @@
-"""The tunnel's own event loop, on a dedicated thread.
+"""The tunnel's own event loop, on a dedicated thread of the Jupyter server.
 
-The Jupyter server's loop must never sit in the data path (shim <-> websocket), so every remote
-kernel's link and ZMQ shim run on one process-wide loop in a daemon thread (uvloop when
-installed). Provisioner methods on the server's loop hand coroutines over with :func:`call`.
+The Jupyter server's loop must never sit in the data path (shim <-> websocket). By default each
+remote kernel's link and shim run in their own tunnel process (:mod:`.tunnelproc`); this
+process-wide loop in a daemon thread (uvloop when installed) runs what stays in the server: a
+paid kernel's billing, and the whole data path in thread mode (GPUMARKET_TUNNEL_PROCESS=0).
+Provisioner methods on the server's loop hand coroutines over with :func:`call`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["LoopThread", "call", "loop_thread"]
+__all__ = ["LoopThread", "call", "carry_data_path", "loop_thread"]
 
 T = TypeVar("T")
 SWITCH_INTERVAL = 0.001
@@ -21,12 +23,6 @@ SWITCH_INTERVAL = 0.001
 
 class LoopThread:
     def __init__(self) -> None:
-        # The tunnel thread shares the GIL with the Jupyter server's loop. With the default
-        # 5 ms switch interval a message can wait that long for the GIL whenever the server is
-        # busy (measured: execute round trips 1.66x direct at 5 ms, 1.36x at 0.5 ms); 1 ms
-        # bounds that wait at a small cost to CPU-bound threads.
-        if sys.getswitchinterval() > SWITCH_INTERVAL:
-            sys.setswitchinterval(SWITCH_INTERVAL)
         try:
             import uvloop
 
@@ -55,6 +51,16 @@ def loop_thread() -> LoopThread:
         if _instance is None:
             _instance = LoopThread()
         return _instance
+
+
+def carry_data_path() -> None:
+    """The tunnel thread is about to carry a kernel's data (thread mode): lower the server's
+    GIL switch interval to 1 ms. The thread shares the GIL with the Jupyter server's loop; with
+    the default 5 ms a message can wait that long whenever the server is busy (measured:
+    execute round trips 1.66x direct at 5 ms, 1.36x at 0.5 ms). It is process-wide, a side
+    effect on every other extension: a tunnel process (the default) never needs it."""
+    if sys.getswitchinterval() > SWITCH_INTERVAL:
+        sys.setswitchinterval(SWITCH_INTERVAL)
 
 
 async def call(coro: Coroutine[Any, Any, T]) -> T:

@@ -29,7 +29,7 @@ from jupyter_gpumarket.core.launch_state import LaunchEventType
 from jupyter_gpumarket.exceptions import ConfigError, GpuMarketError, PaymentError, ProtocolError
 from jupyter_gpumarket.provisioning import files, launch, paid_state, persist, records, selection
 from jupyter_gpumarket.provisioning.link import LinkSettings, ProviderTarget, RemoteLink
-from jupyter_gpumarket.provisioning.loop_thread import call, loop_thread
+from jupyter_gpumarket.provisioning.loop_thread import call, carry_data_path, loop_thread
 from jupyter_gpumarket.provisioning.selection import DEFAULT_ENV_ALLOW, forwarded_env
 from jupyter_gpumarket.provisioning.selection_store import LaunchChoice, launch_choice
 from jupyter_gpumarket.provisioning.shim import ZmqShim
@@ -117,7 +117,7 @@ class GpuMarketProvisioner(KernelProvisionerBase):
     confirm_timeout = Float(300.0, config=True, help="seconds to wait for that confirmation")
 
     tunnel_process = Bool(
-        False,
+        True,
         config=True,
         help="run each remote kernel's shim and link in its own tunnel process instead of a "
         "thread of the server (GPUMARKET_TUNNEL_PROCESS=1/0 wins); a paid kernel's vouchers are "
@@ -291,6 +291,7 @@ class GpuMarketProvisioner(KernelProvisionerBase):
             if paid_run is not None:
                 tunnel_paid.announce_unsandboxed(client, paid_run.lease)
             return
+        carry_data_path()  # thread mode: this server's tunnel thread carries the data
         self._link, self._shim = await launch.open_link(
             target, self._key, settings, self.log, adopt_lease, paid_run, self._launch_notice
         )

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import secrets
+import select
 import signal
 import socket
 import subprocess
@@ -36,6 +37,7 @@ from jupyter_core.paths import jupyter_runtime_dir
 from jupyter_gpumarket import exceptions
 from jupyter_gpumarket.core.filesync import Manifest
 from jupyter_gpumarket.exceptions import GpuMarketError, LinkLost, TunnelError
+from jupyter_gpumarket.provisioning import tunnel_spare
 from jupyter_gpumarket.provisioning.files import PushResult
 from jupyter_gpumarket.provisioning.link import LinkSettings, ProviderTarget
 
@@ -115,6 +117,7 @@ class TunnelClient:
         self.stalls = 0
         self.generation = 0
         self.lease: str | None = None
+        self.agent_info: dict[str, Any] = {}  # the welcome's `agent` (as RemoteLink's)
         self.telemetry = _Telemetry()
         self.ports: dict[str, int] = {}
         self._sock: socket.socket | None = None
@@ -123,15 +126,15 @@ class TunnelClient:
         self._next_id = 0
         self._listener: threading.Thread | None = None
         self._closed = False
+        self.grace: float | None = None  # the kernel's link grace, sent with ``open``
 
     # -- starting / connecting ---------------------------------------------------------------
     @classmethod
-    async def spawn(
-        cls, kernel_id: str, target: ProviderTarget, grace: float, **kw: Any
-    ) -> TunnelClient:
-        """Start a tunnel process for one kernel and connect to its control socket."""
-        path = _socket_path(kernel_id)
-        proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once; the wait is threaded
+    def start(cls, name: str, grace: float) -> TunnelClient:
+        """Start a tunnel process and connect to its control socket (blocking; any thread).
+        Its target, callbacks and kernel's grace are set when a kernel takes it (:meth:`spawn`)."""
+        path = _socket_path(name)
+        proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -146,11 +149,8 @@ class TunnelClient:
             start_new_session=True,  # a Ctrl-C to the server's terminal is not the kernel's end
         )
         assert proc.stdout is not None
-        try:
-            line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), START_TIMEOUT)
-        except TimeoutError:
-            proc.kill()
-            line = b""
+        ready, _, _ = select.select([proc.stdout], [], [], START_TIMEOUT)
+        line = proc.stdout.readline() if ready else b""
         proc.stdout.close()
         if line.strip() != b"ready":
             proc.kill()
@@ -159,9 +159,45 @@ class TunnelClient:
                 f"the tunnel process did not start (exit code {proc.poll()}): see the server's "
                 "log, or set GPUMARKET_TUNNEL_PROCESS=0 to run the tunnel in the server"
             )
-        client = cls(path, proc.pid, target, proc, **kw)
-        await asyncio.to_thread(client._attach)
+        client = cls(path, proc.pid, ProviderTarget("", "", ""), proc)
+        try:
+            client._attach()
+        except OSError as exc:
+            proc.kill()
+            proc.wait()
+            raise TunnelError(f"cannot reach the tunnel process's control socket: {exc}") from None
         return client
+
+    @classmethod
+    async def spawn(
+        cls,
+        kernel_id: str,
+        target: ProviderTarget,
+        grace: float,
+        on_notice: Any = None,
+        on_progress: Any = None,
+    ) -> TunnelClient:
+        """A tunnel process for one kernel: the server's spare when it has one (ready, so the
+        kernel's start does not wait for an interpreter), else a new one; a new spare follows."""
+        client = tunnel_spare.take()
+        if client is None:
+            client = await asyncio.to_thread(cls.start, kernel_id, grace)
+        tunnel_spare.refill(cls.start)
+        client.target, client.grace = target, grace
+        client._on_notice = on_notice or client._on_notice
+        client._on_progress = on_progress or client._on_progress
+        return client
+
+    def usable(self) -> bool:
+        """Whether this (spare) process still runs and listens to us."""
+        alive = self._proc is None or self._proc.poll() is None
+        return alive and self._listener is not None and self._listener.is_alive()
+
+    def discard(self) -> None:
+        """Let an unused process go: with no link, it exits when its controller leaves."""
+        self.detach()
+        if self._proc is not None:
+            threading.Thread(target=self._wait_exit, args=(5.0,), daemon=True).start()
 
     @classmethod
     async def connect(
@@ -259,6 +295,9 @@ class TunnelClient:
         self.stalls = int(msg.get("stalls") or 0)
         self.generation = int(msg.get("generation") or 0)
         self.lease = msg.get("lease") or self.lease
+        agent = msg.get("agent")
+        if isinstance(agent, dict):
+            self.agent_info = agent
         self.telemetry.samples = list(msg.get("telemetry") or [])
 
     def _gone(self) -> None:
@@ -340,6 +379,7 @@ class TunnelClient:
             },
             adopt_lease=adopt_lease,
             paid=paid,
+            **({} if self.grace is None else {"grace": self.grace}),
         )
         self._status(result)
         return {str(k): int(v) for k, v in result["ports"].items()}
@@ -360,8 +400,8 @@ class TunnelClient:
         self._status(result)
 
     def signal(self, signum: int) -> None:
-        task = asyncio.ensure_future(self.request("signal", wait=10.0, signum=signum))
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        """Sent now, from any thread: a sync KernelManager's loop may not run again soon."""
+        self.post("signal", signum=signum)
 
     async def push_files(self, cwd: Path, cap_bytes: int, timeout: float) -> PushResult:
         result = await self.request("push", cwd=str(cwd), cap_bytes=cap_bytes, timeout=timeout)

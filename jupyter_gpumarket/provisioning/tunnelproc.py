@@ -14,6 +14,9 @@ A paid kernel's ``open`` carries the lease's session key (never the wallet's): t
 answers the provider's challenge itself on every reconnect, so the link survives its server
 for the grace; the vouchers are signed in the server and forwarded here (:mod:`.tunnel_paid`).
 
+A server keeps one spare process started and connected (:mod:`.tunnel_client`), so a kernel's
+start does not wait for an interpreter; a spare whose server disconnects exits at once.
+
 No orphans: the process exits when its kernel is shut down (``stop``), when the link is dead
 (the provider ended the lease, or the link grace expired), and when no control client has been
 connected for ``--grace`` seconds (its server is gone and nothing re-adopted it; a restarted
@@ -132,7 +135,10 @@ class TunnelProcess:
         finally:
             if self._writer is writer:
                 self._writer = None
-                self._arm_orphan()
+                if self.link is None:  # a spare nobody used: nothing to keep for anyone
+                    self.done.set()
+                else:
+                    self._arm_orphan()
             writer.close()
 
     def _emit(self, msg: dict[str, Any], to: asyncio.StreamWriter | None = None) -> None:
@@ -160,6 +166,7 @@ class TunnelProcess:
             "stalls": link.stalls,
             "generation": link.generation,
             "lease": link.lease,
+            "agent": link.agent_info,
             "telemetry": link.telemetry.to_json(),
         }
 
@@ -220,6 +227,7 @@ class TunnelProcess:
         self.key = str(msg["key"])
         paid = msg.get("paid")  # a paid kernel's lease (None: unpaid)
         self.payer = None if paid is None else ProcessPayer.from_spec(paid, self._emit)
+        self.grace = float(msg.get("grace", self.grace))  # a spare learns its kernel's grace
         self.link, self.shim = await launch.open_link(
             target,
             self.key,

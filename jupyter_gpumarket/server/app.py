@@ -71,6 +71,7 @@ class GpuMarketExtension(ExtensionApp):
         self.recovery.start(after=self._readopt)
         self.launch_monitor = LaunchMonitor(serverapp.kernel_manager, self._cull_timeout)
         self.launch_monitor.start()
+        _start_spare_tunnel(serverapp)
 
     _cull_read: tuple[float, int | None] = (float("-inf"), None)
 
@@ -89,3 +90,16 @@ class GpuMarketExtension(ExtensionApp):
         launch_events.set_selection_lookup(None)
         if getattr(self, "launch_monitor", None) is not None:
             await self.launch_monitor.stop()
+
+
+def _start_spare_tunnel(serverapp: Any) -> None:
+    """Have a tunnel process ready for the first remote kernel (provisioning.tunnel_spare),
+    unless kernels run their tunnel in the server (GPUMARKET_TUNNEL_PROCESS=0, or the
+    GpuMarketProvisioner.tunnel_process trait off)."""
+    from jupyter_gpumarket.provisioning import tunnel_spare
+    from jupyter_gpumarket.provisioning.tunnel_client import TunnelClient, process_mode_env
+
+    env = process_mode_env()
+    trait = serverapp.config.get("GpuMarketProvisioner", {}).get("tunnel_process", True)
+    if trait if env is None else env:
+        tunnel_spare.refill(TunnelClient.start)

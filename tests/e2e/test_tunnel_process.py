@@ -1,4 +1,4 @@
-"""A remote kernel's tunnel process (GPUMARKET_TUNNEL_PROCESS=1) leaves no orphan.
+"""A remote kernel's tunnel process (the default; GPUMARKET_TUNNEL_PROCESS=1) leaves no orphan.
 
 It exits when its kernel is shut down, when the link grace expires, and when its Jupyter
 server is killed and nothing re-adopts it within the grace; a real agent on loopback, a TCP
@@ -120,7 +120,14 @@ _SERVER = textwrap.dedent(
         config=Config({"GpuMarketProvisioner": {"link_grace_seconds": float(sys.argv[1])}}),
     )
     km.start_kernel()
-    print(km.provisioner._link.pid, sys.getswitchinterval(), flush=True)
+    from jupyter_gpumarket.provisioning import tunnel_spare
+
+    for _ in range(400):  # the spare tunnel process the kernel's start put in its place
+        if tunnel_spare._spare is not None:
+            break
+        time.sleep(0.05)
+    spare = tunnel_spare._spare[1].pid if tunnel_spare._spare is not None else 0
+    print(km.provisioner._link.pid, spare, sys.getswitchinterval(), flush=True)
     time.sleep(600)
     """
 )
@@ -130,24 +137,23 @@ def test_a_killed_server_leaves_its_tunnel_process_only_for_the_grace(
     tmp_path: Path, remote_env: AgentProcess
 ) -> None:
     grace = 4.0
-    env = {
-        **os.environ,
-        "GPUMARKET_TUNNEL_PROCESS": "1",
-        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
-    }
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}  # the default mode
     server = subprocess.Popen(
         [sys.executable, "-c", _SERVER, str(grace)], stdout=subprocess.PIPE, text=True, env=env
     )
     try:
         assert server.stdout is not None
-        pid_s, interval = server.stdout.readline().split()
-        pid = int(pid_s)
+        pid_s, spare_s, interval = server.stdout.readline().split()
+        pid, spare = int(pid_s), int(spare_s)
         assert float(interval) == 0.005  # the server's switch interval is left alone
+        assert spare, "a spare tunnel process is ready for the next kernel"
+        assert _alive(spare)
         server.kill()  # kill -9: no shutdown, no cleanup
         server.wait(10)
         server.stdout.close()
         time.sleep(1.0)
         assert _alive(pid), "the tunnel process must wait the grace for a re-adopting server"
+        assert _wait_gone(spare, 10), "a spare (no link to keep) leaves with its server"
         assert _wait_gone(pid, grace + 15)
     finally:
         if server.poll() is None:
