@@ -1,7 +1,9 @@
 """GpuMarketProvisioner: a jupyter_client kernel provisioner whose kernel runs on a provider.
 
 The KernelManager talks ZMQ to a loopback shim exactly as to a local kernel; the shim and the
-websocket to the provider run on the tunnel thread (:mod:`.loop_thread`). Methods mirror
+websocket to the provider run in the kernel's own tunnel process (:mod:`.tunnelproc`, driven
+through :mod:`.tunnel_client`), or on the server's tunnel thread (:mod:`.loop_thread`) when
+``tunnel_process`` is off. Methods mirror
 :class:`jupyter_client.provisioning.KernelProvisionerBase` (itself modelled on Popen); each says
 who calls it. The work behind them lives beside it: provider selection and settings in
 :mod:`.selection`, bringing the link up in :mod:`.launch`, the paid launch's failover in

@@ -20,19 +20,13 @@ import contextlib
 import json
 import logging
 import os
-import secrets
-import select
 import signal
 import socket
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
-
-from jupyter_core.paths import jupyter_runtime_dir
 
 from jupyter_gpumarket import exceptions
 from jupyter_gpumarket.core.filesync import Manifest
@@ -40,32 +34,13 @@ from jupyter_gpumarket.exceptions import GpuMarketError, LinkLost, TunnelError
 from jupyter_gpumarket.provisioning import tunnel_spare
 from jupyter_gpumarket.provisioning.files import PushResult
 from jupyter_gpumarket.provisioning.link import LinkSettings, ProviderTarget
+from jupyter_gpumarket.provisioning.tunnel_start import alive, process_mode_env, start_process
 
 __all__ = ["MAX_LINE", "TunnelClient", "TunnelShim", "process_mode_env"]
 
 log = logging.getLogger(__name__)
 
 MAX_LINE = 8 * 1024 * 1024  # a control line (a file-sync manifest is the largest)
-
-_SUN_PATH_MAX = 100
-START_TIMEOUT = 30.0
-
-
-def process_mode_env() -> bool | None:
-    """GPUMARKET_TUNNEL_PROCESS=1/0 (None when unset: the trait decides)."""
-    value = os.environ.get("GPUMARKET_TUNNEL_PROCESS")
-    if value is None or value == "":
-        return None
-    return value.lower() in ("1", "true", "yes", "on")
-
-
-def _socket_path(kernel_id: str) -> Path:
-    folder = Path(jupyter_runtime_dir()) / "gpumarket-tunnels"
-    name = f"{(kernel_id or 'kernel')[:8]}-{secrets.token_hex(4)}.sock"
-    if len(str(folder / name)) > _SUN_PATH_MAX:  # a Unix socket path holds ~107 bytes
-        folder = Path(tempfile.mkdtemp(prefix="gpumarket-tun-"))
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return folder / name
 
 
 class TunnelShim:
@@ -133,32 +108,7 @@ class TunnelClient:
     def start(cls, name: str, grace: float) -> TunnelClient:
         """Start a tunnel process and connect to its control socket (blocking; any thread).
         Its target, callbacks and kernel's grace are set when a kernel takes it (:meth:`spawn`)."""
-        path = _socket_path(name)
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "jupyter_gpumarket.provisioning.tunnelproc",
-                "--socket",
-                str(path),
-                "--grace",
-                str(grace),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            start_new_session=True,  # a Ctrl-C to the server's terminal is not the kernel's end
-        )
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], START_TIMEOUT)
-        line = proc.stdout.readline() if ready else b""
-        proc.stdout.close()
-        if line.strip() != b"ready":
-            proc.kill()
-            proc.wait()
-            raise TunnelError(
-                f"the tunnel process did not start (exit code {proc.poll()}): see the server's "
-                "log, or set GPUMARKET_TUNNEL_PROCESS=0 to run the tunnel in the server"
-            )
+        proc, path = start_process(name, grace)
         client = cls(path, proc.pid, ProviderTarget("", "", ""), proc)
         try:
             client._attach()
@@ -451,21 +401,11 @@ class TunnelClient:
             return
         # a re-adopted process is not our child: signal it by pid if it lingers
         for _ in range(int(timeout * 20)):
-            if not _alive(self.pid):
+            if not alive(self.pid):
                 return
             time.sleep(0.05)
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _error(kind: str, text: str) -> Exception:
