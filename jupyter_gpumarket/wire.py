@@ -94,6 +94,10 @@ class Socket(Protocol):
 
     def pong(self) -> Awaitable[Any]: ...
 
+    async def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+    async def wait_closed(self) -> None: ...
+
 
 class SessionPipe:
     """Frames, flow control and liveness for one session, across connections.

@@ -77,7 +77,7 @@ async def open_connection(
         try:
             ssl_object = transport.get_extra_info("ssl_object")
             check_peer(ssl_object.getpeercert(binary_form=True) if ssl_object else None)
-            conn.transport = transport  # type: ignore[assignment]
+            conn.transport = transport
             conn._counter = counter
             proto = WSProtocol(
                 parsed.netloc,

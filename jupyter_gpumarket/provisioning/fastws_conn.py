@@ -30,6 +30,7 @@ _NO_STATUS = 1005  # a close frame without a code (RFC 6455 7.1.5)
 _TOO_BIG = 1009
 _BAD_TEXT = 1007
 _PROTOCOL_ERROR = 1002
+_OK = {int(code) for code in OK_CLOSE_CODES}  # a close with these raises ConnectionClosedOK
 
 
 class CountingProtocol(asyncio.BufferedProtocol):
@@ -78,7 +79,7 @@ class CountingProtocol(asyncio.BufferedProtocol):
             self.inner.resume_writing()
 
 
-class PicowsConnection(WSListener):  # type: ignore[misc]  # picows ships no stub for it
+class PicowsConnection(WSListener):
     """One client websocket over picows; the subset of websockets' ClientConnection the
     tunnel uses (send, recv, iteration, close, wait_closed, ping, pong, transport)."""
 
@@ -130,7 +131,7 @@ class PicowsConnection(WSListener):  # type: ignore[misc]  # picows ships no stu
         rcvd, sent = self._rcvd, self._sent
         both = rcvd is not None and sent is not None
         then = self._rcvd_then_sent if both else None
-        if both and rcvd.code in OK_CLOSE_CODES and sent.code in OK_CLOSE_CODES:  # type: ignore[union-attr]
+        if both and rcvd.code in _OK and sent.code in _OK:  # type: ignore[union-attr]
             return ConnectionClosedOK(rcvd, sent, then)
         return ConnectionClosedError(rcvd, sent, then)
 
@@ -214,7 +215,7 @@ class PicowsConnection(WSListener):  # type: ignore[misc]  # picows ships no stu
         as if sent here, before any close frame received."""
         handshake = transport.close_handshake
         if self._sent is None and handshake is not None and handshake.sent is not None:
-            self._sent = Close(int(handshake.sent.code), handshake.sent.reason)
+            self._sent = Close(handshake.sent.code.value, handshake.sent.reason)
             self._rcvd_then_sent = False
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from websockets.exceptions import ConnectionClosed
 
@@ -115,18 +115,21 @@ async def connect(
             close_timeout=CLOSE_TIMEOUT,
         )
     else:
-        ws = await connect_pinned(
-            url,
-            target.tls_fingerprint,
-            unreachable=unreachable,
-            mismatch=mismatch,
-            open_timeout=timeout,
-            max_size=settings.max_frame_bytes,
-            compression=None,
-            ping_interval=None,  # liveness is the pipe's, judged by progress
-            close_timeout=CLOSE_TIMEOUT,
-            max_queue=64,
-            create_connection=CountingClientConnection,
+        ws = cast(
+            CountingClientConnection,
+            await connect_pinned(
+                url,
+                target.tls_fingerprint,
+                unreachable=unreachable,
+                mismatch=mismatch,
+                open_timeout=timeout,
+                max_size=settings.max_frame_bytes,
+                compression=None,
+                ping_interval=None,  # liveness is the pipe's, judged by progress
+                close_timeout=CLOSE_TIMEOUT,
+                max_queue=64,
+                create_connection=CountingClientConnection,
+            ),
         )
     hs = Handshake.renter(hello)
     try:
