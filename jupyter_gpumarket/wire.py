@@ -23,11 +23,10 @@ import logging
 import struct
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 from websockets.asyncio.client import ClientConnection
-from websockets.asyncio.connection import Connection
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -48,6 +47,7 @@ __all__ = [
     "CountingClientConnection",
     "CountingServerConnection",
     "SessionPipe",
+    "Socket",
 ]
 
 log = logging.getLogger(__name__)
@@ -71,11 +71,32 @@ class _Counting:
 
 
 class CountingClientConnection(_Counting, ClientConnection):
-    pass
+    @property
+    def close_rcvd(self) -> Any:
+        """The close frame the peer sent (``.code``, ``.reason``), None if none arrived
+        (provisioning.fastws's connection has the same)."""
+        return self.protocol.close_rcvd
 
 
 class CountingServerConnection(_Counting, ServerConnection):
     pass
+
+
+class Socket(Protocol):
+    """What the pipe uses of a websocket: websockets' Connection, or provisioning.fastws's."""
+
+    @property
+    def transport(self) -> asyncio.Transport: ...
+
+    async def send(self, message: bytes) -> None: ...
+
+    def ping(self) -> Awaitable[Any]: ...
+
+    def pong(self) -> Awaitable[Any]: ...
+
+    async def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+    async def wait_closed(self) -> None: ...
 
 
 class SessionPipe:
@@ -91,11 +112,11 @@ class SessionPipe:
         *,
         interval: float | None = DEFAULT_INTERVAL,
         silence_timeout: float = DEFAULT_SILENCE_TIMEOUT,
-        on_dead: Callable[[Connection, float], None] | None = None,
+        on_dead: Callable[[Socket, float], None] | None = None,
         flow: FlowWindow | None = None,
     ) -> None:
         self.session = session
-        self.ws: Connection | None = None
+        self.ws: Socket | None = None
         self.flow = flow or FlowWindow()
         self.interval = interval
         self.silence_timeout = silence_timeout
@@ -110,7 +131,7 @@ class SessionPipe:
         self.liveness: Liveness | None = None
 
     # -- the websocket ---------------------------------------------------------------------
-    def attach(self, ws: Connection, peer_last_received: int) -> None:
+    def attach(self, ws: Socket, peer_last_received: int) -> None:
         """Write to ``ws`` from now on, starting with what the peer has not received."""
         replay = self.session.replay_after(peer_last_received)
         self.ws = ws
@@ -127,7 +148,7 @@ class SessionPipe:
             )
             self._watcher = asyncio.ensure_future(self._watch(ws, self.liveness))
 
-    def detach(self, ws: Connection | None = None) -> bool:
+    def detach(self, ws: Socket | None = None) -> bool:
         """Stop writing to ``ws`` (or whatever is attached). True if it was attached."""
         if ws is not None and self.ws is not ws:
             return False
@@ -159,7 +180,7 @@ class SessionPipe:
             if self.liveness is not None and self.ws is ws:
                 self.liveness.sent(time.monotonic())
 
-    async def _watch(self, ws: Connection, live: Liveness) -> None:
+    async def _watch(self, ws: Socket, live: Liveness) -> None:
         probe: asyncio.Future[Any] | None = None
         while self.ws is ws:
             await asyncio.sleep(_TICK)

@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from jupyter_gpumarket.core import control
@@ -36,7 +35,12 @@ from jupyter_gpumarket.exceptions import (
     TunnelError,
 )
 from jupyter_gpumarket.provisioning.agent_inbox import AgentInbox, BlobFetches
-from jupyter_gpumarket.provisioning.link_connect import LinkSettings, ProviderTarget, connect
+from jupyter_gpumarket.provisioning.link_connect import (
+    LinkSettings,
+    LinkSocket,
+    ProviderTarget,
+    connect,
+)
 from jupyter_gpumarket.provisioning.link_requests import AgentRequests
 from jupyter_gpumarket.wire import SessionPipe
 
@@ -106,7 +110,7 @@ class RemoteLink(AgentRequests):
     def _closing(self) -> bool:
         return self.status.closing
 
-    async def _connect(self, timeout: float) -> ClientConnection:
+    async def _connect(self, timeout: float) -> LinkSocket:
         hello = control.Hello(
             token=self.target.token,
             lease=self.lease,
@@ -124,12 +128,12 @@ class RemoteLink(AgentRequests):
         self.pipe.attach(ws, welcome.last_received)
         return ws
 
-    def _run(self, ws: ClientConnection) -> None:
+    def _run(self, ws: LinkSocket) -> None:
         self.reconnect_attempt = 0
         self.status.handle(LinkEvent.CONNECTED)
         self._reader = asyncio.ensure_future(self._read(ws))
 
-    async def _read(self, ws: ClientConnection) -> None:
+    async def _read(self, ws: LinkSocket) -> None:
         pipe, deliver, gaps = self.pipe, self._on_delivery, self.session.gaps
         known_gaps = len(gaps)
         try:
@@ -154,7 +158,7 @@ class RemoteLink(AgentRequests):
         pipe.detach(ws)
         if self._closing:
             return
-        rcvd = ws.protocol.close_rcvd
+        rcvd = ws.close_rcvd
         if rcvd is not None and rcvd.code in (1000, CloseCode.UNKNOWN_LEASE, CloseCode.SHUTDOWN):
             reason = f"the provider ended the kernel's lease ({rcvd.code} {rcvd.reason})"
             self._die(LinkEvent.ENDED, reason)

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from jupyter_gpumarket.core import control, paymsgs
@@ -25,9 +24,13 @@ from jupyter_gpumarket.exceptions import (
     TunnelError,
 )
 from jupyter_gpumarket.pinned import connect_pinned
+from jupyter_gpumarket.provisioning import fastws
 from jupyter_gpumarket.wire import CLOSE_TIMEOUT, CountingClientConnection
 
-__all__ = ["LinkSettings", "ProviderTarget", "connect"]
+__all__ = ["LinkSettings", "LinkSocket", "ProviderTarget", "connect"]
+
+# the renter's websocket: websockets' (counting bytes) or picows' (fastws), by GPUMARKET_TUNNEL_WS
+LinkSocket = CountingClientConnection | fastws.PicowsConnection
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,12 @@ class LinkSettings:
 def closed_error(exc: ConnectionClosed, url: str, paid: bool = False) -> TunnelError:
     rcvd = exc.rcvd
     code, reason = (rcvd.code, rcvd.reason) if rcvd else (1006, "connection lost")
+    sent = exc.sent
+    if sent is not None and sent.code == 1009 and not exc.rcvd_then_sent:  # we refused it
+        return ProviderRefused(
+            f"the provider at {url} sent a message over the tunnel's size limit "
+            f"({sent.reason}); the link was closed (1009): the provider may be faulty or hostile"
+        )
     if code == CloseCode.UNAUTHORIZED and paid:
         return AuthenticationFailed(f"the provider at {url} refused this lease's channel: {reason}")
     if code == CloseCode.UNAUTHORIZED:
@@ -77,30 +86,51 @@ async def connect(
     hello: control.Hello,
     timeout: float,
     paid: Any = None,
-) -> tuple[ClientConnection, Opened]:
+) -> tuple[LinkSocket, Opened]:
     """A pinned websocket that went through the handshake; ``paid`` (provisioning.paid's
     PaidLease) answers a paid provider's challenge. The caller owns the connection."""
     url = target.url
-    ws = await connect_pinned(
-        url,
-        target.tls_fingerprint,
-        unreachable=lambda exc: (
-            f"cannot reach the provider at {url}: {exc}; check that it runs and the URL"
-        ),
-        mismatch=lambda shown: (
+
+    def unreachable(exc: BaseException) -> str:
+        return f"cannot reach the provider at {url}: {exc}; check that it runs and the URL"
+
+    def mismatch(shown: str) -> str:
+        return (
             f"the provider at {url} presented certificate {shown}, not the "
             f"pinned {target.tls_fingerprint}: someone may be in the middle, or the "
             "provider made a new certificate — check GPUMARKET_TLS_FINGERPRINT against "
             "the provider's ready file or registry entry"
-        ),
-        open_timeout=timeout,
-        max_size=settings.max_frame_bytes,
-        compression=None,
-        ping_interval=None,  # liveness is the pipe's, judged by progress
-        close_timeout=CLOSE_TIMEOUT,
-        max_queue=64,
-        create_connection=CountingClientConnection,
-    )
+        )
+
+    ws: LinkSocket
+    if fastws.tunnel_ws() == "picows":
+        ws = await fastws.connect_pinned(
+            url,
+            target.tls_fingerprint,
+            unreachable=unreachable,
+            mismatch=mismatch,
+            open_timeout=timeout,
+            max_size=settings.max_frame_bytes,
+            max_queue=64,
+            close_timeout=CLOSE_TIMEOUT,
+        )
+    else:
+        ws = cast(
+            CountingClientConnection,
+            await connect_pinned(
+                url,
+                target.tls_fingerprint,
+                unreachable=unreachable,
+                mismatch=mismatch,
+                open_timeout=timeout,
+                max_size=settings.max_frame_bytes,
+                compression=None,
+                ping_interval=None,  # liveness is the pipe's, judged by progress
+                close_timeout=CLOSE_TIMEOUT,
+                max_queue=64,
+                create_connection=CountingClientConnection,
+            ),
+        )
     hs = Handshake.renter(hello)
     try:
         await ws.send(hs.start())
