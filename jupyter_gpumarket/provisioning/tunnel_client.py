@@ -216,7 +216,9 @@ class TunnelClient:
                 if msg.get("ok"):
                     fut.set_result(msg.get("result"))
                 else:
-                    fut.set_exception(_error(str(msg.get("kind")), str(msg.get("error"))))
+                    fut.set_exception(
+                        _error(str(msg.get("kind")), str(msg.get("error")), msg.get("os_error"))
+                    )
 
     def _payment(self, msg: dict[str, Any]) -> None:
         from jupyter_gpumarket.provisioning.tunnel_paid import payment_event
@@ -262,6 +264,9 @@ class TunnelClient:
                 fut.set_exception(LinkLost(self.dead_reason or "the tunnel process exited"))
         if self._proc is not None:
             self._proc.poll()  # reap it
+        with self._send_lock:  # the process is gone: its socket is of no more use
+            if self._sock is not None:
+                self._sock.close()
 
     # -- requests ----------------------------------------------------------------------------
     async def request(self, op: str, wait: float | None = None, **fields: Any) -> Any:
@@ -408,8 +413,16 @@ class TunnelClient:
             os.kill(self.pid, signal.SIGKILL)
 
 
-def _error(kind: str, text: str) -> Exception:
+def _error(kind: str, text: str, os_error: Any = None) -> Exception:
+    """The process's failure as the provisioner would have raised it in thread mode: the
+    project's errors by name, an OSError (a local file in a pull or push) as an OSError."""
     cls = getattr(exceptions, kind, None)
     if isinstance(cls, type) and issubclass(cls, GpuMarketError):
         return cls(text)
+    if isinstance(os_error, list) and len(os_error) == 4 and isinstance(os_error[0], int):
+        errno, strerror, filename, filename2 = (
+            x if isinstance(x, int | str) or x is None else str(x) for x in os_error
+        )
+        # OSError(errno, ...) picks the subclass (IsADirectoryError, PermissionError, ...)
+        return OSError(errno, str(strerror), filename, None, filename2)
     return TunnelError(f"the tunnel process failed: {text} ({kind})")

@@ -204,6 +204,8 @@ class TunnelProcess:
             reply: dict[str, Any] = {"id": rid, "ok": True, "result": result}
         except Exception as exc:  # every failure goes back to the provisioner, typed
             reply = {"id": rid, "ok": False, "error": str(exc), "kind": type(exc).__name__}
+            if isinstance(exc, OSError) and exc.errno is not None:  # a local file's failure
+                reply["os_error"] = [exc.errno, exc.strerror, exc.filename, exc.filename2]
         self._emit(reply, writer)
         if writer is self._writer:
             self._emit(self.status())
