@@ -40,6 +40,7 @@ from jupyter_gpumarket.core.liveness import (
     LivenessAction,
 )
 from jupyter_gpumarket.core.session import Delivery, TunnelSession
+from jupyter_gpumarket.wire_send import send_buffers
 
 __all__ = [
     "ACK_DELAY",
@@ -121,7 +122,7 @@ class SessionPipe:
         self.interval = interval
         self.silence_timeout = silence_timeout
         self.on_dead = on_dead
-        self._outbox: deque[bytes] = deque()
+        self._outbox: deque[list[bytes]] = deque()  # frames as buffers (send_parts)
         self._ack_wanted = False
         self._bounded = True
         self._wake = asyncio.Event()
@@ -133,7 +134,7 @@ class SessionPipe:
     # -- the websocket ---------------------------------------------------------------------
     def attach(self, ws: Socket, peer_last_received: int) -> None:
         """Write to ``ws`` from now on, starting with what the peer has not received."""
-        replay = self.session.replay_after(peer_last_received)
+        replay = self.session.replay_parts_after(peer_last_received)
         self.ws = ws
         self.flow.reset()
         self._outbox.clear()
@@ -162,19 +163,20 @@ class SessionPipe:
         session, flow, outbox = self.session, self.flow, self._outbox
         while True:
             ws = self.ws
-            sendable = outbox and (not self._bounded or flow.may_write(len(outbox[0])))
+            sendable = outbox and (not self._bounded or flow.may_write(_size(outbox[0])))
             if ws is None or not (self._ack_wanted or sendable):
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             if self._ack_wanted:
                 self._ack_wanted = False
-                data = session.ack_frame()
+                buffers = [session.ack_frame()]
             else:
-                data = outbox.popleft()
-                flow.on_written(_SEQ.unpack_from(data, 4)[0], len(data), time.monotonic())
+                buffers = outbox.popleft()
+                seq = _SEQ.unpack_from(buffers[0], 4)[0]
+                flow.on_written(seq, _size(buffers), time.monotonic())
             try:
-                await ws.send(data)
+                await send_buffers(ws, buffers)
             except ConnectionClosed:
                 continue  # a data frame stays in the replay buffer; sent again on reattach
             if self.liveness is not None and self.ws is ws:
@@ -200,7 +202,7 @@ class SessionPipe:
 
     # -- traffic ---------------------------------------------------------------------------
     def send(self, channel: Channel, parts: Sequence[Any]) -> None:
-        self._outbox.append(self.session.send(channel, parts))
+        self._outbox.append(self.session.send_parts(channel, parts))
         self._wake.set()
 
     def send_control(self, msg: Any) -> None:
@@ -238,7 +240,7 @@ class SessionPipe:
     @property
     def queued_bytes(self) -> int:
         """Bytes framed but not yet written (held back by the flow window or a cut)."""
-        return sum(len(data) for data in self._outbox)
+        return sum(_size(buffers) for buffers in self._outbox)
 
     async def drain(self, timeout: float = 2.0) -> None:
         """Write what is queued to the attached websocket (best effort, bounded)."""
@@ -248,7 +250,7 @@ class SessionPipe:
         with contextlib.suppress(ConnectionClosed, TimeoutError):
             async with asyncio.timeout(timeout):
                 while self._outbox:
-                    await ws.send(self._outbox.popleft())
+                    await send_buffers(ws, self._outbox.popleft())
 
     def close(self) -> None:
         self._writer.cancel()
@@ -257,6 +259,10 @@ class SessionPipe:
         if self._ack_timer is not None:
             self._ack_timer.cancel()
         self.ws = None
+
+
+def _size(buffers: list[bytes]) -> int:
+    return sum(len(b) for b in buffers)
 
 
 def _ignore_result(fut: asyncio.Future[Any]) -> None:

@@ -33,6 +33,7 @@ __all__ = [
     "Frame",
     "decode_frame",
     "encode_frame",
+    "encode_frame_parts",
 ]
 
 VERSION = 1
@@ -79,11 +80,21 @@ class Frame:
 
 def encode_frame(channel: Channel, seq: int, ack: int, parts: Sequence[bytes]) -> bytes:
     """Encode one frame. Parts may be bytes, bytearray, memoryview or zmq.Frame buffers."""
+    return b"".join(encode_frame_parts(channel, seq, ack, parts))
+
+
+def encode_frame_parts(channel: Channel, seq: int, ack: int, parts: Sequence[bytes]) -> list[bytes]:
+    """Encode one frame as buffers to write in order: the header with the part-length table
+    (new bytes), then the parts themselves, as given (not copied: a writer that scatters,
+    ``transport.writelines``, sends a large kernel output without joining it). Their join is
+    :func:`encode_frame`'s result. The parts must not change while the buffers are held."""
     n = len(parts)
     if n > MAX_PARTS:
         raise ProtocolError(f"message has {n} parts; at most {MAX_PARTS} fit in a frame")
-    lengths = struct.pack(f"!{n}I", *(len(p) for p in parts))
-    return b"".join((HEADER.pack(VERSION, channel, n, seq, ack), lengths, *parts))
+    head = HEADER.pack(VERSION, channel, n, seq, ack) + struct.pack(
+        f"!{n}I", *(len(p) for p in parts)
+    )
+    return [head, *parts]
 
 
 def decode_frame(data: bytes, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Frame:

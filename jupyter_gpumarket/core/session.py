@@ -21,6 +21,7 @@ from jupyter_gpumarket.core.frames import (
     Channel,
     decode_frame,
     encode_frame,
+    encode_frame_parts,
 )
 from jupyter_gpumarket.exceptions import ProtocolError
 
@@ -79,7 +80,9 @@ class TunnelSession:
         self.dropped_bytes = 0
         self.duplicates = 0
         self.gaps: list[Gap] = []
-        self._replay: deque[tuple[int, bytes]] = deque()
+        # (seq, the frame's buffers as encode_frame_parts gave them, its size in bytes): the
+        # parts are held, not joined, so a large kernel output is never copied to be replayable
+        self._replay: deque[tuple[int, list[bytes], int]] = deque()
         self._replay_bytes = 0
         self._unacked_in_frames = 0
         self._unacked_in_bytes = 0
@@ -87,21 +90,27 @@ class TunnelSession:
     # -- sending -------------------------------------------------------------------------
     def send(self, channel: Channel, parts: Sequence[bytes]) -> bytes:
         """Frame a message, keep it for replay, and return the bytes to write."""
+        return b"".join(self.send_parts(channel, parts))
+
+    def send_parts(self, channel: Channel, parts: Sequence[bytes]) -> list[bytes]:
+        """As :meth:`send`, but the frame as buffers to write in order (header, then the parts
+        as given, not copied: see :func:`~jupyter_gpumarket.core.frames.encode_frame_parts`)."""
         if channel is Channel.ACK:
             raise ProtocolError("use ack_frame() for ACK frames")
         seq = self.next_seq
-        data = encode_frame(channel, seq, self.last_received, parts)
-        if len(data) > self.max_frame_bytes:
+        buffers = encode_frame_parts(channel, seq, self.last_received, parts)
+        size = sum(len(b) for b in buffers)
+        if size > self.max_frame_bytes:
             raise ProtocolError(
-                f"a {channel.name} message of {len(data)} bytes exceeds the tunnel's frame limit "
+                f"a {channel.name} message of {size} bytes exceeds the tunnel's frame limit "
                 f"of {self.max_frame_bytes} bytes"
             )
         self.next_seq = seq + 1
-        self._replay.append((seq, data))
-        self._replay_bytes += len(data)
+        self._replay.append((seq, buffers, size))
+        self._replay_bytes += size
         self._trim()
         self._acked_now()
-        return data
+        return buffers
 
     def ack_frame(self) -> bytes:
         """A standalone ACK frame carrying :attr:`last_received`."""
@@ -163,13 +172,17 @@ class TunnelSession:
     # -- resuming ------------------------------------------------------------------------
     def replay_after(self, peer_last_received: int) -> list[bytes]:
         """Frames to resend after a reconnect, given the last seq the peer says it received."""
+        return [b"".join(buffers) for buffers in self.replay_parts_after(peer_last_received)]
+
+    def replay_parts_after(self, peer_last_received: int) -> list[list[bytes]]:
+        """As :meth:`replay_after`, each frame as the buffers :meth:`send_parts` returned."""
         if peer_last_received >= self.next_seq:
             raise ProtocolError(
                 f"peer claims to have received seq {peer_last_received} but only "
                 f"{self.next_seq - 1} were sent: it is a different session"
             )
         self._on_ack(peer_last_received)
-        return [data for seq, data in self._replay if seq > peer_last_received]
+        return [buffers for seq, buffers, _ in self._replay if seq > peer_last_received]
 
     # -- internals -----------------------------------------------------------------------
     def _on_ack(self, ack: int) -> None:
@@ -180,15 +193,15 @@ class TunnelSession:
         self.peer_acked = ack
         replay = self._replay
         while replay and replay[0][0] <= ack:
-            self._replay_bytes -= len(replay.popleft()[1])
+            self._replay_bytes -= replay.popleft()[2]
 
     def _trim(self) -> None:
         replay = self._replay
         while self._replay_bytes > self.replay_limit_bytes and len(replay) > 1:
-            _, data = replay.popleft()
-            self._replay_bytes -= len(data)
+            size = replay.popleft()[2]
+            self._replay_bytes -= size
             self.dropped_frames += 1
-            self.dropped_bytes += len(data)
+            self.dropped_bytes += size
 
     def _acked_now(self) -> None:
         self._unacked_in_frames = 0
