@@ -153,6 +153,11 @@ def test_getting_started(demo: Demo) -> None:
             if where(cell) == "local" and session.kernel()["name"] != "python3":
                 session.change_kernel("python3")  # what the notebook tells the user to do
             out[next(iter(tags - {"local", "remote"}))] = _run(session, cell)
+            for _ in range(20):  # what the cell says to do when the first sample is late
+                if "spend" not in tags or "run this cell again" not in out["spend"]:
+                    break
+                time.sleep(1.0)
+                out["spend"] = _run(session, cell)
             if "pick" in tags:
                 assert "OfferPicker" in out["pick"] or "VBox" in out["pick"], out["pick"]
                 use_to_first_cell = _use(session, local_offer)
