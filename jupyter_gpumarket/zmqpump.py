@@ -49,12 +49,12 @@ class SocketPumps:
         except zmq.ZMQError as exc:  # the socket was closed under us
             log.debug("%s %s socket stopped: %s", self._name, channel.name, exc)
 
-    async def close(self) -> None:
+    async def close(self, linger_ms: int = 0) -> None:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for sock in self.sockets.values():
-            sock.close(linger=0)
+            sock.close(linger=linger_ms)
         self.sockets.clear()  # the owner shares this dict: nothing to send to any more

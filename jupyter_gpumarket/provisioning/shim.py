@@ -105,8 +105,10 @@ class ZmqShim:
         except zmq.ZMQError as exc:  # e.g. ROUTER with an empty identity part
             log.warning("local %s socket refused a message: %s", channel.name, exc)
 
-    async def close(self) -> None:
-        await self._pumps.close()
+    async def close(self, linger_ms: int = 0) -> None:
+        """Close the sockets; ``linger_ms`` lets output already queued (a last notice) leave
+        for the clients first, blocking the caller up to that long."""
+        await self._pumps.close(linger_ms)
         self._context.term()
 
 

@@ -329,7 +329,7 @@ class TunnelProcess:
         if link is not None:
             await link.close(end_lease=end_lease)
         if shim is not None:
-            await shim.close()
+            await shim.close(linger_ms=1000)  # this process only serves this kernel
             self.shim = None
 
 
