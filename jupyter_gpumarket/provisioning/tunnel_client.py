@@ -31,10 +31,11 @@ from typing import Any
 from jupyter_gpumarket import exceptions
 from jupyter_gpumarket.core.filesync import Manifest
 from jupyter_gpumarket.exceptions import GpuMarketError, LinkLost, TunnelError
+from jupyter_gpumarket.procs import pid_alive
 from jupyter_gpumarket.provisioning import tunnel_spare
 from jupyter_gpumarket.provisioning.files import PushResult
 from jupyter_gpumarket.provisioning.link import LinkSettings, ProviderTarget
-from jupyter_gpumarket.provisioning.tunnel_start import alive, process_mode_env, start_process
+from jupyter_gpumarket.provisioning.tunnel_start import process_mode_env, start_process
 
 __all__ = ["MAX_LINE", "TunnelClient", "TunnelShim", "process_mode_env"]
 
@@ -406,7 +407,7 @@ class TunnelClient:
             return
         # a re-adopted process is not our child: signal it by pid if it lingers
         for _ in range(int(timeout * 20)):
-            if not alive(self.pid):
+            if not pid_alive(self.pid):
                 return
             time.sleep(0.05)
         with contextlib.suppress(ProcessLookupError):

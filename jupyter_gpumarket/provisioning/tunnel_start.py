@@ -15,7 +15,7 @@ from jupyter_core.paths import jupyter_runtime_dir
 
 from jupyter_gpumarket.exceptions import TunnelError
 
-__all__ = ["START_TIMEOUT", "alive", "process_mode_env", "socket_path", "start_process"]
+__all__ = ["START_TIMEOUT", "process_mode_env", "socket_path", "start_process"]
 
 _SUN_PATH_MAX = 100
 START_TIMEOUT = 30.0
@@ -68,13 +68,3 @@ def start_process(name: str, grace: float) -> tuple[subprocess.Popen[bytes], Pat
             "log, or set GPUMARKET_TUNNEL_PROCESS=0 to run the tunnel in the server"
         )
     return proc, path
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
