@@ -4,8 +4,8 @@ Starting an interpreter and importing the link costs a tunnel process ~0.3-0.6 s
 machines measured here, more than a kernel's start may add (issue #15: <= direct + 0.3 s), so
 the server keeps one process ready: a kernel's start takes it and a new one starts in the
 background. The spare has no link: when its server exits (or discards it) its control socket
-closes and it exits at once. A spare started under other GPUMARKET_* / PYTHON* / JUPYTER_*
-variables than the taker's is discarded (a tunnel process reads its environment when it starts).
+closes and it exits at once. A spare started under other PYTHON* / LD_* variables or another
+GPUMARKET_TUNNEL_WS than the taker's is discarded (a tunnel process reads those when it starts).
 GPUMARKET_TUNNEL_SPARE=0 turns the spare off.
 """
 
@@ -40,14 +40,16 @@ def enabled() -> bool:
     return os.environ.get("GPUMARKET_TUNNEL_SPARE", "1").lower() not in ("0", "false", "no", "off")
 
 
-_NOT_READ = ("GPUMARKET_TUNNEL_PROCESS", "GPUMARKET_TUNNEL_SPARE")  # the server's choices
+# What a tunnel process takes from its environment when it starts: the interpreter's and the
+# dynamic loader's variables and its websocket choice. Everything else (the provider, token and
+# pin, the wallet, the offer) the provisioner resolves and sends with ``open``.
+_READ_PREFIXES = ("PYTHON", "LD_")
+_READ = ("GPUMARKET_TUNNEL_WS",)
 
 
 def _env_key() -> EnvKey:
     env = sorted(
-        (k, v)
-        for k, v in os.environ.items()
-        if k.startswith(("GPUMARKET_", "PYTHON", "JUPYTER_")) and k not in _NOT_READ
+        (k, v) for k, v in os.environ.items() if k.startswith(_READ_PREFIXES) or k in _READ
     )
     return sys.executable, tuple(env)
 

@@ -72,7 +72,12 @@ def test_a_spare_started_under_another_environment_is_not_used() -> None:
     assert _wait(lambda: tunnel_spare._spare is not None)
     assert tunnel_spare._spare is not None
     pid = tunnel_spare._spare[1].pid
-    with environ({"GPUMARKET_LINK_TEST": "changed"}):
+    with environ({"GPUMARKET_PROVIDER_URL": "wss://elsewhere:1"}):  # sent with `open`
+        client = tunnel_spare.take()
+        assert client is not None, "a variable the process never reads must not waste it"
+    tunnel_spare._spare = (tunnel_spare._env_key(), client)  # put it back
+    other = "websockets" if os.environ.get("GPUMARKET_TUNNEL_WS") == "picows" else "picows"
+    with environ({"GPUMARKET_TUNNEL_WS": other}):  # read by the process when it started
         assert tunnel_spare.take() is None
     assert _wait(lambda: not _alive(pid), 10), "the stale spare is let go"
 
