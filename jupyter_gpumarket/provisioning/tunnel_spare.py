@@ -55,14 +55,14 @@ def _env_key() -> EnvKey:
 
 
 def take() -> TunnelClient | None:
-    """The ready spare, if there is one started under this environment."""
+    """The ready spare, if there is one started under this environment (and spares are on)."""
     global _spare
     with _lock:
         spare, _spare = _spare, None
     if spare is None:
         return None
     key, client = spare
-    if key == _env_key() and client.usable():
+    if enabled() and key == _env_key() and client.usable():
         return client
     client.discard()
     return None

@@ -31,7 +31,10 @@ def test_bad_telemetry_is_dropped_and_the_link_lives(
     hostile: AgentProcess, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
 ) -> None:
     caplog.set_level(logging.INFO)
-    km, kc = start_new_kernel(kernel_name="gpumarket")
+    # a tunnel process of its own: a spare started during an earlier test would log into that
+    # test's captured stderr
+    with environ({"GPUMARKET_TUNNEL_SPARE": "0"}):
+        km, kc = start_new_kernel(kernel_name="gpumarket")
     try:
         deadline = time.monotonic() + 60
         while len(km.provisioner.telemetry()) < 2:  # honest samples after the attacks
