@@ -140,6 +140,7 @@ async def connect(
             reply = hs.receive_text(await asyncio.wait_for(ws.recv(), timeout))
         assert isinstance(reply, Opened)
     except ConnectionClosed as exc:
+        await ws.close()  # the refusal's TLS shutdown ends (bounded) before the caller goes on
         raise closed_error(exc, url, paid is not None) from None
     except LinkLost as exc:
         await ws.close()
