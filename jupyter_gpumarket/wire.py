@@ -12,7 +12,9 @@ Two more jobs, each decided in ``core`` and only carried out here:
   the link's measured rate is written ahead of the peer's acks; ACK frames jump the queue;
 - liveness (:class:`~jupyter_gpumarket.core.liveness.Liveness`): bytes counted as the transport
   delivers them (:class:`CountingClientConnection` / :class:`CountingServerConnection`), probes
-  and heartbeats when quiet, and an abort (no closing handshake) when the peer fell silent.
+  and heartbeats when quiet. When the peer fell silent the shell is told (``on_dead``) and, if
+  it takes revivals (``on_revived``), the connection stays open and probed until it carries
+  bytes again or the shell attaches another; else it is aborted (no closing handshake).
 """
 
 from __future__ import annotations
@@ -104,7 +106,10 @@ class SessionPipe:
     """Frames, flow control and liveness for one session, across connections.
 
     ``interval`` / ``silence_timeout`` configure liveness (``interval=None`` turns it off);
-    ``on_dead(ws, silent_s)`` is called (before the abort) when a connection fell silent.
+    ``on_dead(ws, silent_s)`` is called when a connection fell silent. Without ``on_revived``
+    the connection is then aborted; with it, it stays attached (writes go on, bounded by the
+    flow window) and ``on_revived(ws)`` is called if bytes arrive on it again: the owner
+    decides meanwhile whether to replace it (:meth:`attach` returns the one replaced).
     """
 
     def __init__(
@@ -114,6 +119,7 @@ class SessionPipe:
         interval: float | None = DEFAULT_INTERVAL,
         silence_timeout: float = DEFAULT_SILENCE_TIMEOUT,
         on_dead: Callable[[Socket, float], None] | None = None,
+        on_revived: Callable[[Socket], None] | None = None,
         flow: FlowWindow | None = None,
     ) -> None:
         self.session = session
@@ -122,6 +128,8 @@ class SessionPipe:
         self.interval = interval
         self.silence_timeout = silence_timeout
         self.on_dead = on_dead
+        self.on_revived = on_revived
+        self._sending_to: Socket | None = None  # the websocket the writer awaits, if any
         self._outbox: deque[list[bytes]] = deque()  # frames as buffers (send_parts)
         self._ack_wanted = False
         self._bounded = True
@@ -132,10 +140,17 @@ class SessionPipe:
         self.liveness: Liveness | None = None
 
     # -- the websocket ---------------------------------------------------------------------
-    def attach(self, ws: Socket, peer_last_received: int) -> None:
-        """Write to ``ws`` from now on, starting with what the peer has not received."""
+    def attach(self, ws: Socket, peer_last_received: int) -> Socket | None:
+        """Write to ``ws`` from now on, starting with what the peer has not received; the
+        websocket attached before, if another (the caller closes it)."""
         replay = self.session.replay_parts_after(peer_last_received)
-        self.ws = ws
+        old, self.ws = self.ws, ws
+        if self._sending_to is not None and self._sending_to is not ws:
+            # the writer waits on a connection that may never drain again (a stalled one):
+            # start a new writer; the frame it held is in the replay queued below
+            self._writer.cancel()
+            self._writer = asyncio.ensure_future(self._write_loop())
+            self._sending_to = None
         self.flow.reset()
         self._outbox.clear()
         self._outbox.extend(replay)
@@ -148,6 +163,7 @@ class SessionPipe:
                 time.monotonic(), interval=self.interval, silence_timeout=self.silence_timeout
             )
             self._watcher = asyncio.ensure_future(self._watch(ws, self.liveness))
+        return old if old is not ws else None
 
     def detach(self, ws: Socket | None = None) -> bool:
         """Stop writing to ``ws`` (or whatever is attached). True if it was attached."""
@@ -175,10 +191,14 @@ class SessionPipe:
                 buffers = outbox.popleft()
                 seq = _SEQ.unpack_from(buffers[0], 4)[0]
                 flow.on_written(seq, _size(buffers), time.monotonic())
+            self._sending_to = ws
             try:
                 await send_buffers(ws, buffers)
             except ConnectionClosed:
                 continue  # a data frame stays in the replay buffer; sent again on reattach
+            finally:
+                if self._sending_to is ws:
+                    self._sending_to = None
             if self.liveness is not None and self.ws is ws:
                 self.liveness.sent(time.monotonic())
 
@@ -190,11 +210,16 @@ class SessionPipe:
             live.received(getattr(ws, "rx_at", now))
             action = live.poll(now)
             if action is LivenessAction.DEAD:
-                silent = live.silent_for(now)
                 if self.on_dead is not None:
-                    self.on_dead(ws, silent)
-                ws.transport.abort()  # no closing handshake: the peer is not listening
-                return
+                    self.on_dead(ws, live.silent_for(now))
+                if self.on_revived is None:
+                    ws.transport.abort()  # no closing handshake: the peer is not listening
+                    return
+                continue
+            if action is LivenessAction.REVIVED:
+                if self.on_revived is not None:
+                    self.on_revived(ws)
+                continue
             if action is LivenessAction.NOTHING or (probe is not None and not probe.done()):
                 continue  # a ping or pong still waits for the socket: never block the watch
             probe = asyncio.ensure_future(ws.ping() if action is LivenessAction.PING else ws.pong())

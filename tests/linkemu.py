@@ -6,6 +6,7 @@ stalls that hold bytes, and resets (the kernel's netem is not available on these
     async with LinkEmulator("127.0.0.1", server_port, delay=0.075, rate=1.25e6) as link:
         ...  # connect to 127.0.0.1:link.port: 150 ms round trip, 10 Mbit/s each way
         link.stall()     # every byte is held (both ways, new connections too), nothing lost
+        link.stall(existing_only=True)  # the path changed: open connections hang, new ones pass
         link.unstall()   # held bytes go on at the link's rate; TCP never noticed
         link.reset()     # every current connection gets an RST; new ones are accepted
 
@@ -81,6 +82,7 @@ class LinkEmulator:
         self.delay, self.rate, self.buffer = delay, rate, buffer
         self.port = 0
         self.stalled_since: float | None = None
+        self._held: set[_Conn] | None = None  # the stalled connections (None: all, new too)
         self.bytes_up = self.bytes_down = self.connections = self.resets = 0
         self._conns: set[_Conn] = set()
         self._server: asyncio.Server | None = None
@@ -93,14 +95,18 @@ class LinkEmulator:
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
-    def stall(self) -> None:
-        """Hold every byte, both ways, on every connection (new ones too) until unstall()."""
+    def stall(self, existing_only: bool = False) -> None:
+        """Hold every byte, both ways, on every connection (new ones too) until unstall();
+        ``existing_only``: only on the connections open now (a path that changed: a roaming
+        client's old connections hang without a reset, new ones go through)."""
         if self.stalled_since is None:
             self.stalled_since = time.monotonic()
+            self._held = set(self._conns) if existing_only else None
         self._wake()
 
     def unstall(self) -> None:
         self.stalled_since = None
+        self._held = None
         self._wake()
 
     def reset(self) -> None:
@@ -149,8 +155,11 @@ class LinkEmulator:
         self._changed = asyncio.Event()
 
     async def _unstalled(self, conn: _Conn) -> None:
-        while self.stalled_since is not None and not (conn.dead or self._closing):
+        while self._holds(conn) and not (conn.dead or self._closing):
             await self._changed.wait()
+
+    def _holds(self, conn: _Conn) -> bool:
+        return self.stalled_since is not None and (self._held is None or conn in self._held)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         accepted = time.monotonic()
@@ -298,8 +307,8 @@ class ThreadedLink(OnLoopThread[LinkEmulator]):
     def emulator(self) -> LinkEmulator:
         return self.obj
 
-    def stall(self) -> None:
-        self.call(lambda: self.emulator.stall())
+    def stall(self, existing_only: bool = False) -> None:
+        self.call(lambda: self.emulator.stall(existing_only))
 
     def unstall(self) -> None:
         self.call(lambda: self.emulator.unstall())

@@ -73,3 +73,19 @@ async def test_a_reset_kills_open_connections_and_accepts_new_ones(echo_port: in
         assert got == b"again"
         again.close()
         writer.close()
+
+
+async def test_a_stall_of_open_connections_lets_new_ones_through(echo_port: int) -> None:
+    async with LinkEmulator("127.0.0.1", echo_port, delay=0.01) as link:
+        reader, writer = await asyncio.open_connection("127.0.0.1", link.port)
+        writer.write(b"a")
+        await asyncio.wait_for(reader.readexactly(1), 10)
+        link.stall(existing_only=True)  # a roaming client: the old path hangs, a new one works
+        writer.write(b"held")
+        got, _, fresh = await _roundtrip(link.port, b"new path")
+        assert got == b"new path"
+        assert not reader._buffer  # type: ignore[attr-defined]  # the old one still hangs
+        link.unstall()
+        assert await asyncio.wait_for(reader.readexactly(4), 10) == b"held"
+        fresh.close()
+        writer.close()

@@ -87,6 +87,7 @@ class Lease:
             interval=keepalive,
             silence_timeout=silence_timeout,
             on_dead=self._on_silent,
+            on_revived=self._on_revived,
         )
         self.files = LeaseFiles(
             store, self.dir, self.workdir, quota_bytes=settings.effective_limits.disk_bytes
@@ -97,6 +98,7 @@ class Lease:
         self._client_grace = client_grace
         self._on_end = on_end
         self._grace_timer: asyncio.TimerHandle | None = None
+        self._silent: object = None  # the renter's connection while it is silent (kept open)
         self._tasks: set[asyncio.Future[None]] = set()
         self._kernel: KernelProcess | None = None
         self._bridge: KernelBridge | None = None
@@ -118,33 +120,62 @@ class Lease:
         renter has not received. ProtocolError if the renter claims frames never sent."""
         self.session.replay_after(peer_last_received)  # validate before answering
         await ws.send(welcome)  # strictly before any replayed frame
-        old = self.pipe.ws
-        self.pipe.attach(ws, peer_last_received)
-        if old is not None and old is not ws:
+        old = self.pipe.attach(ws, peer_last_received)
+        if old is not None and old is self._silent:
+            old.transport.abort()  # silent: a closing handshake would wait on it
+        elif old is not None:
             self._spawn(old.close(control.CloseCode.REPLACED, "replaced by a new link"))
+        self._silent = None
         if self._grace_timer is not None:
             self._grace_timer.cancel()
             self._grace_timer = None
 
     def _on_silent(self, ws: object, silent: float) -> None:
+        """The renter fell silent: the client grace starts, but the connection stays open
+        (a stalled path that returns delivers what it held, with no new handshake)."""
+        if self.ended or self.pipe.ws is not ws:
+            return
         log.warning(
-            "lease %s: no byte from the renter for %.1f s; dropping the link", self.id, silent
+            "lease %s: no byte from the renter for %.1f s; keeping it %.0f s",
+            self.id,
+            silent,
+            self._client_grace,
+        )
+        self._silent = ws
+        self._start_grace()
+
+    def _on_revived(self, ws: object) -> None:
+        if self.pipe.ws is not ws or self._silent is not ws:
+            return
+        log.info("lease %s: the renter's silent link is back", self.id)
+        self._silent = None
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+            self._grace_timer = None
+
+    def _start_grace(self) -> None:
+        if self._grace_timer is not None:
+            return  # already running (the link fell silent before it closed)
+        loop = asyncio.get_running_loop()
+        self._grace_timer = loop.call_later(
+            self._client_grace, lambda: self._spawn(self._grace_expired())
         )
 
     def detach(self, ws: ServerConnection) -> None:
         """The connection closed: keep the kernel for the client grace, then end the lease."""
         if self.ended or not self.pipe.detach(ws):
             return
+        if self._silent is ws:
+            self._silent = None  # its grace already runs
         log.info("lease %s: renter disconnected; keeping it %.0f s", self.id, self._client_grace)
-        loop = asyncio.get_running_loop()
-        self._grace_timer = loop.call_later(
-            self._client_grace, lambda: self._spawn(self._grace_expired())
-        )
+        self._start_grace()
 
     async def _grace_expired(self) -> None:
-        if self.pipe.ws is None and not self.ended:
+        self._grace_timer = None
+        ws = self.pipe.ws
+        if not self.ended and (ws is None or ws is self._silent):
             log.warning("lease %s: renter gone longer than the grace; stopping it", self.id)
-            await self.end()
+            await self.end()  # closes a silent connection too (bounded by its close timeout)
 
     def send_control(self, msg: Any) -> None:
         self.pipe.send_control(msg)

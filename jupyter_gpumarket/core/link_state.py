@@ -12,7 +12,9 @@ closing is the renter's own decision and ends everything.
     ADOPTING  CONNECTED      -> UP
     UP        LOST           -> LOST      note the time (lost_since); reconnect with backoff
     UP        ENDED          -> DEAD      the provider ended the lease: report the kernel lost
-    LOST      CONNECTED      -> UP        resumed: both sides replay what the other missed
+    LOST      CONNECTED      -> UP        resumed: both sides replay what the other missed,
+                                          or revived: the silent link carries bytes again
+    LOST      ENDED          -> DEAD      the silent link, kept open, brought the lease's end
     LOST      FAILED         -> DEAD      a refusal that retrying cannot fix
     LOST      GRACE_EXPIRED  -> DEAD      unreachable for longer than the link grace
     any       CLOSE          -> CLOSING   stop reading and reconnecting (dead_reason is kept)
@@ -58,6 +60,7 @@ TRANSITIONS: dict[tuple[LinkState, LinkEvent], LinkState] = {
     (S.UP, E.LOST): S.LOST,
     (S.UP, E.ENDED): S.DEAD,
     (S.LOST, E.CONNECTED): S.UP,
+    (S.LOST, E.ENDED): S.DEAD,
     (S.LOST, E.FAILED): S.DEAD,
     (S.LOST, E.GRACE_EXPIRED): S.DEAD,
     **{(state, E.CLOSE): S.CLOSING for state in S},

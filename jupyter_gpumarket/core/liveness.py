@@ -10,7 +10,8 @@ half received). The rules, checked every tick:
 .. code-block:: text
 
     condition (now = the tick's time)                      action
-    nothing received for ``silence_timeout`` s             DEAD: abort the connection now
+    nothing received for ``silence_timeout`` s             DEAD: treat the link as down, once
+    declared dead, then bytes received again               REVIVED: the same link is back
     nothing received for ``interval`` s, no probe since    PING: the peer answers at once
     something received, nothing sent for ``interval`` s    HEARTBEAT: an unsolicited pong
     otherwise                                              NOTHING
@@ -18,8 +19,11 @@ half received). The rules, checked every tick:
 The heartbeat is what keeps a busy sender's view honest: while it pushes output, its own pings
 queue behind its data, but the receiver, which reads that data, sends a heartbeat at least once
 per ``interval``, and heartbeats travel the uncongested direction. A silent link (a stall that
-holds bytes, a black hole, a dead peer) is DEAD after ``silence_timeout`` s plus one tick; the
-shell aborts the transport without a closing handshake (that would wait for the silent peer).
+holds bytes, a black hole, a dead peer) is DEAD after ``silence_timeout`` s plus one tick: the
+shell reports the link lost and looks for a new connection, but may keep this one open and
+keep probing it (a PING per interval), because a stalled path that returns delivers what it
+held at once, with no new handshake, just as TCP rides out a stall. Bytes that arrive after
+DEAD make the next poll REVIVED, and the rules start over.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class LivenessAction(enum.Enum):
     PING = "ping"
     HEARTBEAT = "heartbeat"
     DEAD = "dead"
+    REVIVED = "revived"
 
 
 class Liveness:
@@ -61,7 +66,8 @@ class Liveness:
         self.last_received = now  # a new connection just spoke (the handshake)
         self.last_sent = now
         self.last_probe = now
-        self.dead = False
+        self.dead = False  # declared silent, and nothing received since
+        self.dead_at = 0.0
 
     def received(self, when: float) -> None:
         """Bytes arrived from the peer at ``when`` (the transport's time, may be stale)."""
@@ -75,12 +81,21 @@ class Liveness:
         return max(0.0, now - self.last_received)
 
     def poll(self, now: float) -> LivenessAction:
-        """What to do now. DEAD is final; PING and HEARTBEAT count as sent."""
+        """What to do now. DEAD comes once per silence; PING and HEARTBEAT count as sent."""
         if self.dead:
-            return LivenessAction.DEAD
+            if self.last_received > self.dead_at:
+                self.dead = False
+                self.last_probe = self.last_sent = now
+                return LivenessAction.REVIVED
+            if now - self.last_probe >= self.interval:
+                self.last_probe = self.last_sent = now
+                return LivenessAction.PING
+            return LivenessAction.NOTHING
         silent = now - self.last_received
         if silent > self.silence_timeout:
             self.dead = True
+            self.dead_at = self.last_received
+            self.last_probe = now
             return LivenessAction.DEAD
         if silent >= self.interval and now - self.last_probe >= self.interval:
             self.last_probe = self.last_sent = now

@@ -4,9 +4,13 @@
 Kernel messages flow through :meth:`send` / ``on_delivery``; agent requests through
 :meth:`start_kernel`, :meth:`signal` and :meth:`stop_kernel`. When the websocket drops, the
 link reconnects with jittered backoff and resumes the lease: each side replays what the other
-did not receive. Where the link stands (opening, up, lost since when, dead and why, closing)
-is core.link_state's table; the connect and handshake are link_connect's, the agent requests
-link_requests'. Lower-layer errors of the connect are mapped in link_connect.
+did not receive. A link that falls silent (a stall) is reported lost after the liveness timeout
+and a new connection is sought, but the silent one stays open: if the path returns, what it
+held arrives at once and the link is up again without a handshake (a revival); if a new
+connection is made first, the silent one is aborted. Where the link stands (opening, up, lost
+since when, dead and why, closing) is core.link_state's table; the connect and handshake are
+link_connect's, the agent requests link_requests'. Lower-layer errors of the connect are
+mapped in link_connect.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ class RemoteLink(AgentRequests):
             interval=self.settings.ping_interval,
             silence_timeout=self.settings.ping_timeout,
             on_dead=self._on_silent,
+            on_revived=self._on_revived,
         )
         self.lease: str | None = adopt_lease
         self.status = LinkStatus.opening(adopt=adopt_lease is not None)  # core.link_state
@@ -79,7 +84,8 @@ class RemoteLink(AgentRequests):
         self.exit_reason = ""
         self.reconnects = 0
         self.reconnect_attempt = 0  # attempts since the link went down (0: it is up)
-        self.stalls = 0  # links dropped because the provider fell silent
+        self.stalls = 0  # times the provider fell silent (the link was reported lost)
+        self.revivals = 0  # silent links that came back before a new connection was made
         self._on_delivery = on_delivery
         self._on_notice = on_notice or (lambda text: None)
         self._reader: asyncio.Task[None] | None = None
@@ -125,7 +131,9 @@ class RemoteLink(AgentRequests):
         if opened.adopted:
             self.session.adopt(welcome.last_received, welcome.replay_from)
             self.generation = opened.generation
-        self.pipe.attach(ws, welcome.last_received)
+        old = self.pipe.attach(ws, welcome.last_received)
+        if old is not None:  # a silent link kept open in case it came back: it did not
+            old.transport.abort()
         return ws
 
     def _run(self, ws: LinkSocket) -> None:
@@ -155,25 +163,42 @@ class RemoteLink(AgentRequests):
             await ws.close(CloseCode.PROTOCOL, "bad frame")
         except ConnectionClosed:
             pass
-        pipe.detach(ws)
-        if self._closing:
-            return
+        if not pipe.detach(ws) or self._closing:
+            return  # replaced by a new connection, or closed by the renter
         rcvd = ws.close_rcvd
         if rcvd is not None and rcvd.code in (1000, CloseCode.UNKNOWN_LEASE, CloseCode.SHUTDOWN):
             reason = f"the provider ended the kernel's lease ({rcvd.code} {rcvd.reason})"
             self._die(LinkEvent.ENDED, reason)
             return
+        if self.status.state is not LinkState.UP:
+            return  # fell silent before it closed: already reconnecting (or dead)
         log.warning("link to %s lost; reconnecting", self.target.url)
         self.status.handle(LinkEvent.LOST, now=time.monotonic())
         self._reconnector = asyncio.ensure_future(self._reconnect())
 
     def _on_silent(self, ws: Any, silent: float) -> None:
+        if self.pipe.ws is not ws or self.status.state is not LinkState.UP:
+            return
         self.stalls += 1
         log.warning(
-            "no byte from the provider at %s for %.1f s; dropping the link and reconnecting",
+            "no byte from the provider at %s for %.1f s; reconnecting (the silent link stays "
+            "open in case it comes back)",
             self.target.url,
             silent,
         )
+        self.status.handle(LinkEvent.LOST, now=time.monotonic())
+        self._reconnector = asyncio.ensure_future(self._reconnect())
+
+    def _on_revived(self, ws: Any) -> None:
+        if self.pipe.ws is not ws or self.status.state is not LinkState.LOST:
+            return
+        if self._reconnector is not None:
+            self._reconnector.cancel()  # an attempt under way closes its own connection
+            self._reconnector = None
+        self.revivals += 1
+        log.info("link to %s is back after %.2f s of silence", self.target.url, self.downtime)
+        self.reconnect_attempt = 0
+        self.status.handle(LinkEvent.CONNECTED)
 
     def _report_gaps(self, gaps: Sequence[Any]) -> None:
         lost = sum(g.count for g in gaps)
@@ -218,6 +243,12 @@ class RemoteLink(AgentRequests):
 
     def _die(self, event: LinkEvent, reason: str) -> None:
         log.error("remote kernel lost: %s", reason)
+        reconnector = self._reconnector
+        if reconnector is not None and reconnector is not asyncio.current_task():
+            reconnector.cancel()
+        ws = self.pipe.ws
+        if ws is not None and self.status.state is LinkState.LOST:
+            ws.transport.abort()  # a silent link kept open in case it came back
         self._on_notice(f"[gpumarket] the remote kernel is lost: {reason}")
         self.status.handle(event, reason=reason)
         if self.exit_code is None:
@@ -231,9 +262,10 @@ class RemoteLink(AgentRequests):
         """End the lease (the agent stops the kernel and wipes its dir) and close."""
         if self._closing:
             return
+        was_up = self.status.state is LinkState.UP  # not a silent link kept in case
         self.status.handle(LinkEvent.CLOSE)
         ws = self.pipe.ws
-        if end_lease and ws is not None and self.dead_reason is None:
+        if end_lease and ws is not None and was_up:
             self.pipe.unbound()
             self.stop_kernel(end_lease=True)
             # The agent closes the link once the kernel is gone; wait for that, bounded.

@@ -91,6 +91,7 @@ class TunnelClient:
         self.reconnect_attempt = 0
         self.reconnects = 0
         self.stalls = 0
+        self.revivals = 0
         self.generation = 0
         self.lease: str | None = None
         self.agent_info: dict[str, Any] = {}  # the welcome's `agent` (as RemoteLink's)
@@ -246,6 +247,7 @@ class TunnelClient:
         self.reconnect_attempt = int(msg.get("reconnect_attempt") or 0)
         self.reconnects = int(msg.get("reconnects") or 0)
         self.stalls = int(msg.get("stalls") or 0)
+        self.revivals = int(msg.get("revivals") or 0)
         self.generation = int(msg.get("generation") or 0)
         self.lease = msg.get("lease") or self.lease
         agent = msg.get("agent")

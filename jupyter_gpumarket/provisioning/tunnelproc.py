@@ -164,6 +164,7 @@ class TunnelProcess:
             "reconnect_attempt": link.reconnect_attempt,
             "reconnects": link.reconnects,
             "stalls": link.stalls,
+            "revivals": link.revivals,
             "generation": link.generation,
             "lease": link.lease,
             "agent": link.agent_info,

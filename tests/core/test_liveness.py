@@ -18,8 +18,26 @@ def test_a_quiet_link_is_probed_then_declared_dead_after_the_silence_timeout() -
     assert live.poll(3.0) is A.PING
     assert live.poll(3.5) is A.NOTHING
     assert live.poll(4.25) is A.DEAD
-    assert live.poll(100.0) is A.DEAD  # final
     assert live.dead
+    assert live.poll(4.5) is A.NOTHING  # DEAD is said once per silence
+    assert live.poll(5.25) is A.PING  # the silent link is still probed, once per interval
+    assert live.poll(5.5) is A.NOTHING
+    assert live.poll(100.0) is A.PING
+    assert live.dead
+
+
+def test_bytes_after_the_silence_revive_the_same_link_and_the_rules_start_over() -> None:
+    live = Liveness(0.0, interval=1.0, silence_timeout=4.0)
+    live.received(2.0)
+    assert live.poll(6.25) is A.DEAD
+    live.received(1.0)  # a stale report (older than the silence) revives nothing
+    assert live.poll(6.5) is not A.REVIVED
+    live.received(16.0)  # a 10 s stall ends: the held bytes arrive
+    assert live.poll(16.25) is A.REVIVED
+    assert not live.dead
+    assert live.poll(16.5) is A.NOTHING
+    assert live.poll(20.25) is A.DEAD  # silent again: declared again
+    assert live.poll(20.5) is A.NOTHING
 
 
 def test_any_bytes_received_keep_a_link_alive_however_late_a_pong_would_be() -> None:
@@ -52,7 +70,8 @@ def test_what_we_send_spares_heartbeats_but_not_probes() -> None:
         actions.append(live.poll(now))
     assert A.HEARTBEAT not in actions
     assert actions.count(A.PING) == 4
-    assert actions[-1] is A.DEAD
+    assert actions.count(A.DEAD) == 1
+    assert actions[-1] is A.NOTHING  # declared at 4.25 s, probed again one interval later
 
 
 def test_stale_reports_do_not_move_time_back() -> None:

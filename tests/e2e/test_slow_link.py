@@ -1,4 +1,5 @@
-"""A slow link is not a dead link, and a stalled one is noticed while it stalls.
+"""A slow link is not a dead link, and a stalled one is noticed while it stalls, then used
+again when it returns (no new handshake), or replaced when only a new path works.
 
 The provisioner reaches the agent through tests/linkemu.py (one-way delay, bandwidth cap,
 stalls that hold bytes). Timeouts here only detect hangs; the detection time itself is a
@@ -15,6 +16,7 @@ import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager, start_new_kernel
 from linkemu import ThreadedLink
+from traitlets.config import Config
 
 from agentproc import AgentProcess, environ
 
@@ -115,7 +117,68 @@ def test_a_stall_is_noticed_while_it_lasts_and_output_resumes_whole(
         assert tunnel.stalls == 1  # noticed by the silence, not by a reset
         assert km.is_alive()  # within the grace: never reported dead
         _check_numbered(_collect(kc, msg_id, timeout=120), n, size)
-        assert tunnel.reconnects == 1
+        # the silent link was kept: when the path returned it carried on, like TCP under ssh
+        assert (tunnel.revivals, tunnel.reconnects) == (1, 0)
+        assert tunnel.lost_since is None
     finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def test_when_only_a_new_path_works_the_silent_link_is_replaced_and_nothing_lost(
+    slow_link: tuple[ThreadedLink, dict[str, str]],
+) -> None:
+    link, env = slow_link
+    with environ(env):
+        km, kc = start_new_kernel(kernel_name="gpumarket", startup_timeout=60)
+    try:
+        tunnel = _tunnel(km)
+        n, size = 80, 20_000
+        code = _numbered(n, size).replace(
+            "flush()\n", "flush()\n    __import__('time').sleep(0.1)\n"
+        )
+        msg_id = kc.execute(code)
+        time.sleep(2)
+        # the open connection hangs (its bytes held, no reset), a new one goes through: the
+        # agent's writer, blocked on the old connection, must move to the new one
+        link.stall(existing_only=True)
+        try:
+            _check_numbered(_collect(kc, msg_id, timeout=120), n, size)
+        finally:
+            link.unstall()
+        assert (tunnel.stalls, tunnel.reconnects, tunnel.revivals) == (1, 1, 0)
+        assert km.is_alive()
+        reply = kc.execute_interactive("print('after')", timeout=60)
+        assert reply["content"]["status"] == "ok"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def test_a_stall_past_the_grace_ends_the_kernel_and_a_late_return_does_not_revive_it(
+    slow_link: tuple[ThreadedLink, dict[str, str]],
+) -> None:
+    link, env = slow_link
+    config = Config({"GpuMarketProvisioner": {"link_grace_seconds": 2.0}})
+    km = KernelManager(kernel_name="gpumarket", config=config)
+    with environ(env):
+        km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)
+        tunnel = _tunnel(km)
+        link.stall()
+        deadline = time.monotonic() + 30
+        while km.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not km.is_alive()  # 4 s of silence, then the 2 s grace
+        link.unstall()
+        time.sleep(2)  # what the silent link held now arrives: too late, it was closed
+        assert not km.is_alive()
+        assert tunnel.revivals == 0
+        assert "unreachable" in (tunnel.dead_reason or "")
+    finally:
+        link.unstall()
         kc.stop_channels()
         km.shutdown_kernel(now=True)
