@@ -1,14 +1,15 @@
 """gpumarket's tunnel vs ``ssh -L`` forwards of a kernel's five ZMQ ports, on emulated WAN links.
 
     python benchmarks/wan.py [--profiles 20ms-100mbit,150ms-10mbit] [--output-mb 20]
-                             [--requests 50] [--stall 10] [--skip-ssh]
+                             [--output-runs 3] [--requests 50] [--stall 10] [--skip-ssh]
 
 Both paths cross the same userspace link emulator (tests/linkemu.py, in a process of its own:
 one-way delay, bandwidth cap each way, stalls that hold bytes, resets). Per link profile:
   - start: kernel start until the first execute_reply (gpumarket: the provisioner's launch
     through a dev agent; ssh: ``ssh -L ... python -m ipykernel_launcher`` as remote_ikernel)
   - execute round trip (median)
-  - N MB of output (1 MB writes) until idle: MB/s, and the tunnel's reconnects meanwhile
+  - N MB of output (1 MB writes) until idle, --output-runs times: the median MB/s, and the
+    tunnel's reconnects meanwhile
   - a stall of --stall s in the middle of a trickle of output (a line every 0.1 s): when the
     tunnel noticed it, the time from the link's return to the next line, lines lost
   - a reset of every connection: the time to the next line (ssh: its forwards die with it)
@@ -99,6 +100,12 @@ async def first_reply(kc: Any, *, ready: bool = True) -> None:
     if ready:
         await kc.wait_for_ready(timeout=120)
     await kc.execute("pass", reply=True, timeout=120)
+
+
+async def outputs(kc: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """--output-runs outputs of --output-mb MB: the median MB/s, and each run's."""
+    runs = [await output_throughput(kc, args.output_mb) for _ in range(args.output_runs)]
+    return {"output_mb_per_s": statistics.median(runs), "output_runs_mb_per_s": runs}
 
 
 async def trickle_through(kc: Any, link: Link, fault: str, stall: float, probe: Any) -> dict:
@@ -196,7 +203,7 @@ async def run_gpumarket(args: argparse.Namespace, agent: Any, delay: float, rate
     try:
         out["rtt_ms"] = statistics.median(await rtts(kc, args.requests)) * 1e3
         before = tunnel.reconnects
-        out["output_mb_per_s"] = await output_throughput(kc, args.output_mb)
+        out.update(await outputs(kc, args))
         out["output_reconnects"] = tunnel.reconnects - before
 
         def probe(what: str) -> Any:
@@ -251,7 +258,7 @@ async def run_ssh(args: argparse.Namespace, sshd: Sshd, delay: float, rate: floa
     kernel, kc, _ = await start(link)
     try:
         out["rtt_ms"] = statistics.median(await rtts(kc, args.requests)) * 1e3
-        out["output_mb_per_s"] = await output_throughput(kc, args.output_mb)
+        out.update(await outputs(kc, args))
         out["output_reconnects"] = 0
         out["stall"] = await trickle_through(kc, link, "stall", args.stall, lambda what: None)
         out["reset"] = await trickle_through(kc, link, "reset", args.stall, lambda what: None)
@@ -313,6 +320,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profiles", default=",".join(PROFILES))
     parser.add_argument("--output-mb", type=int, default=20)
+    parser.add_argument("--output-runs", type=int, default=3)
     parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--starts", type=int, default=3)
     parser.add_argument("--stall", type=float, default=10.0)

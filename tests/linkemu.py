@@ -11,11 +11,12 @@ stalls that hold bytes, and resets (the kernel's netem is not available on these
         link.reset()     # every current connection gets an RST; new ones are accepted
 
 Each direction of each connection is two stages, like a router's queue and the wire:
-serialization (``len / rate`` per chunk, on a schedule that accumulates, so the average rate
-is exact whatever the timer jitter) and propagation (``delay`` later, pipelined). The proxy
-stops reading from a sender once ``buffer`` bytes wait for serialization, so the sender's
-own socket fills as it would behind a real bottleneck. A new connection's first bytes leave
-one round trip after the accept (the TCP handshake the loopback accept skipped).
+serialization (``len / rate`` per chunk, on a schedule that accumulates while the link is
+busy, so the average rate is exact whatever the timer jitter) and propagation (``delay``
+later, pipelined). The proxy stops reading from a sender once ``buffer`` bytes wait for
+serialization, so the sender's own socket fills as it would behind a real bottleneck. A new
+connection's first bytes leave one round trip after the accept (the TCP handshake the
+loopback accept skipped).
 
 :class:`ThreadedLink` runs one on its own loop in a daemon thread (tests); run as a script,
 ``python tests/linkemu.py TARGET_PORT --delay S --rate BYTES_PER_S`` prints its port and
@@ -42,6 +43,11 @@ __all__ = ["LinkEmulator", "ThreadedLink"]
 
 _CHUNK = 16384
 _CLOSE_TIMEOUT = 5.0
+# A busy link's clock runs on from the previous chunk's end even when the timer woke late:
+# restarting it at "now" after every late wake-up lost the oversleep each time (a 16 KB
+# chunk is 1.3 ms at 100 Mbit/s, and sleeps overshoot by about that: half the rate was
+# lost). Only a link idle for longer than this starts its clock again at "now".
+_MAX_LAG = 0.01
 
 
 @dataclass(eq=False)
@@ -237,7 +243,9 @@ class LinkEmulator:
                 data = queued.popleft()
                 state["queued"] -= len(data)
                 now = time.monotonic()
-                free_at = max(now, float(state["free_at"]))
+                free_at = float(state["free_at"])
+                if free_at < now - _MAX_LAG:  # idle: the link's clock restarts now
+                    free_at = now
                 if self.rate is not None:
                     free_at += len(data) / self.rate
                 state["free_at"] = free_at
