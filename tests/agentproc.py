@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -103,3 +104,34 @@ def environ(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def start_remote_kernel(
+    env: dict[str, str], *, grace: float | None = None, timeout: float = 60.0
+) -> tuple[Any, Any]:
+    """A ``gpumarket`` kernel started under ``env`` (``link_grace_seconds=grace`` if given) and
+    its blocking client, ready; the caller stops both."""
+    from jupyter_client.manager import KernelManager
+    from traitlets.config import Config
+
+    traits = {} if grace is None else {"link_grace_seconds": grace}
+    km = KernelManager(kernel_name="gpumarket", config=Config({"GpuMarketProvisioner": traits}))
+    with environ(env):
+        km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=timeout)
+    except BaseException:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+        raise
+    return km, kc
+
+
+def wait_dead(km: Any, timeout: float) -> bool:
+    """Poll ``km.is_alive()`` until it is False (True) or ``timeout`` s pass (False)."""
+    deadline = time.monotonic() + timeout
+    while km.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return not km.is_alive()

@@ -14,10 +14,9 @@ from typing import Any
 
 import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
-from jupyter_client.manager import KernelManager, start_new_kernel
-from traitlets.config import Config
+from jupyter_client.manager import start_new_kernel
 
-from agentproc import AgentProcess, environ, running_agent
+from agentproc import AgentProcess, environ, running_agent, start_remote_kernel, wait_dead
 from netfault import ThreadedProxy
 
 pytestmark = pytest.mark.slow
@@ -160,19 +159,10 @@ def test_after_the_grace_the_kernel_is_reported_dead_and_the_client_is_told(
     proxied: tuple[ThreadedProxy, dict[str, str]],
 ) -> None:
     proxy, env = proxied
-    config = Config({"GpuMarketProvisioner": {"link_grace_seconds": 2.0}})
-    km = KernelManager(kernel_name="gpumarket", config=config)
-    with environ(env):
-        km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
+    km, kc = start_remote_kernel(env, grace=2.0, timeout=30)
     try:
-        kc.wait_for_ready(timeout=30)
         _cut(proxy, "reset")
-        deadline = time.monotonic() + 15
-        while km.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not km.is_alive()
+        assert wait_dead(km, 15)
         texts = []
         while True:
             try:

@@ -16,9 +16,8 @@ import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager, start_new_kernel
 from linkemu import ThreadedLink
-from traitlets.config import Config
 
-from agentproc import AgentProcess, environ
+from agentproc import AgentProcess, environ, start_remote_kernel, wait_dead
 
 pytestmark = pytest.mark.slow
 
@@ -67,6 +66,11 @@ def _numbered(n: int, size: int) -> str:
     )
 
 
+def _paced(n: int, size: int) -> str:
+    """:func:`_numbered`, a line every 0.1 s."""
+    return _numbered(n, size).replace("flush()\n", "flush()\n    __import__('time').sleep(0.1)\n")
+
+
 def _check_numbered(text: str, n: int, size: int) -> None:
     lines = text.split("\n")[:-1]
     assert [int(line[:8]) for line in lines] == list(range(n))  # none lost, doubled, reordered
@@ -101,10 +105,7 @@ def test_a_stall_is_noticed_while_it_lasts_and_output_resumes_whole(
     try:
         tunnel = _tunnel(km)
         n, size = 60, 20_000  # 0.1 s apart: output flows before, during and after the stall
-        code = _numbered(n, size).replace(
-            "flush()\n", "flush()\n    __import__('time').sleep(0.1)\n"
-        )
-        msg_id = kc.execute(code)
+        msg_id = kc.execute(_paced(n, size))
         time.sleep(2)
         link.stall()  # bytes held both ways: no reset, no FIN, the sockets stay open
         stalled = time.monotonic()
@@ -134,10 +135,7 @@ def test_when_only_a_new_path_works_the_silent_link_is_replaced_and_nothing_lost
     try:
         tunnel = _tunnel(km)
         n, size = 80, 20_000
-        code = _numbered(n, size).replace(
-            "flush()\n", "flush()\n    __import__('time').sleep(0.1)\n"
-        )
-        msg_id = kc.execute(code)
+        msg_id = kc.execute(_paced(n, size))
         time.sleep(2)
         # the open connection hangs (its bytes held, no reset), a new one goes through: the
         # agent's writer, blocked on the old connection, must move to the new one
@@ -159,20 +157,11 @@ def test_a_stall_past_the_grace_ends_the_kernel_and_a_late_return_does_not_reviv
     slow_link: tuple[ThreadedLink, dict[str, str]],
 ) -> None:
     link, env = slow_link
-    config = Config({"GpuMarketProvisioner": {"link_grace_seconds": 2.0}})
-    km = KernelManager(kernel_name="gpumarket", config=config)
-    with environ(env):
-        km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
+    km, kc = start_remote_kernel(env, grace=2.0)
     try:
-        kc.wait_for_ready(timeout=60)
         tunnel = _tunnel(km)
         link.stall()
-        deadline = time.monotonic() + 30
-        while km.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not km.is_alive()  # 4 s of silence, then the 2 s grace
+        assert wait_dead(km, 30)  # 4 s of silence, then the 2 s grace
         link.unstall()
         time.sleep(2)  # what the silent link held now arrives: too late, it was closed
         assert not km.is_alive()
