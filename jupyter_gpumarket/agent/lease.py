@@ -181,6 +181,12 @@ class Lease:
         self.pipe.send_control(msg)
 
     @property
+    def renter_connected(self) -> bool:
+        """A renter's connection is attached and not silent (telemetry is sent only then)."""
+        ws = self.pipe.ws
+        return ws is not None and ws is not self._silent and not self.ended
+
+    @property
     def kernel(self) -> KernelProcess | None:
         return self._kernel
 

@@ -325,5 +325,5 @@ async def stream(
         except Exception:  # a bug here must cost telemetry, never the lease
             log.exception("telemetry sampling failed; stopping it for this lease")
             return
-        if lease.pipe.ws is not None and not lease.ended:
+        if lease.renter_connected:
             lease.pipe.send(Channel.AGENT, [encode_message(sample)])

@@ -7,8 +7,9 @@ no longer shares a GIL with the tunnel. The provisioner (:mod:`.tunnel_client`) 
 JSON lines on that socket: requests ``{"id", "op", ...}`` (open, hello, start, signal, push,
 pull, stop; for a paid kernel also pay, stop_kernel, notify) answered by ``{"id", "ok",
 "result" | "error", "kind"}``, and events pushed as they change (``{"ev": "status", ...}``:
-exit code, lost_since, dead_reason, reconnects, generation, telemetry; ``{"ev": "notice",
-"text"}``; a paid kernel's ``{"ev": "ack", "amount"}`` and ``{"ev": "interval", "seconds"}``).
+exit code, lost_since, dead_reason, reconnects, stalls, revivals, generation, telemetry;
+``{"ev": "notice", "text"}``; a paid kernel's ``{"ev": "ack", "amount"}`` and
+``{"ev": "interval", "seconds"}``).
 
 A paid kernel's ``open`` carries the lease's session key (never the wallet's): the process
 answers the provider's challenge itself on every reconnect, so the link survives its server

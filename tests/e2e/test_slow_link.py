@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager, start_new_kernel
 from linkemu import ThreadedLink
 
-from agentproc import AgentProcess, environ, start_remote_kernel, wait_dead
+from agentproc import AgentProcess, environ, running_agent, start_remote_kernel, wait_dead
 
 pytestmark = pytest.mark.slow
 
@@ -171,3 +172,35 @@ def test_a_stall_past_the_grace_ends_the_kernel_and_a_late_return_does_not_reviv
         link.unstall()
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_the_provider_keeps_a_silent_renter_past_its_own_timeout_and_takes_it_back(
+    tmp_path: Path,
+) -> None:
+    # the agent declares a renter silent after 8 s and would stop the kernel 4 s later; a 10 s
+    # stall ends in between: the same connection carries on and the agent's grace is called off
+    with running_agent(tmp_path, "--client-grace", "4") as agent:
+        link = ThreadedLink("127.0.0.1", int(agent.url.rsplit(":", 1)[1]), delay=0.075, rate=1e6)
+        env = {**agent.env(), "GPUMARKET_PROVIDER_URL": f"wss://127.0.0.1:{link.start()}"}
+        try:
+            km, kc = start_remote_kernel(env)
+            try:
+                tunnel = _tunnel(km)
+                n, size = 170, 2_000  # 17 s of lines, the stall in the middle
+                msg_id = kc.execute(_paced(n, size))
+                time.sleep(1)
+                link.stall()
+                time.sleep(STALL)
+                link.unstall()
+                _check_numbered(_collect(kc, msg_id, timeout=120), n, size)
+                assert (tunnel.revivals, tunnel.reconnects) == (1, 0)
+                log = agent.log()
+                assert "no byte from the renter" in log
+                assert "silent link is back" in log
+                assert "stopping it" not in log  # the grace did not run out
+                assert km.is_alive()
+            finally:
+                kc.stop_channels()
+                km.shutdown_kernel(now=True)
+        finally:
+            link.stop()
