@@ -276,6 +276,8 @@ class RemoteLink(AgentRequests):
             if task is not None:
                 task.cancel()
         self._inbox.close()
-        if ws is not None:
+        if ws is not None and not was_up:
+            ws.transport.abort()  # silent: a closing handshake would wait for nothing
+        elif ws is not None:
             await ws.close()
         self.pipe.close()
