@@ -237,6 +237,12 @@ async def _until(ready: Any) -> None:
             await asyncio.sleep(0.01)
 
 
+class _Lease(SimpleNamespace):
+    @property
+    def renter_connected(self) -> bool:  # as agent.lease.Lease's (no silent link here)
+        return self.pipe.ws is not None and not self.ended
+
+
 async def test_stream_bills_writes_and_sends_only_while_connected(tmp_path: Path) -> None:
     import asyncio
     import time
@@ -249,7 +255,7 @@ async def test_stream_bills_writes_and_sends_only_while_connected(tmp_path: Path
     kernel = SimpleNamespace(
         pid=os.getpid(), exit_code=None, telemetry_file=tmp_path / "telemetry.json"
     )
-    lease = SimpleNamespace(
+    lease = _Lease(
         ended=False,
         gpus=(0,),
         kernel=kernel,
