@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from jupyter_gpumarket.agent.disk_quota import quota_stop_reason, quota_warnings
 from jupyter_gpumarket.agent.kernel_env import (
     AGENT_ENV_ALLOW,
     LAUNCHER_ENV,
@@ -58,51 +59,7 @@ from jupyter_gpumarket.agent.seccomp import userns_filter_fd
 from jupyter_gpumarket.agent.slots import KernelSlot
 from jupyter_gpumarket.core.kernel_args import check_kernel_args
 from jupyter_gpumarket.exceptions import KernelLaunchError
-from jupyter_gpumarket.safefs import TreeUsage
 from jupyter_gpumarket.telemetry_view import TELEMETRY_FILE_ENV
-
-DISK_WARN_FRACTION = 0.8  # tell the notebook before the quota stops the kernel
-_MB = 1024 * 1024
-
-
-def _quota_warnings(usage: TreeUsage, quota: int | None, inodes: int) -> list[tuple[str, str]]:
-    out = []
-    if quota is not None and usage.bytes > quota * DISK_WARN_FRACTION:
-        out.append((
-            "disk",
-            f"the kernel's working dir uses {usage.bytes // _MB} MB of its {quota // _MB} MB disk "
-            "quota; past the quota the provider stops the kernel: delete files you no longer need",
-        ))  # fmt: skip
-    if usage.inodes > inodes * DISK_WARN_FRACTION:
-        out.append((
-            "inodes",
-            f"the kernel's working dir holds {usage.inodes} of its {inodes} files and "
-            "directories; past the limit the provider stops the kernel: delete files you no "
-            "longer need",
-        ))  # fmt: skip
-    return out
-
-
-def _quota_stop_reason(usage: TreeUsage, quota: int | None, inodes: int) -> str:
-    if usage.too_deep:
-        return (
-            "the kernel's working dir nests directories deeper than the provider measures, so "
-            "the provider stopped the kernel; keep directory trees shallower"
-        )
-    if usage.inodes > inodes:
-        return (
-            f"the kernel's working dir holds more than {inodes} files and directories, over its "
-            "limit, so the provider stopped the kernel; delete files before making more, or "
-            "pick an offer with a higher file limit"
-        )
-    if quota is not None and usage.bytes > quota:
-        return (
-            f"the kernel's working dir used {usage.bytes // _MB} MB, over its disk quota of "
-            f"{quota // _MB} MB, so the provider stopped the kernel; delete files "
-            "before writing more, or pick an offer with more disk"
-        )
-    return ""
-
 
 __all__ = [
     "AGENT_ENV_ALLOW",
@@ -362,11 +319,11 @@ class KernelProcess:
             start = loop.time()
             usage = await asyncio.to_thread(dir_usage, self.workdir, inodes + 1)
             walked = loop.time() - start
-            for kind, warning in _quota_warnings(usage, quota, inodes):
+            for kind, warning in quota_warnings(usage, quota, inodes):
                 if kind not in warned:
                     warned.add(kind)
                     self._on_warning(warning)
-            reason = _quota_stop_reason(usage, quota, inodes)
+            reason = quota_stop_reason(usage, quota, inodes)
             if reason:
                 self.stop_reason = reason
                 log.warning("kernel pid %s: %s", self.proc.pid, self.stop_reason)

@@ -3,6 +3,8 @@
 The data path (shell, control, stdin, iopub, hb) carries ZMQ parts untouched; only these small
 control messages are JSON. Each message is a frozen dataclass validated where it is made, so a
 malformed message from the other side fails in ``parse_*`` with a ProtocolError naming the field.
+The file-sync messages are core.sync_msgs' (exported here too), the payment messages
+core.paymsgs', the market's core.market_msgs'.
 """
 
 from __future__ import annotations
@@ -14,6 +16,18 @@ from typing import Any, TypeVar
 
 from jupyter_gpumarket.core import market_msgs, paymsgs, safejson
 from jupyter_gpumarket.core.kernel_args import check_kernel_args
+from jupyter_gpumarket.core.sync_msgs import (
+    MANIFEST_PAGE_BYTES,
+    BlobChunk,
+    FetchBlob,
+    PullManifest,
+    PullRequest,
+    SyncCommit,
+    SyncDone,
+    SyncNeed,
+    SyncOffer,
+    sync_offer_pages,
+)
 from jupyter_gpumarket.core.telemetry import MAX_SAMPLE_BYTES, TelemetrySample
 from jupyter_gpumarket.exceptions import ProtocolError
 
@@ -63,7 +77,6 @@ MAX_CONTROL_VALUES = 1_000_000
 # but the manifest, which comes in pages of MANIFEST_PAGE_BYTES (sync_offer with more=true on
 # all but the last); the pages of one offer together stay within MAX_CONTROL_BYTES.
 MAX_REQUEST_BYTES = 768 * 1024  # a start_kernel: 256 KiB of environment, 256 KiB of options
-MANIFEST_PAGE_BYTES = 64 * 1024
 
 
 class CloseCode:
@@ -232,118 +245,6 @@ class Refused:
     op: str = field(default="refused", init=False, repr=False)
 
 
-def _sha(value: object, what: str) -> None:
-    _check(
-        isinstance(value, str) and len(value) == 64 and all(c in _HEX for c in value),
-        f"{what} must be a sha256 hex digest",
-    )
-
-
-@dataclass(frozen=True)
-class SyncOffer:
-    """Renter -> agent: the notebook dir's manifest (wire form of core.filesync.Manifest),
-    or one page of it: ``more`` says pages follow (see :func:`sync_offer_pages`); the agent
-    answers the last page only."""
-
-    manifest: dict[str, Any]
-    more: bool = False
-    op: str = field(default="sync_offer", init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        _check(isinstance(self.manifest, dict), "sync_offer.manifest must be an object")
-        _check(isinstance(self.more, bool), "sync_offer.more must be a boolean")
-
-
-def sync_offer_pages(
-    manifest: dict[str, Any], page_bytes: int = MANIFEST_PAGE_BYTES
-) -> list[SyncOffer]:
-    """A manifest's wire form (``{"files": {path: entry}}``) as sync_offer pages of about
-    ``page_bytes`` each (one entry more than that makes a page of its own); one page when it
-    fits, which is the message agents from before pages take."""
-    files = manifest.get("files")
-    _check(isinstance(files, dict), "manifest must have a 'files' object")
-    assert isinstance(files, dict)
-    pages: list[dict[str, Any]] = [{}]
-    size = 0
-    for path, entry in files.items():
-        cost = len(path.encode()) + len(json.dumps(entry, separators=(",", ":"))) + 8
-        if size + cost > page_bytes and pages[-1]:
-            pages.append({})
-            size = 0
-        pages[-1][path] = entry
-        size += cost
-    last = len(pages) - 1
-    return [SyncOffer(manifest={"files": page}, more=i < last) for i, page in enumerate(pages)]
-
-
-@dataclass(frozen=True)
-class SyncNeed:
-    """Agent -> renter: the blobs of the offered manifest it does not have yet."""
-
-    missing: tuple[str, ...]
-    op: str = field(default="sync_need", init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "missing", tuple(self.missing))
-        for sha in self.missing:
-            _sha(sha, "sync_need.missing[]")
-
-
-@dataclass(frozen=True)
-class BlobChunk:
-    """Either way: one chunk of a blob; the bytes are the message's second part."""
-
-    sha256: str
-    last: bool = False
-    op: str = field(default="blob_chunk", init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        _sha(self.sha256, "blob_chunk.sha256")
-        _check(isinstance(self.last, bool), "blob_chunk.last")
-
-
-@dataclass(frozen=True)
-class SyncCommit:
-    """Renter -> agent: every missing blob is sent; lay the manifest out in the working dir."""
-
-    op: str = field(default="sync_commit", init=False, repr=False)
-
-
-@dataclass(frozen=True)
-class SyncDone:
-    """Agent -> renter: the working dir holds the offered files."""
-
-    files: int
-    bytes: int
-    op: str = field(default="sync_done", init=False, repr=False)
-
-
-@dataclass(frozen=True)
-class PullRequest:
-    """Renter -> agent: what is in the kernel's working dir now?"""
-
-    op: str = field(default="pull_request", init=False, repr=False)
-
-
-@dataclass(frozen=True)
-class PullManifest:
-    """Agent -> renter: manifest of the working dir (answer to PullRequest)."""
-
-    manifest: dict[str, Any]
-    op: str = field(default="pull_manifest", init=False, repr=False)
-
-
-@dataclass(frozen=True)
-class FetchBlob:
-    """Renter -> agent: send the bytes of this blob of the last pull manifest."""
-
-    sha256: str
-    op: str = field(default="fetch_blob", init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        _sha(self.sha256, "fetch_blob.sha256")
-
-
 @dataclass(frozen=True)
 class Telemetry:
     """Agent -> renter, about every second: the kernel's resource use and the lease's bill
@@ -355,9 +256,6 @@ class Telemetry:
     def __post_init__(self) -> None:
         if not isinstance(self.sample, TelemetrySample):
             object.__setattr__(self, "sample", TelemetrySample.from_json(self.sample))
-
-
-_HEX = frozenset("0123456789abcdef")
 
 
 _M = TypeVar("_M")
